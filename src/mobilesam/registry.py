@@ -1,0 +1,231 @@
+"""Model configurations by name and the one builder that turns them into `Sam` modules."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from . import weights
+from .errors import CheckpointError, UnknownModelError
+from .modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+
+
+@dataclass(frozen=True)
+class TinyViTConfig:
+    """Architecture of a TinyViT encoder (MobileSAM)."""
+
+    embed_dims: tuple[int, ...] = (64, 128, 160, 320)
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (2, 4, 5, 10)
+    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    mlp_ratio: float = 4.0
+    mbconv_expand_ratio: float = 4.0
+    local_conv_size: int = 3
+    num_classes: int = 1000
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a SAM ViT encoder."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build one named model; what is shared has defaults."""
+
+    name: str
+    description: str
+    encoder: TinyViTConfig | ViTConfig
+    checkpoint: str | None = None  # a filename in weights.KNOWN_CHECKPOINTS
+    image_size: int = 1024
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    aliases: tuple[str, ...] = field(default=())
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    "vit_t": ModelConfig(
+        name="vit_t",
+        description="MobileSAM: TinyViT-5M encoder distilled from SAM ViT-H",
+        encoder=TinyViTConfig(),
+        checkpoint="mobile_sam.pt",
+        aliases=("mobile_sam",),
+    ),
+    "vit_b": ModelConfig(
+        name="vit_b",
+        description="SAM ViT-B",
+        encoder=ViTConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
+        checkpoint="sam_vit_b_01ec64.pth",
+        aliases=("sam_b",),
+    ),
+    "vit_l": ModelConfig(
+        name="vit_l",
+        description="SAM ViT-L",
+        encoder=ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
+        checkpoint="sam_vit_l_0b3195.pth",
+        aliases=("sam_l",),
+    ),
+    "vit_h": ModelConfig(
+        name="vit_h",
+        description="SAM ViT-H (the original Segment Anything model)",
+        encoder=ViTConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+        checkpoint="sam_vit_h_4b8939.pth",
+        aliases=("sam_h", "default"),
+    ),
+}
+
+
+def get_config(name: str) -> ModelConfig:
+    """The configuration registered under `name` or one of its aliases.
+
+    Raises:
+        UnknownModelError: No such model.
+    """
+    for config in MODEL_CONFIGS.values():
+        if name == config.name or name in config.aliases:
+            return config
+    known = ", ".join(MODEL_CONFIGS)
+    raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
+
+
+def build_from_config(config: ModelConfig) -> Sam:
+    """A freshly initialised `Sam` (train mode, CPU or the current default device)."""
+    enc = config.encoder
+    if isinstance(enc, TinyViTConfig):
+        image_encoder: torch.nn.Module = TinyViT(
+            img_size=config.image_size,
+            embed_dims=enc.embed_dims,
+            depths=enc.depths,
+            num_heads=enc.num_heads,
+            window_sizes=enc.window_sizes,
+            mlp_ratio=enc.mlp_ratio,
+            mbconv_expand_ratio=enc.mbconv_expand_ratio,
+            local_conv_size=enc.local_conv_size,
+            num_classes=enc.num_classes,
+            out_chans=config.prompt_embed_dim,
+        )
+        patch_size = 16
+    else:
+        image_encoder = ImageEncoderViT(
+            img_size=config.image_size,
+            patch_size=enc.patch_size,
+            embed_dim=enc.embed_dim,
+            depth=enc.depth,
+            num_heads=enc.num_heads,
+            global_attn_indexes=enc.global_attn_indexes,
+            window_size=enc.window_size,
+            mlp_ratio=enc.mlp_ratio,
+            out_chans=config.prompt_embed_dim,
+        )
+        patch_size = enc.patch_size
+    grid = config.image_size // patch_size
+    prompt_encoder = PromptEncoder(
+        embed_dim=config.prompt_embed_dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(config.image_size, config.image_size),
+        mask_in_chans=config.mask_in_chans,
+    )
+    mask_decoder = MaskDecoder(
+        transformer_dim=config.prompt_embed_dim,
+        transformer=TwoWayTransformer(
+            depth=config.decoder_depth,
+            embedding_dim=config.prompt_embed_dim,
+            num_heads=config.decoder_num_heads,
+            mlp_dim=config.decoder_mlp_dim,
+        ),
+        num_multimask_outputs=config.num_multimask_outputs,
+        iou_head_depth=config.iou_head_depth,
+        iou_head_hidden_dim=config.iou_head_hidden_dim,
+    )
+    return Sam(image_encoder, prompt_encoder, mask_decoder, config.pixel_mean, config.pixel_std)
+
+
+def build_sam(
+    name: str = "vit_t",
+    checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+) -> Sam:
+    """Build a named model in eval mode, optionally with weights.
+
+    Args:
+        name: A registered model name ("vit_t", "vit_b", "vit_l", "vit_h") or alias.
+        checkpoint: A file path or a known checkpoint filename (fetched into the
+            cache if missing); None leaves the weights randomly initialised.
+        device: Where the model ends up; weights are always loaded on the CPU first.
+
+    Raises:
+        UnknownModelError: Unknown name.
+        CheckpointError: The checkpoint is unreadable or belongs to another model.
+    """
+    config = get_config(name)
+    if checkpoint is None:
+        return build_from_config(config).to(device).eval()
+    path, state_dict, found = _read_checkpoint(checkpoint)
+    if found != config.name:
+        raise CheckpointError(f"{path} holds a {found!r} model, not {config.name!r}; use build_sam({found!r}, ...)")
+    return _with_weights(config, state_dict, path, device)
+
+
+def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Sam:
+    """A model from a name, a known checkpoint filename or a checkpoint path.
+
+    A bare model name ("vit_t") gives random weights; a file gives the model
+    its keys describe, with those weights.
+    """
+    text = os.fspath(model)
+    if not os.path.exists(text):
+        try:
+            get_config(text)
+        except UnknownModelError:
+            pass
+        else:
+            return build_sam(text, device=device)
+    path, state_dict, found = _read_checkpoint(text)
+    return _with_weights(get_config(found), state_dict, path, device)
+
+
+def _read_checkpoint(checkpoint: str | os.PathLike[str]) -> tuple[Path, dict[str, torch.Tensor], str]:
+    """Resolve, read and identify a checkpoint: (path, state dict, model name)."""
+    path = weights.resolve_checkpoint(checkpoint)
+    state_dict = weights.read_state_dict(path)
+    return path, state_dict, weights.detect_model_name(state_dict)
+
+
+def _with_weights(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: Path, device: str | torch.device) -> Sam:
+    model = build_from_config(config)
+    weights.load_weights(model, state_dict, source=str(path))
+    return model.to(device).eval()
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Number of parameters (works on the meta device)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+sam_model_registry = {
+    alias: partial(build_sam, config.name)
+    for config in MODEL_CONFIGS.values()
+    for alias in (config.name, *config.aliases)
+}
+"""`segment_anything`-style table: `sam_model_registry["vit_t"](checkpoint=path)`."""
