@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import torch
@@ -13,8 +14,9 @@ with warnings.catch_warnings():
     from mobile_sam.build_sam import _build_sam as reference_build_vit
 
 from mobilesam.modeling import Sam
+from mobilesam.registry import build_from_config, get_config
 
-__all__ = ["mobile_sam", "randomize", "reference_build_vit", "sync_reference", "seeded_state_dict"]
+__all__ = ["mobile_sam", "paired_models", "randomize", "seeded_state_dict", "sync_reference"]
 
 
 def seeded_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
@@ -54,3 +56,22 @@ def sync_reference(reference: torch.nn.Module, ours: Sam) -> torch.nn.Module:
     # The reference TinyViT caches attention biases when switched to eval;
     # switching after the load makes the cache match the new weights.
     return reference.eval()
+
+
+def paired_models(name: str, seed: int = 0, **encoder_overrides):
+    """(ours, reference) with identical random weights; the encoder config may be shrunk."""
+    config = get_config(name)
+    if encoder_overrides:
+        config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, **encoder_overrides))
+        enc = config.encoder
+        reference = reference_build_vit(
+            encoder_embed_dim=enc.embed_dim,
+            encoder_depth=enc.depth,
+            encoder_num_heads=enc.num_heads,
+            encoder_global_attn_indexes=list(enc.global_attn_indexes),
+        )
+    else:
+        reference = mobile_sam.sam_model_registry[name]()
+    torch.manual_seed(seed)
+    ours = randomize(build_from_config(config), seed)
+    return ours, sync_reference(reference, ours)

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
 from mobilesam.registry import MODEL_CONFIGS, build_from_config, count_parameters, get_config
-from reference import mobile_sam, randomize, reference_build_vit, sync_reference
+from reference import mobile_sam, paired_models
 
 TOL = 1e-5
-
-
-def _paired(name: str, seed: int = 0, **encoder_overrides):
-    """(ours, reference) with identical random weights; the encoder config may be shrunk."""
-    config = get_config(name)
-    if encoder_overrides:
-        config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, **encoder_overrides))
-        enc = config.encoder
-        reference = reference_build_vit(
-            encoder_embed_dim=enc.embed_dim,
-            encoder_depth=enc.depth,
-            encoder_num_heads=enc.num_heads,
-            encoder_global_attn_indexes=list(enc.global_attn_indexes),
-        )
-    else:
-        reference = mobile_sam.sam_model_registry[name]()
-    torch.manual_seed(seed)
-    ours = randomize(build_from_config(config), seed)
-    return ours, sync_reference(reference, ours)
 
 
 def _prompt_cases(generator: torch.Generator) -> dict[str, dict]:
@@ -92,12 +71,12 @@ def _image(seed: int, h: int = 1024, w: int = 1024) -> torch.Tensor:
 
 
 def test_vit_t_matches_reference():
-    ours, reference = _paired("vit_t")
+    ours, reference = paired_models("vit_t")
     _check_pipeline(ours, reference, _image(1))
 
 
 def test_vit_t_non_square_input_is_padded_like_reference():
-    ours, reference = _paired("vit_t", seed=5)
+    ours, reference = paired_models("vit_t", seed=5)
     with torch.inference_mode():
         image = _image(2, 683, 1024)
         _assert_close(ours.preprocess(image), reference.preprocess(image), "preprocess")
@@ -110,7 +89,7 @@ def test_vit_t_non_square_input_is_padded_like_reference():
 
 
 def test_sam_forward_matches_reference():
-    ours, reference = _paired("vit_t", seed=7)
+    ours, reference = paired_models("vit_t", seed=7)
     generator = torch.Generator().manual_seed(11)
     batched_input = [
         {
@@ -160,7 +139,7 @@ def test_mobilesam_parameter_count_is_about_ten_million():
 
 @pytest.mark.slow
 def test_vit_b_matches_reference():
-    ours, reference = _paired("vit_b", seed=1)
+    ours, reference = paired_models("vit_b", seed=1)
     _check_pipeline(ours, reference, _image(6))
 
 
@@ -168,5 +147,5 @@ def test_vit_b_matches_reference():
 @pytest.mark.parametrize("name", ["vit_l", "vit_h"])
 def test_shrunken_large_vits_match_reference(name):
     # Two blocks, the second global, at the real width, heads and input size.
-    ours, reference = _paired(name, seed=2, depth=2, global_attn_indexes=(1,))
+    ours, reference = paired_models(name, seed=2, depth=2, global_attn_indexes=(1,))
     _check_pipeline(ours, reference, _image(8))

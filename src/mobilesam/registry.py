@@ -194,11 +194,16 @@ def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu
     its keys describe, with those weights.
     """
     text = os.fspath(model)
-    if not os.path.exists(text):
+    if not os.path.exists(text) and text not in weights.KNOWN_CHECKPOINTS:
+        looks_like_file = Path(text).suffix != "" or os.sep in text
         try:
             get_config(text)
         except UnknownModelError:
-            pass
+            if not looks_like_file:
+                raise UnknownModelError(
+                    f"unknown model {text!r}: not a model name ({', '.join(MODEL_CONFIGS)}), "
+                    f"a known checkpoint ({', '.join(weights.KNOWN_CHECKPOINTS)}) or an existing file"
+                ) from None
         else:
             return build_sam(text, device=device)
     path, state_dict, found = _read_checkpoint(text)

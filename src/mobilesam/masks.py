@@ -1,0 +1,196 @@
+"""Mask utilities: stability score, boxes, crops, point grids, RLE, small-region clean-up.
+
+Plain functions over tensors and arrays, shared by the automatic mask
+generator, the writers and validation. RLE follows pycocotools' convention:
+column-major runs that start with a run of zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+
+def calculate_stability_score(mask_logits: torch.Tensor, mask_threshold: float, threshold_offset: float) -> torch.Tensor:
+    """IoU between the masks cut at `threshold + offset` and at `threshold - offset`, over the last two axes.
+
+    The high cut is always inside the low one, so the IoU is a ratio of pixel counts.
+    """
+    # Sum rows in int16 and then columns in int32: exact, and half the memory of int64.
+    high = (mask_logits > (mask_threshold + threshold_offset)).sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
+    low = (mask_logits > (mask_threshold - threshold_offset)).sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
+    return high / low
+
+
+def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) bool masks -> (..., 4) XYXY int64 boxes (inclusive); [0, 0, 0, 0] for an empty mask."""
+    if masks.numel() == 0:
+        return torch.zeros(*masks.shape[:-2], 4, dtype=torch.long, device=masks.device)
+    h, w = masks.shape[-2:]
+    rows = masks.any(dim=-1)  # (..., H)
+    cols = masks.any(dim=-2)  # (..., W)
+    row_idx = torch.arange(h, device=masks.device)
+    col_idx = torch.arange(w, device=masks.device)
+    bottom = (rows * row_idx).amax(dim=-1)
+    top = torch.where(rows, row_idx, h).amin(dim=-1)
+    right = (cols * col_idx).amax(dim=-1)
+    left = torch.where(cols, col_idx, w).amin(dim=-1)
+    boxes = torch.stack([left, top, right, bottom], dim=-1)
+    empty = ~rows.any(dim=-1)
+    return boxes * (~empty).unsqueeze(-1)
+
+
+def box_xyxy_to_xywh(box: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """XYXY -> XYWH for one box (a copy)."""
+    xywh = box.clone() if isinstance(box, torch.Tensor) else box.copy()
+    xywh[2] = box[2] - box[0]
+    xywh[3] = box[3] - box[1]
+    return xywh
+
+
+def uncrop_boxes_xyxy(boxes: torch.Tensor, crop_box: list[int]) -> torch.Tensor:
+    """Shift (..., 4) XYXY boxes from a crop's frame to the image's."""
+    x0, y0, _, _ = crop_box
+    return boxes + torch.tensor([x0, y0, x0, y0], device=boxes.device)
+
+
+def uncrop_points(points: torch.Tensor, crop_box: list[int]) -> torch.Tensor:
+    """Shift (..., 2) XY points from a crop's frame to the image's."""
+    x0, y0, _, _ = crop_box
+    return points + torch.tensor([x0, y0], device=points.device)
+
+
+def uncrop_masks(masks: torch.Tensor, crop_box: list[int], orig_h: int, orig_w: int) -> torch.Tensor:
+    """Zero-pad (..., h, w) crop masks to (..., orig_h, orig_w) at the crop's place."""
+    x0, y0, x1, y1 = crop_box
+    if x0 == 0 and y0 == 0 and x1 == orig_w and y1 == orig_h:
+        return masks
+    pad_x, pad_y = orig_w - (x1 - x0), orig_h - (y1 - y0)
+    return torch.nn.functional.pad(masks, (x0, pad_x - x0, y0, pad_y - y0), value=0)
+
+
+def is_box_near_crop_edge(
+    boxes: torch.Tensor, crop_box: list[int], orig_box: list[int], atol: float = 20.0
+) -> torch.Tensor:
+    """(N,) True for (N, 4) crop-frame boxes that touch the crop's edge where it is not the image's edge."""
+    crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
+    orig = torch.as_tensor(orig_box, dtype=torch.float, device=boxes.device)
+    boxes = uncrop_boxes_xyxy(boxes, crop_box).float()
+    near_crop_edge = torch.isclose(boxes, crop[None, :], atol=atol, rtol=0)
+    near_image_edge = torch.isclose(boxes, orig[None, :], atol=atol, rtol=0)
+    return (near_crop_edge & ~near_image_edge).any(dim=1)
+
+
+def build_point_grid(n_per_side: int) -> np.ndarray:
+    """(n*n, 2) XY points at cell centres of an n x n grid over [0, 1]^2, row by row."""
+    offset = 1 / (2 * n_per_side)
+    side = np.linspace(offset, 1 - offset, n_per_side)
+    xs = np.tile(side[None, :], (n_per_side, 1))
+    ys = np.tile(side[:, None], (1, n_per_side))
+    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def build_all_layer_point_grids(n_per_side: int, n_layers: int, scale_per_layer: int) -> list[np.ndarray]:
+    """One grid per crop layer; layer i has n_per_side / scale_per_layer**i points per side."""
+    return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
+
+
+def generate_crop_boxes(
+    im_size: tuple[int, ...], n_layers: int, overlap_ratio: float
+) -> tuple[list[list[int]], list[int]]:
+    """XYXY crop boxes and their layer: the whole image, then (2**i)**2 overlapping crops for layer i."""
+    im_h, im_w = im_size
+    short_side = min(im_h, im_w)
+    crop_boxes, layer_idxs = [[0, 0, im_w, im_h]], [0]
+
+    def crop_len(orig_len: int, n_crops: int, overlap: int) -> int:
+        return int(math.ceil((overlap * (n_crops - 1) + orig_len) / n_crops))
+
+    for i_layer in range(n_layers):
+        n_crops_per_side = 2 ** (i_layer + 1)
+        overlap = int(overlap_ratio * short_side * (2 / n_crops_per_side))
+        crop_w = crop_len(im_w, n_crops_per_side, overlap)
+        crop_h = crop_len(im_h, n_crops_per_side, overlap)
+        x0s = [int((crop_w - overlap) * i) for i in range(n_crops_per_side)]
+        y0s = [int((crop_h - overlap) * i) for i in range(n_crops_per_side)]
+        for x0, y0 in product(x0s, y0s):
+            crop_boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
+            layer_idxs.append(i_layer + 1)
+    return crop_boxes, layer_idxs
+
+
+def mask_to_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """(B, H, W) bool masks -> uncompressed RLEs {'size': [H, W], 'counts': [...]} (column-major, zeros first)."""
+    b, h, w = masks.shape
+    flat = masks.permute(0, 2, 1).flatten(1)  # column-major order
+    change = (flat[:, 1:] ^ flat[:, :-1]).nonzero()  # (K, 2): mask index, position before the change
+    starts_with_one = flat[:, 0].tolist()
+    per_mask = torch.bincount(change[:, 0], minlength=b).tolist()
+    positions = (change[:, 1] + 1).tolist()
+    out, offset = [], 0
+    for i in range(b):
+        edges = [0, *positions[offset : offset + per_mask[i]], h * w]
+        offset += per_mask[i]
+        counts = [0] if starts_with_one[i] else []
+        counts.extend(end - begin for begin, end in zip(edges[:-1], edges[1:]))
+        out.append({"size": [h, w], "counts": counts})
+    return out
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Uncompressed RLE -> (H, W) bool mask."""
+    h, w = rle["size"]
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape(w, h).transpose()
+
+
+def area_from_rle(rle: dict[str, Any]) -> int:
+    """Number of foreground pixels of an uncompressed RLE."""
+    return sum(rle["counts"][1::2])
+
+
+def coco_encode_rle(uncompressed_rle: dict[str, Any]) -> dict[str, Any]:
+    """Uncompressed RLE -> COCO compressed RLE with `counts` as str (JSON-ready), via pycocotools."""
+    h, w = uncompressed_rle["size"]
+    rle = mask_utils.frPyObjects(uncompressed_rle, h, w)
+    rle["counts"] = rle["counts"].decode("utf-8")
+    return rle
+
+
+def coco_decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """COCO compressed RLE (counts str or bytes) -> (H, W) bool mask, via pycocotools."""
+    counts = rle["counts"]
+    encoded = {"size": list(rle["size"]), "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
+    return mask_utils.decode(encoded).astype(bool)
+
+
+def remove_small_regions(
+    mask: np.ndarray, area_thresh: float, mode: Literal["holes", "islands"]
+) -> tuple[np.ndarray, bool]:
+    """Fill holes or remove islands smaller than `area_thresh` (8-connectivity).
+
+    When every island is too small the largest is kept. Returns the mask and
+    whether it changed.
+    """
+    if mode not in ("holes", "islands"):
+        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
+    correct_holes = mode == "holes"
+    working = (correct_holes ^ mask).astype(np.uint8)
+    n_labels, regions, stats, _ = cv2.connectedComponentsWithStats(working, 8)
+    sizes = stats[1:, -1]  # label 0 is the background
+    small = [i + 1 for i, size in enumerate(sizes) if size < area_thresh]
+    if not small:
+        return mask, False
+    fill_labels = [0, *small]
+    if not correct_holes:
+        fill_labels = [i for i in range(n_labels) if i not in fill_labels]
+        if not fill_labels:
+            fill_labels = [int(np.argmax(sizes)) + 1]
+    return np.isin(regions, fill_labels), True

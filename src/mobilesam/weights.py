@@ -1,0 +1,303 @@
+"""Checkpoint files: known downloads, the cache, safe reading and strict loading.
+
+The only module that opens checkpoints or fetches them. Reading never runs
+pickled code (`torch.load(weights_only=True)` or safetensors), and every
+problem with a file is one `CheckpointError` that names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import re
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+from tqdm import tqdm
+
+from .errors import CheckpointError, DownloadError
+from .io.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class KnownCheckpoint:
+    """A published checkpoint: where to get it and how to recognise it."""
+
+    filename: str
+    model_name: str
+    urls: tuple[str, ...]  # the official one first, then mirrors
+    sha256: str
+    size: int | None = None
+
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
+    k.filename: k
+    for k in (
+        KnownCheckpoint(
+            "mobile_sam.pt",
+            "vit_t",
+            (
+                "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+                "https://github.com/ultralytics/assets/releases/download/v8.3.0/mobile_sam.pt",
+            ),
+            "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+            40_728_226,
+        ),
+        KnownCheckpoint(
+            "sam_vit_b_01ec64.pth",
+            "vit_b",
+            (_SAM_URL + "sam_vit_b_01ec64.pth",),
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            375_042_383,
+        ),
+        KnownCheckpoint(
+            "sam_vit_l_0b3195.pth",
+            "vit_l",
+            (_SAM_URL + "sam_vit_l_0b3195.pth",),
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        ),
+        KnownCheckpoint(
+            "sam_vit_h_4b8939.pth",
+            "vit_h",
+            (_SAM_URL + "sam_vit_h_4b8939.pth",),
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            2_564_550_879,
+        ),
+    )
+}
+
+# Wrappers and prefixes that trainers (DDP, Lightning, Ultralytics) put around a SAM state dict.
+_WRAPPER_KEYS = ("model", "state_dict", "module")
+_PREFIXES = ("module.", "model.", "_orig_mod.")
+# torch.save writes a zip archive (PK..) or, in its legacy format, a pickle (protocol opcode 0x80).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+# Tensors some files carry that are derived from others, never learned.
+_DERIVED_KEYS = re.compile(r"(attention_bias_idxs|\.ab)$")
+# ViT width and depth of each SAM encoder, to tell them apart.
+_VIT_SHAPES = {768: ("vit_b", 12), 1024: ("vit_l", 24), 1280: ("vit_h", 32)}
+
+
+def cache_dir() -> Path:
+    """Where downloaded checkpoints live: $MOBILESAM_HOME, else ~/.cache/mobilesam."""
+    return Path(os.environ.get("MOBILESAM_HOME") or Path.home() / ".cache" / "mobilesam")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, progress: bool = True) -> Path:
+    """Download `url` to `dest` through a temporary file, checking the SHA-256 before the rename.
+
+    Raises:
+        DownloadError: The URL could not be read; nothing is left behind.
+        CheckpointError: The file arrived but its checksum is wrong; nothing is left behind.
+    """
+    dest = Path(dest)
+    digest = hashlib.sha256()
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response, open(tmp, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                    for chunk in iter(lambda: response.read(_CHUNK), b""):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise DownloadError(f"could not download {url}: {err}") from err
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise CheckpointError(
+                f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest.hexdigest()}; the file was discarded"
+            )
+    return dest
+
+
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike[str],
+    *,
+    download_missing: bool = True,
+    progress: bool = True,
+    urls: Sequence[str] | None = None,
+) -> Path:
+    """Find a checkpoint: an existing path, else a known filename in the cache, else download it.
+
+    Args:
+        name_or_path: A file path or a known filename such as "mobile_sam.pt".
+        download_missing: Fetch a known checkpoint that is not cached.
+        progress: Show a progress bar while downloading.
+        urls: Download from these instead of the published URLs (mirrors, tests).
+
+    Raises:
+        FileNotFoundError: Neither an existing file nor a known checkpoint.
+        DownloadError: Not cached and could not be fetched; says where to put the file by hand.
+        CheckpointError: The cached file has the wrong size, or the download the wrong checksum.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    known = KNOWN_CHECKPOINTS.get(path.name) if path.parent == Path(".") else None
+    if known is None:
+        names = ", ".join(KNOWN_CHECKPOINTS)
+        raise FileNotFoundError(f"checkpoint not found: {name_or_path} (known checkpoints: {names})")
+    cached = cache_dir() / known.filename
+    if cached.is_file():
+        if known.size is not None and cached.stat().st_size != known.size:
+            raise CheckpointError(
+                f"{cached} has {cached.stat().st_size} bytes, expected {known.size}: delete it and download again"
+            )
+        return cached
+    hint = f"download {known.urls[0]} by hand and put it at {cached} (or pass its path)"
+    if not download_missing:
+        raise DownloadError(f"{known.filename} is not cached; {hint}")
+    failures = []
+    for url in urls or known.urls:
+        logger.info("downloading %s to %s", url, cached)
+        try:
+            return download(url, cached, sha256=known.sha256, progress=progress)
+        except DownloadError as err:
+            failures.append(str(err))
+    raise DownloadError("; ".join(failures) + f". Offline? {hint}")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors without running any pickled code.
+
+    Accepts `.safetensors`, a bare state dict, `{"model": ...}` / `{"state_dict": ...}`
+    wrappers and `module.` / `model.` key prefixes.
+
+    Raises:
+        FileNotFoundError: No such file.
+        CheckpointError: Not a readable checkpoint (truncated, text, pickled code, no tensors).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty")
+    if path.suffix != ".safetensors":
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+        if not magic.startswith(_TORCH_MAGIC):
+            raise CheckpointError(f"{path} is not a readable checkpoint: neither a torch file (zip or pickle) nor .safetensors")
+    try:
+        if path.suffix == ".safetensors":
+            loaded: object = safetensors.torch.load_file(str(path))
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated?): {_first_line(err)}") from err
+    except pickle.UnpicklingError as err:
+        refused = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), _first_line(err))
+        raise CheckpointError(
+            f"{path} is not a plain tensor checkpoint (refusing to run pickled code it contains): {refused}"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file?): {_first_line(err)}") from err
+    return _unwrap(loaded, path)
+
+
+def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(loaded, Mapping) and not _has_tensors(loaded):
+            inner = next((loaded[k] for k in _WRAPPER_KEYS if isinstance(loaded.get(k), Mapping)), None)
+            if inner is None:
+                break
+            loaded = inner
+    if not isinstance(loaded, Mapping) or not _has_tensors(loaded):
+        raise CheckpointError(f"{path} holds no tensors (found {type(loaded).__name__}); is it a model checkpoint?")
+    state = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor) and not _DERIVED_KEYS.search(str(k))}
+    for prefix in _PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _has_tensors(mapping: Mapping) -> bool:
+    return any(isinstance(v, torch.Tensor) for v in mapping.values())
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def detect_model_name(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Which registered model a state dict belongs to, from its keys and shapes.
+
+    Raises:
+        CheckpointError: Not a SAM / MobileSAM state dict.
+    """
+    if "image_encoder.layers.0.blocks.0.conv1.c.weight" in state_dict:
+        return "vit_t"
+    pos_embed = state_dict.get("image_encoder.pos_embed")
+    if pos_embed is not None and pos_embed.shape[-1] in _VIT_SHAPES:
+        name, depth = _VIT_SHAPES[pos_embed.shape[-1]]
+        blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+        if len(blocks) != depth:
+            raise CheckpointError(f"width {pos_embed.shape[-1]} means {name} with {depth} blocks, but the file has {len(blocks)}")
+        return name
+    sample = ", ".join(list(state_dict)[:5])
+    raise CheckpointError(f"not a SAM or MobileSAM checkpoint: no image encoder found (first keys: {sample})")
+
+
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Load a state dict strictly, explaining any mismatch.
+
+    Raises:
+        CheckpointError: Missing, unexpected or mis-shaped tensors, each summarised with `source`.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            shown = "; ".join(items[:5]) + (f"; ... ({len(items) - 5} more)" if len(items) > 5 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit this model: " + " | ".join(problems))
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def save_checkpoint(weights: torch.nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
+    """Save a model's state dict (or a state dict) atomically: `.safetensors` by suffix, else torch's format.
+
+    The torch file is a flat dict of tensors, the layout of the official checkpoints.
+    """
+    state = weights.state_dict() if isinstance(weights, torch.nn.Module) else dict(weights)
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise TypeError(f"a checkpoint holds only tensors; these are not: {', '.join(not_tensors[:5])}")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            safetensors.torch.save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp))
+        else:
+            torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
+    return path

@@ -1,0 +1,108 @@
+"""masks.py against the reference's utils/amg.py: identical results on constructed masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from mobilesam import masks as ours
+from reference import mobile_sam  # noqa: F401  (imports the reference quietly)
+from mobile_sam.utils import amg as ref
+
+
+def _blobs(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """(n, h, w) bool masks: random discs, plus an empty, a full and an edge-touching one."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    masks = np.zeros((n, h, w), bool)
+    for i in range(n):
+        for _ in range(rng.integers(1, 4)):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1, max(h, w) / 3)
+            masks[i] |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+    masks[0] = False
+    masks[1] = True
+    masks[2, :, : w // 3] = True
+    return torch.from_numpy(masks)
+
+
+@pytest.mark.parametrize(("h", "w"), [(37, 53), (64, 64), (1, 7)])
+def test_boxes_rle_and_area_match_reference(h, w):
+    masks = _blobs(9, h, w, seed=h * w)
+    assert torch.equal(ours.batched_mask_to_box(masks), ref.batched_mask_to_box(masks))
+    assert torch.equal(ours.batched_mask_to_box(masks.view(3, 3, h, w)), ref.batched_mask_to_box(masks.view(3, 3, h, w)))
+    assert torch.equal(ours.batched_mask_to_box(masks[3]), ref.batched_mask_to_box(masks[3]))
+    rles = ours.mask_to_rle(masks)
+    assert rles == ref.mask_to_rle_pytorch(masks)
+    for rle, mask in zip(rles, masks):
+        assert np.array_equal(ours.rle_to_mask(rle), mask.numpy())
+        assert ours.area_from_rle(rle) == int(mask.sum())
+        coco = ours.coco_encode_rle(rle)
+        assert coco == ref.coco_encode_rle(rle)
+        assert np.array_equal(mask_utils.decode(dict(coco, counts=coco["counts"].encode())).astype(bool), mask.numpy())
+        assert np.array_equal(ours.coco_decode_rle(coco), mask.numpy())
+
+
+def test_empty_inputs():
+    empty = torch.zeros((0, 5, 6), dtype=torch.bool)
+    assert ours.batched_mask_to_box(empty).shape == (0, 4)
+    assert ours.mask_to_rle(empty) == []
+
+
+def test_stability_score_matches_reference():
+    logits = torch.randn((6, 3, 70, 90), generator=torch.Generator().manual_seed(0)) * 3
+    for offset in (0.5, 1.0):
+        assert torch.equal(
+            ours.calculate_stability_score(logits, 0.0, offset), ref.calculate_stability_score(logits, 0.0, offset)
+        )
+
+
+@pytest.mark.parametrize("n", [1, 4, 32])
+def test_point_grids_match_reference(n):
+    assert np.array_equal(ours.build_point_grid(n), ref.build_point_grid(n))
+    for layers, scale in [(0, 1), (2, 2 if n >= 4 else 1), (1, 1)]:
+        for a, b in zip(ours.build_all_layer_point_grids(n, layers, scale), ref.build_all_layer_point_grids(n, layers, scale)):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("size", [(400, 600), (512, 512), (123, 457)])
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_crop_boxes_match_reference(size, layers):
+    assert ours.generate_crop_boxes(size, layers, 512 / 1500) == ref.generate_crop_boxes(size, layers, 512 / 1500)
+
+
+def test_uncrop_and_edge_filters_match_reference():
+    crop_box = [100, 50, 400, 300]
+    boxes = torch.tensor([[0, 0, 10, 10], [280, 5, 299, 249], [5, 200, 50, 249], [1, 1, 298, 248]])
+    points = torch.tensor([[1.5, 2.5], [10.0, 20.0]], dtype=torch.float64)
+    masks = _blobs(3, 250, 300, seed=1)
+    assert torch.equal(ours.uncrop_boxes_xyxy(boxes, crop_box), ref.uncrop_boxes_xyxy(boxes, crop_box))
+    assert torch.equal(ours.uncrop_points(points, crop_box), ref.uncrop_points(points, crop_box))
+    assert torch.equal(ours.uncrop_masks(masks, crop_box, 500, 600), ref.uncrop_masks(masks, crop_box, 500, 600))
+    for orig in ([0, 0, 600, 500], [0, 0, 400, 300]):
+        assert torch.equal(
+            ours.is_box_near_crop_edge(boxes, crop_box, orig), ref.is_box_near_crop_edge(boxes, crop_box, orig)
+        )
+    box = torch.tensor([3, 4, 10, 20])
+    assert torch.equal(ours.box_xyxy_to_xywh(box), ref.box_xyxy_to_xywh(box))
+    assert box.tolist() == [3, 4, 10, 20]
+
+
+@pytest.mark.parametrize("mode", ["holes", "islands"])
+@pytest.mark.parametrize("area", [5, 40, 10_000])
+def test_remove_small_regions_matches_reference(mode, area):
+    mask = np.zeros((60, 80), bool)
+    mask[5:40, 5:50] = True
+    mask[10:13, 10:12] = False  # a small hole
+    mask[20:35, 20:35] = False  # a large hole
+    mask[50:52, 70:73] = True  # a small island
+    mask[45:58, 55:62] = True  # a medium island
+    result, changed = ours.remove_small_regions(mask, area, mode)
+    expected, expected_changed = ref.remove_small_regions(mask, area, mode)
+    assert np.array_equal(result, expected) and changed == expected_changed
+
+
+def test_remove_small_regions_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="holes"):
+        ours.remove_small_regions(np.zeros((3, 3), bool), 1, "dots")
