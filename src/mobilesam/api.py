@@ -1,0 +1,156 @@
+"""`SAM`: the one-call interface, shaped like Ultralytics' `SAM(...).predict(...)`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .automatic import SamAutomaticMaskGenerator
+from .io.images import ImageSource, load_image
+from .modeling import Sam
+from .predictor import SamPredictor
+from .prompts import as_object_prompts
+from .registry import count_parameters, load_sam
+from .results import Results
+
+logger = logging.getLogger(__name__)
+
+
+class SAM:
+    """A MobileSAM or SAM model ready to segment images.
+
+    Args:
+        model: A checkpoint path, a known checkpoint filename ("mobile_sam.pt",
+            "sam_vit_b_01ec64.pth", ...; fetched into the cache when missing),
+            or a model name ("vit_t", ...) for random weights.
+        device: Torch device; default CPU.
+
+    Example:
+        >>> model = SAM("mobile_sam.pt")
+        >>> results = model.predict("photo.jpg", points=[900, 370], labels=[1])
+        >>> results[0].masks.shape
+        (1, 720, 1280)
+    """
+
+    def __init__(self, model: str | os.PathLike[str] = "mobile_sam.pt", device: str | torch.device = "cpu") -> None:
+        self.model: Sam = load_sam(model, device=device)
+        self.predictor = SamPredictor(self.model)
+        self._image_key: bytes | None = None
+
+    def __call__(self, source: ImageSource | Sequence[ImageSource], **kwargs: Any) -> list[Results]:
+        return self.predict(source, **kwargs)
+
+    def predict(
+        self,
+        source: ImageSource | Sequence[ImageSource],
+        points: Any = None,
+        labels: Any = None,
+        bboxes: Any = None,
+        multimask_output: bool = False,
+        image_format: str = "RGB",
+        **generator_options: Any,
+    ) -> list[Results]:
+        """Segment the objects the prompts point at.
+
+        Args:
+            source: An image path, `pathlib.Path`, URL, PIL image or (H, W, 3)
+                uint8 array, or a list of them (the same prompts apply to each).
+            points: [x, y] (one object), [[x, y], ...] (one object per point) or
+                [[[x, y], ...], ...] (several points per object); pixels of the original image.
+            labels: 1 foreground / 0 background, nested like `points` without XY;
+                default all foreground.
+            bboxes: [x1, y1, x2, y2] or a list of boxes, one object each.
+            multimask_output: Three candidate masks per object instead of the best one.
+            image_format: "RGB" or "BGR" for array sources (cv2.imread gives BGR).
+            **generator_options: With no prompt at all the whole image is
+                segmented ("segment everything"); these go to
+                `SamAutomaticMaskGenerator` (points_per_side, pred_iou_thresh, ...).
+
+        Returns:
+            One `Results` per image.
+        """
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        if points is None and bboxes is None:
+            if labels is not None:
+                raise ValueError("labels were given without points")
+            if multimask_output:
+                raise ValueError("multimask_output applies to prompts; segment everything picks masks itself")
+            generator = SamAutomaticMaskGenerator(self.model, **generator_options)
+            return [self._segment_everything(item, generator, image_format) for item in sources]
+        if generator_options:
+            raise TypeError(f"options {sorted(generator_options)} apply only to segment everything (no prompts)")
+        return [self._predict_one(item, points, labels, bboxes, multimask_output, image_format) for item in sources]
+
+    def _segment_everything(
+        self, source: ImageSource, generator: SamAutomaticMaskGenerator, image_format: str
+    ) -> Results:
+        image = load_image(source, image_format)
+        records = generator.generate(image)
+        h, w = image.shape[:2]
+        return Results(
+            orig_img=image,
+            masks=np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, h, w), bool),
+            scores=np.array([r["predicted_iou"] for r in records], dtype=np.float32),
+            path=_source_path(source),
+        )
+
+    def _predict_one(
+        self, source: ImageSource, points: Any, labels: Any, bboxes: Any, multimask_output: bool, image_format: str
+    ) -> Results:
+        image = load_image(source, image_format)
+        coords, point_labels, boxes = as_object_prompts(points, labels, bboxes, image.shape[:2])
+        self._set_image(image)
+        transform, size = self.predictor.transform, image.shape[:2]
+        device = self.predictor.device
+        coords_torch = labels_torch = boxes_torch = None
+        if coords is not None:
+            coords_torch = torch.as_tensor(transform.apply_coords(coords, size), dtype=torch.float, device=device)
+            labels_torch = torch.as_tensor(point_labels, dtype=torch.int, device=device)
+        if boxes is not None:
+            boxes_torch = torch.as_tensor(transform.apply_boxes(boxes, size), dtype=torch.float, device=device)
+        masks, scores, _ = self.predictor.predict_torch(
+            coords_torch, labels_torch, boxes_torch, multimask_output=multimask_output
+        )
+        per_object = masks.shape[1]
+        return Results(
+            orig_img=image,
+            masks=masks.flatten(0, 1).cpu().numpy(),
+            scores=scores.flatten().float().cpu().numpy(),
+            points=None if coords is None else np.repeat(coords, per_object, axis=0),
+            labels=None if point_labels is None else np.repeat(point_labels, per_object, axis=0),
+            bboxes=None if boxes is None else np.repeat(boxes, per_object, axis=0),
+            path=_source_path(source),
+        )
+
+    def _set_image(self, image: np.ndarray) -> None:
+        """Embed the image unless it is the one embedded last (same pixels)."""
+        digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+        digest.update(np.ascontiguousarray(image).data)
+        key = digest.digest()
+        if key != self._image_key or not self.predictor.is_image_set:
+            self.predictor.set_image(image)
+            self._image_key = key
+        else:
+            logger.debug("reusing the embedding of the previous image")
+
+    def info(self, verbose: bool = True) -> dict[str, int]:
+        """Parameter counts of the model and its parts; printed when `verbose`."""
+        counts = {
+            "image_encoder": count_parameters(self.model.image_encoder),
+            "prompt_encoder": count_parameters(self.model.prompt_encoder),
+            "mask_decoder": count_parameters(self.model.mask_decoder),
+            "total": count_parameters(self.model),
+        }
+        if verbose:
+            print(", ".join(f"{name} {count:,}" for name, count in counts.items()) + " parameters")
+        return counts
+
+
+def _source_path(source: ImageSource) -> str | None:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else None

@@ -1,0 +1,214 @@
+"""`SamPredictor`: embed an image once, then predict masks for many prompts.
+
+A drop-in for `segment_anything.SamPredictor` / `mobile_sam.SamPredictor`:
+same methods, arguments, shapes and return types, plus input checks that
+raise `ValueError` instead of failing deep inside the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .io.images import to_rgb_uint8
+from .modeling import Sam
+from .prompts import as_boxes, as_mask_input, as_points
+from .transforms import ResizeLongestSide
+
+
+class SamPredictor:
+    """Computes an image embedding once and predicts masks from prompts on it.
+
+    Args:
+        sam_model: The model; it stays in whatever mode and on whatever device it is.
+    """
+
+    def __init__(self, sam_model: Sam) -> None:
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._features is not None
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        """(1, C, H, W) embedding of the current image, or None."""
+        return self._features
+
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        """(H, W) of the current image as given."""
+        return self._original_size
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) of the current image resized for the model, before padding."""
+        return self._input_size
+
+    def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
+        self._features: torch.Tensor | None = None
+        self._original_size: tuple[int, int] | None = None
+        self._input_size: tuple[int, int] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Compute the embedding of an image.
+
+        Args:
+            image: (H, W, 3) uint8 image; grayscale, RGBA, 16-bit and float
+                images are converted (see `mobilesam.io.to_rgb_uint8`).
+            image_format: "RGB" or "BGR" (what `cv2.imread` returns).
+        """
+        rgb = to_rgb_uint8(image, image_format)
+        if self.model.image_format == "BGR":
+            rgb = rgb[..., ::-1]
+        resized = self.transform.apply_image(rgb)
+        image_torch = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        self.set_torch_image(image_torch, rgb.shape[:2])
+
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """Compute the embedding of an image already resized with `self.transform`.
+
+        Args:
+            transformed_image: (1, 3, H, W) with values in [0, 255] and the long side equal to the model input size.
+            original_image_size: (H, W) of the image before resizing.
+        """
+        size = self.model.image_encoder.img_size
+        shape = tuple(transformed_image.shape)
+        if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
+            raise ValueError(f"set_torch_image expects a (1, 3, H, W) image whose long side is {size}, got {shape}")
+        self.reset_image()
+        features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        self._original_size = (int(original_image_size[0]), int(original_image_size[1]))
+        self._input_size = (shape[2], shape[3])
+        self._features = features
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for one object on the current image.
+
+        Args:
+            point_coords: (N, 2) XY pixels in the original image.
+            point_labels: (N,) 1 foreground, 0 background.
+            box: (4,) XYXY pixels in the original image.
+            mask_input: (1, 256, 256) low-res logits from a previous call.
+            multimask_output: Return 3 masks (best for a single ambiguous click) instead of 1.
+            return_logits: Return mask logits instead of booleans.
+
+        Returns:
+            masks: (C, H, W) bool (or float logits) at the original size, C = 3 or 1.
+            iou_predictions: (C,) predicted mask quality.
+            low_res_logits: (C, 256, 256), to feed back as `mask_input`.
+        """
+        self._require_image()
+        coords_torch = labels_torch = box_torch = mask_torch = None
+        if point_coords is not None:
+            coords, labels = as_points(point_coords, point_labels, self._original_size)
+            coords = self.transform.apply_coords(coords, self._original_size)
+            coords_torch = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+            labels_torch = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
+        elif point_labels is not None:
+            raise ValueError("point_labels were given without point_coords")
+        if box is not None:
+            boxes = as_boxes(box, self._original_size)
+            if boxes.shape[0] != 1:
+                raise ValueError(f"predict takes one box; use predict_torch for {boxes.shape[0]} boxes")
+            boxes = self.transform.apply_boxes(boxes, self._original_size)
+            box_torch = torch.as_tensor(boxes, dtype=torch.float, device=self.device)
+        if mask_input is not None:
+            mask = as_mask_input(mask_input, self.model.prompt_encoder.mask_input_size)
+            mask_torch = torch.as_tensor(mask, dtype=torch.float, device=self.device)[None]
+        masks, iou_predictions, low_res_logits = self.predict_torch(
+            coords_torch, labels_torch, box_torch, mask_torch, multimask_output, return_logits=return_logits
+        )
+        return _to_numpy(masks[0]), _to_numpy(iou_predictions[0]), _to_numpy(low_res_logits[0])
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predict masks for B objects at once, prompts already in the model frame.
+
+        Transform coordinates with `self.transform.apply_coords_torch` /
+        `apply_boxes_torch` first.
+
+        Args:
+            point_coords: (B, N, 2) XY, model frame.
+            point_labels: (B, N) 1 foreground, 0 background.
+            boxes: (B, 4) XYXY, model frame.
+            mask_input: (B, 1, 256, 256) low-res logits.
+            multimask_output: 3 masks per object instead of 1.
+            return_logits: Logits instead of booleans.
+
+        Returns:
+            masks (B, C, H, W) at the original size, iou_predictions (B, C),
+            low_res_logits (B, C, 256, 256).
+        """
+        self._require_image()
+        if (point_coords is None) != (point_labels is None):
+            raise ValueError("point_coords and point_labels must be given together")
+        if point_coords is not None and point_coords.shape[:2] != point_labels.shape[:2]:
+            raise ValueError(
+                f"point_coords (B, N, 2) and point_labels (B, N) disagree: {tuple(point_coords.shape)} vs {tuple(point_labels.shape)}"
+            )
+        low_res_logits, iou_predictions = self._decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+        masks = self.model.postprocess_masks(low_res_logits, self._input_size, self._original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou_predictions, low_res_logits
+
+    def _decode(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder on the stored embedding: (B, C, 256, 256) logits, (B, C) IoU."""
+        points = None if point_coords is None else (point_coords, point_labels)
+        sparse_embeddings, dense_embeddings = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        return self.model.mask_decoder(
+            image_embeddings=self._features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse_embeddings,
+            dense_prompt_embeddings=dense_embeddings,
+            multimask_output=multimask_output,
+        )
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The (1, C, H, W) embedding of the current image (C=256, H=W=64 for SAM)."""
+        self._require_image()
+        return self._features
+
+    def _require_image(self) -> None:
+        if self._features is None:
+            raise RuntimeError("no image is set: call .set_image(image) before predicting")
+
+
+def _to_numpy(tensor: torch.Tensor) -> Any:
+    if tensor.is_floating_point():
+        tensor = tensor.float()
+    return tensor.detach().cpu().numpy()

@@ -1,0 +1,130 @@
+"""Validation of user prompts at the public entry points (predictor, API, CLI, server).
+
+Everything here works in the original image frame, on numpy arrays, and
+raises `ValueError` with a message that says what was received and expected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# How far outside the image a coordinate may lie, as a fraction of the image
+# side, before it is taken for a mistake (wrong frame, swapped axes).
+OUTSIDE_TOLERANCE = 1.0
+
+
+def as_points(point_coords: Any, point_labels: Any, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Check points for one object: ((N, 2) float64 XY, (N,) int64 labels in {0, 1})."""
+    coords = _as_float_array(point_coords, "point_coords")
+    if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] == 0:
+        raise ValueError(f"point_coords must have shape (N, 2) with N >= 1 (XY pixels), got {coords.shape}")
+    if point_labels is None:
+        raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+    labels = as_labels(point_labels, coords.shape[0])
+    _check_inside(coords, image_hw, "point")
+    return coords, labels
+
+
+def as_labels(point_labels: Any, num_points: int) -> np.ndarray:
+    """Check (N,) point labels: each 1 (foreground) or 0 (background)."""
+    labels = np.asarray(point_labels)
+    if labels.ndim != 1 or labels.shape[0] != num_points:
+        raise ValueError(f"expected {num_points} point labels, one per point, got shape {labels.shape}")
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.number):
+        raise ValueError(f"point labels must be numbers 1 (foreground) or 0 (background), got dtype {labels.dtype}")
+    bad = labels[(labels != 0) & (labels != 1)]
+    if bad.size:
+        raise ValueError(f"point labels must be 1 (foreground) or 0 (background), got {bad[:5].tolist()}")
+    return labels.astype(np.int64)
+
+
+def as_boxes(boxes: Any, image_hw: tuple[int, int]) -> np.ndarray:
+    """Check XYXY boxes: (4,) or (B, 4) -> (B, 4) float64 with x1 <= x2 and y1 <= y2."""
+    array = _as_float_array(boxes, "box")
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != 4 or array.shape[0] == 0:
+        raise ValueError(f"a box must be [x1, y1, x2, y2] (or (B, 4) boxes), got shape {np.shape(boxes)}")
+    inverted = (array[:, 2] < array[:, 0]) | (array[:, 3] < array[:, 1])
+    if inverted.any():
+        raise ValueError(f"box corners must satisfy x1 <= x2 and y1 <= y2, got {array[inverted][0].tolist()}")
+    _check_inside(array.reshape(-1, 2), image_hw, "box corner")
+    return array
+
+
+def as_mask_input(mask_input: Any, size: tuple[int, int] = (256, 256)) -> np.ndarray:
+    """Check low-res mask logits from a previous prediction: (1, H, W) or (H, W) -> (1, H, W) float32."""
+    array = _as_float_array(mask_input, "mask_input")
+    if array.ndim == 2:
+        array = array[None]
+    if array.shape != (1, *size):
+        raise ValueError(f"mask_input must have shape (1, {size[0]}, {size[1]}) (low-res logits), got {np.shape(mask_input)}")
+    return array.astype(np.float32)
+
+
+def _as_float_array(value: Any, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numbers, got {value!r:.80}") from err
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _check_inside(xy: np.ndarray, image_hw: tuple[int, int], what: str) -> None:
+    h, w = image_hw
+    margin_x, margin_y = OUTSIDE_TOLERANCE * w, OUTSIDE_TOLERANCE * h
+    outside = (xy[:, 0] < -margin_x) | (xy[:, 0] > w + margin_x) | (xy[:, 1] < -margin_y) | (xy[:, 1] > h + margin_y)
+    if outside.any():
+        x, y = xy[outside][0].tolist()
+        raise ValueError(f"{what} ({x:g}, {y:g}) lies far outside the {w}x{h} image (coordinates are XY pixels)")
+
+
+def as_object_prompts(
+    points: Any, labels: Any, bboxes: Any, image_hw: tuple[int, int]
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Check Ultralytics-style prompts and arrange them per object.
+
+    `points` as [x, y] is one object with one point; [[x, y], ...] is one
+    object per point; [[[x, y], ...], ...] gives the points of each object.
+    `labels` has the same nesting without the XY axis and defaults to all
+    foreground. `bboxes` is [x1, y1, x2, y2] or a list of them, one object each.
+    Points and boxes together need one box per object.
+
+    Returns:
+        (B, N, 2) float64 XY, (B, N) int64 labels, (B, 4) float64 XYXY; absent prompts are None.
+    """
+    coords = point_labels = boxes = None
+    if points is not None:
+        coords = _as_float_array(points, "points")
+        if coords.size == 0:
+            raise ValueError("points is empty; leave it out (None) instead")
+        if coords.ndim not in (1, 2, 3) or coords.shape[-1] != 2:
+            raise ValueError(f"points must be [x, y], [[x, y], ...] or [[[x, y], ...], ...], got shape {coords.shape}")
+        label_ndim = coords.ndim - 1
+        coords = coords.reshape(-1, 1, 2) if coords.ndim < 3 else coords
+        if labels is None:
+            point_labels = np.ones(coords.shape[:2], dtype=np.int64)
+        else:
+            raw = np.asarray(labels)
+            if raw.ndim not in (label_ndim, max(label_ndim, 1)) or raw.size != coords.shape[0] * coords.shape[1]:
+                raise ValueError(
+                    f"labels must match points: {coords.shape[0] * coords.shape[1]} labels shaped like the points "
+                    f"without XY, got shape {raw.shape}"
+                )
+            point_labels = as_labels(raw.reshape(-1), raw.size).reshape(coords.shape[:2])
+        _check_inside(coords.reshape(-1, 2), image_hw, "point")
+    elif labels is not None:
+        raise ValueError("labels were given without points")
+    if bboxes is not None:
+        if np.size(bboxes) == 0:
+            raise ValueError("bboxes is empty; leave it out (None) instead")
+        boxes = as_boxes(bboxes, image_hw)
+    if coords is not None and boxes is not None and coords.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"points and bboxes together need one box per object: {coords.shape[0]} point objects, {boxes.shape[0]} boxes"
+        )
+    return coords, point_labels, boxes

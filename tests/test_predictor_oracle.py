@@ -1,0 +1,109 @@
+"""`mobilesam.SamPredictor` against `mobile_sam.SamPredictor` on real photos at the same random weights."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from images import sample_images
+from mobilesam import SamPredictor
+from reference import mobile_sam, paired_models
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def predictors():
+    ours, reference = paired_models("vit_t", seed=21)
+    return SamPredictor(ours), mobile_sam.SamPredictor(reference)
+
+
+def _prompts(h: int, w: int, rng: np.random.Generator) -> dict[str, dict]:
+    def point() -> list[float]:
+        return [rng.uniform(0, w - 1), rng.uniform(0, h - 1)]
+
+    x1, x2 = sorted(rng.uniform(0, w - 1, 2))
+    y1, y2 = sorted(rng.uniform(0, h - 1, 2))
+    box = np.array([x1, y1, x2, y2])
+    return {
+        "point": dict(point_coords=np.array([point()]), point_labels=np.array([1])),
+        "box": dict(box=box),
+        "point_and_box": dict(point_coords=np.array([point()]), point_labels=np.array([0]), box=box),
+        "multi_point": dict(point_coords=np.array([point() for _ in range(4)]), point_labels=np.array([1, 0, 1, 1])),
+    }
+
+
+def _assert_same(ours: tuple, theirs: tuple, what: str) -> None:
+    our_masks, our_iou, our_low_res = ours
+    ref_masks, ref_iou, ref_low_res = theirs
+    assert our_masks.shape == ref_masks.shape and our_masks.dtype == ref_masks.dtype, what
+    assert our_iou.dtype == ref_iou.dtype and our_low_res.dtype == ref_low_res.dtype, what
+    assert np.abs(our_low_res - ref_low_res).max() <= TOL, f"{what}: low-res logits"
+    assert np.abs(our_iou - ref_iou).max() <= TOL, f"{what}: iou"
+    if our_masks.dtype == np.bool_:
+        assert np.array_equal(our_masks, ref_masks), f"{what}: masks differ"
+    else:
+        assert np.abs(our_masks - ref_masks).max() <= TOL, f"{what}: mask logits"
+
+
+@pytest.mark.parametrize("name", list(sample_images()))
+def test_predict_matches_reference(predictors, name):
+    ours, reference = predictors
+    image = sample_images()[name]
+    ours.set_image(image)
+    reference.set_image(image)
+    assert ours.original_size == tuple(reference.original_size)
+    assert ours.input_size == tuple(reference.input_size)
+    features = ours.get_image_embedding()
+    assert (features - reference.get_image_embedding()).abs().max().item() <= TOL
+
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    for case, prompt in _prompts(*image.shape[:2], rng).items():
+        for multimask in (True, False):
+            what = f"{name}/{case}/multimask={multimask}"
+            _assert_same(
+                ours.predict(**prompt, multimask_output=multimask),
+                reference.predict(**prompt, multimask_output=multimask),
+                what,
+            )
+        logits = ours.predict(**prompt, return_logits=True)
+        _assert_same(logits, reference.predict(**prompt, return_logits=True), f"{name}/{case}/logits")
+
+        # Feed the best low-res logits back, as an interactive tool does.
+        best = logits[2][np.argmax(logits[1])][None]
+        _assert_same(
+            ours.predict(**prompt, mask_input=best, multimask_output=False),
+            reference.predict(**prompt, mask_input=best, multimask_output=False),
+            f"{name}/{case}/mask_input",
+        )
+
+
+def test_bgr_input_matches_reference(predictors):
+    ours, reference = predictors
+    image = sample_images()["coffee"]
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    ours.set_image(bgr, image_format="BGR")
+    reference.set_image(bgr, image_format="BGR")
+    prompt = dict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1]))
+    _assert_same(ours.predict(**prompt), reference.predict(**prompt), "bgr")
+
+
+def test_batched_boxes_through_predict_torch_match_reference(predictors):
+    ours, reference = predictors
+    image = sample_images()["chelsea"]
+    ours.set_image(image)
+    reference.set_image(image)
+    boxes = torch.tensor([[10.0, 20.0, 200.0, 250.0], [150.0, 30.0, 440.0, 290.0], [0.0, 0.0, 450.0, 299.0]])
+    our_boxes = ours.transform.apply_boxes_torch(boxes, image.shape[:2])
+    ref_boxes = reference.transform.apply_boxes_torch(boxes, image.shape[:2])
+    assert torch.equal(our_boxes, ref_boxes)
+    for multimask in (True, False):
+        our_out = ours.predict_torch(None, None, boxes=our_boxes, multimask_output=multimask)
+        ref_out = reference.predict_torch(None, None, boxes=ref_boxes, multimask_output=multimask)
+        assert our_out[0].shape == (3, 3 if multimask else 1, *image.shape[:2])
+        _assert_same(
+            tuple(t.numpy() for t in our_out), tuple(t.numpy() for t in ref_out), f"batched boxes multimask={multimask}"
+        )
