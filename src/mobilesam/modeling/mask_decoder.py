@@ -98,22 +98,57 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All `num_mask_tokens` masks and IoU predictions; see `forward`."""
+        tokens, image_features = self.run_transformer(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
+        return self.masks_from_tokens(tokens, image_features), self.predict_iou(tokens)
+
+    def run_transformer(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer: output tokens (B, 1 + M + N, C) and image features (B, C, H, W).
+
+        Split from the mask head so a caller can read the IoU predictions and
+        upscale masks only for the prompts it keeps.
+        """
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)  # (B, 1 + M + N, C)
+        if image_embeddings.shape[0] == 1 and _same_for_every_prompt(dense_prompt_embeddings):
+            # Every prompt sees the same image tokens: the transformer's first
+            # layer projects them once instead of once per prompt.
+            src = image_embeddings + dense_prompt_embeddings[:1]
+        else:
+            src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
+        _, c, h, w = src.shape
+        tokens, image_tokens = self.transformer(src, image_pe, tokens)
+        return tokens, image_tokens.transpose(1, 2).view(batch, c, h, w)
 
-        src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
-        pos_src = image_pe.expand(batch, -1, -1, -1)
-        b, c, h, w = src.shape
-        hs, src = self.transformer(src, pos_src, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+    def predict_iou(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, M) predicted IoU of every mask token, from `run_transformer`'s output tokens."""
+        return self.iou_prediction_head(tokens[:, 0, :])
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))  # (B, C/8, 4H, 4W)
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )  # (B, M, C/8)
+    def masks_from_tokens(self, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """(B, M, 4H, 4W) mask logits from `run_transformer`'s outputs."""
+        return self.masks_from_weights(self.mask_weights(tokens), image_features)
+
+    def mask_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, M, C/8): each mask token through its hypernetwork MLP, from `run_transformer`'s output tokens."""
+        mask_tokens_out = tokens[:, 1 : 1 + self.num_mask_tokens, :]
+        return torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+
+    def masks_from_weights(self, mask_weights: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """(B, M, 4H, 4W) mask logits: `mask_weights` (B, M, C/8) applied to the upscaled image features."""
+        upscaled = self.output_upscaling(image_features)  # (B, C/8, 4H, 4W)
         b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        return masks, self.iou_prediction_head(iou_token_out)
+        return (mask_weights @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+
+
+def _same_for_every_prompt(dense_prompt_embeddings: torch.Tensor) -> bool:
+    """True when the dense embedding is one tensor broadcast over the batch (no mask prompts)."""
+    return dense_prompt_embeddings.shape[0] == 1 or dense_prompt_embeddings.stride(0) == 0

@@ -72,13 +72,12 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         q = queries + query_pe
-        k = keys + key_pe
+        k = keys + key_pe  # keys stay unchanged until norm4, so this serves both cross-attentions
         queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys))
 
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        k = keys + key_pe
         keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
         return queries, keys
 
@@ -116,8 +115,10 @@ class TwoWayTransformer(nn.Module):
         """Run the transformer.
 
         Args:
-            image_embedding: (B, C, H, W).
-            image_pe: (B, C, H, W) positional encoding of the image tokens.
+            image_embedding: (B, C, H, W), or (1, C, H, W) shared by all B prompts:
+                the first layer then works on one copy, and broadcasting gives
+                every prompt its own image tokens from there on.
+            image_pe: (1, C, H, W) positional encoding of the image tokens.
             point_embedding: (B, N, C) output and prompt tokens.
 
         Returns:

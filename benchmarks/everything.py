@@ -1,0 +1,85 @@
+"""Segment everything: our generator against the reference's, same model, same image, same run.
+
+    python benchmarks/everything.py [--image PATH] [--checkpoint mobile_sam.pt] [--threads 2] [--repeats 3]
+
+Without a checkpoint both run at the same seeded random weights. Random
+weights reject most prompts at the IoU filter, where our generator saves the
+most; a real checkpoint keeps more masks, so pass one when you have it. Both
+generators must give the same masks, or the timing is void.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import data
+
+from mobilesam import SamAutomaticMaskGenerator, load_sam
+from mobilesam.io.images import load_image
+
+# The oracle helpers live with the tests: the reference package and seeded weights.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from reference import mobile_sam, paired_models, sync_reference  # noqa: E402
+
+
+def _models(checkpoint: str | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    if not checkpoint:
+        return paired_models("vit_t", seed=0)
+    ours = load_sam(checkpoint)
+    return ours, sync_reference(mobile_sam.sam_model_registry["vit_t"](), ours)
+
+
+def _time(generate, image: np.ndarray, repeats: int) -> tuple[float, list[dict]]:
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        records = generate(image)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), records
+
+
+def _same(ours: list[dict], theirs: list[dict]) -> bool:
+    return len(ours) == len(theirs) and all(
+        np.array_equal(a["segmentation"], b["segmentation"]) and a["bbox"] == b["bbox"] for a, b in zip(ours, theirs)
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", help="image file (default: skimage astronaut, 512x512)")
+    parser.add_argument("--checkpoint", help="MobileSAM checkpoint (default: seeded random weights)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--points-per-side", type=int, default=32)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    image = load_image(Path(args.image)) if args.image else data.astronaut()
+    ours, reference = _models(args.checkpoint)
+    options = dict(points_per_side=args.points_per_side)
+    our_generator = SamAutomaticMaskGenerator(ours, **options)
+    ref_generator = mobile_sam.SamAutomaticMaskGenerator(reference, **options)
+
+    with torch.inference_mode():
+        our_generator.generate(image)  # warm-up: allocator, oneDNN kernels
+        ref_s, ref_records = _time(ref_generator.generate, image, args.repeats)
+        our_s, our_records = _time(our_generator.generate, image, args.repeats)
+
+    same = _same(our_records, ref_records)
+    print(f"image {image.shape[1]}x{image.shape[0]}, {args.points_per_side}x{args.points_per_side} points, "
+          f"{args.threads} threads, weights: {args.checkpoint or 'seeded random'}, median of {args.repeats}")
+    print(f"{'generator':<12}{'seconds':>10}{'masks':>8}")
+    print(f"{'reference':<12}{ref_s:>10.2f}{len(ref_records):>8}")
+    print(f"{'mobilesam':<12}{our_s:>10.2f}{len(our_records):>8}")
+    print(f"speed-up {ref_s / our_s:.2f}x, identical masks: {same}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""`SamAutomaticMaskGenerator`: "segment everything" with a grid of point prompts.
+
+Gives the same masks, in the same order, as `segment_anything`'s generator,
+but works in the order that throws rejected candidates away first: the IoU
+head runs before any mask is upscaled, masks are upscaled only for the
+prompts that still have a candidate, and only surviving candidates are
+brought to full resolution for the stability score and RLE encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms, box_area
+
+from .io.images import to_rgb_uint8
+from .masks import (
+    area_from_rle,
+    batched_mask_to_box,
+    box_xyxy_to_xywh,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    coco_encode_rle,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    mask_to_rle,
+    remove_small_regions,
+    rle_to_mask,
+    uncrop_boxes_xyxy,
+    uncrop_masks,
+    uncrop_points,
+)
+from .modeling import Sam
+from .predictor import SamPredictor
+
+OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
+_OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+# Full-resolution logits are made this many masks at a time to bound memory.
+_UPSCALE_CHUNK = 16
+# Prompts run through the decoder together. Small batches keep the per-prompt
+# image tokens in cache and are several times faster than 64 on a CPU; every
+# batch size from 2 up gives bit-identical results, but a batch of 1 takes
+# other kernels, so a lone last prompt joins the batch before it.
+_DECODE_CHUNK = 8
+
+
+@dataclass
+class _Candidates:
+    """Masks under consideration, one row each; filtered and concatenated together."""
+
+    rles: list[dict[str, Any]] = field(default_factory=list)
+    boxes: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.long))  # XYXY
+    iou_preds: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    points: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 2), dtype=torch.float64))
+    stability_score: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep the rows selected by a bool mask or by indices, in that order."""
+        if index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        positions = index.tolist()
+        self.rles = [self.rles[i] for i in positions]
+        self.boxes, self.iou_preds = self.boxes[index], self.iou_preds[index]
+        self.points, self.stability_score = self.points[index], self.stability_score[index]
+        self.crop_boxes = self.crop_boxes[index]
+
+    def extend(self, other: _Candidates) -> None:
+        self.rles = self.rles + other.rles
+        self.boxes = torch.cat([self.boxes, other.boxes])
+        self.iou_preds = torch.cat([self.iou_preds, other.iou_preds])
+        self.points = torch.cat([self.points, other.points])
+        self.stability_score = torch.cat([self.stability_score, other.stability_score])
+        self.crop_boxes = torch.cat([self.crop_boxes, other.crop_boxes])
+
+
+class SamAutomaticMaskGenerator:
+    """Generates masks for a whole image from a grid of single-point prompts.
+
+    Args:
+        model: The SAM / MobileSAM model.
+        points_per_side: Points along one side of the grid (points_per_side**2
+            prompts); None when `point_grids` is given.
+        points_per_batch: Prompts decoded together.
+        pred_iou_thresh: Keep masks whose predicted IoU is above this.
+        stability_score_thresh: Keep masks at least this stable when the logit
+            cutoff moves by `stability_score_offset`.
+        stability_score_offset: Shift of the cutoff for the stability score.
+        box_nms_thresh: Box IoU above which duplicate masks within a crop are dropped.
+        crop_n_layers: Extra layers of crops; layer i has (2**i)**2 crops.
+        crop_nms_thresh: Box IoU above which duplicates across crops are dropped.
+        crop_overlap_ratio: Overlap of neighbouring crops, as a fraction of the
+            image's short side in the first layer.
+        crop_n_points_downscale_factor: Layer i samples points_per_side / factor**i points per side.
+        point_grids: Explicit (N, 2) grids in [0, 1] per crop layer.
+        min_mask_region_area: If > 0, fill holes and remove islands smaller than this many pixels.
+        output_mode: "binary_mask", "uncompressed_rle" or "coco_rle".
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: OutputMode = "binary_mask",
+    ) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("give exactly one of points_per_side and point_grids")
+        if output_mode not in _OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}")
+        if points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be at least 1, got {points_per_batch}")
+        if crop_n_layers < 0:
+            raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
+        if points_per_side is not None:
+            if points_per_side < 1:
+                raise ValueError(f"points_per_side must be at least 1, got {points_per_side}")
+            for layer in range(1, crop_n_layers + 1):
+                if points_per_side // crop_n_points_downscale_factor**layer < 1:
+                    raise ValueError(
+                        f"no points in crop layer {layer}: lower crop_n_points_downscale_factor or raise points_per_side"
+                    )
+            self.point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+        else:
+            self.point_grids = [np.asarray(grid, dtype=np.float64) for grid in point_grids]
+            if len(self.point_grids) < crop_n_layers + 1:
+                raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(self.point_grids)}")
+            for grid in self.point_grids:
+                if grid.ndim != 2 or grid.shape[1] != 2 or len(grid) == 0 or not np.all((grid >= 0) & (grid <= 1)):
+                    raise ValueError("point_grids must hold non-empty (N, 2) arrays of x, y in [0, 1]")
+        self.predictor = SamPredictor(model)
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+
+    @torch.no_grad()
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """Segment everything in an image.
+
+        Args:
+            image: (H, W, 3) uint8 RGB (other image arrays are converted as in `SamPredictor.set_image`).
+
+        Returns:
+            One record per mask, best first within each crop: 'segmentation'
+            ((H, W) bool array or RLE dict, per `output_mode`), 'area' (pixels),
+            'bbox' (XYWH), 'predicted_iou', 'point_coords' ([[x, y]] prompt),
+            'stability_score', 'crop_box' (XYWH).
+        """
+        image = to_rgb_uint8(image)
+        candidates = self._generate_candidates(image)
+        if self.min_mask_region_area > 0:
+            candidates = self._remove_small_regions(candidates)
+        if self.output_mode == "coco_rle":
+            segmentations: list[Any] = [coco_encode_rle(rle) for rle in candidates.rles]
+        elif self.output_mode == "binary_mask":
+            segmentations = [rle_to_mask(rle) for rle in candidates.rles]
+        else:
+            segmentations = candidates.rles
+        boxes = candidates.boxes.numpy()
+        crop_boxes = candidates.crop_boxes.numpy()
+        return [
+            {
+                "segmentation": segmentations[i],
+                "area": area_from_rle(candidates.rles[i]),
+                "bbox": box_xyxy_to_xywh(boxes[i]).tolist(),
+                "predicted_iou": candidates.iou_preds[i].item(),
+                "point_coords": [candidates.points[i].tolist()],
+                "stability_score": candidates.stability_score[i].item(),
+                "crop_box": box_xyxy_to_xywh(crop_boxes[i]).tolist(),
+            }
+            for i in range(len(candidates))
+        ]
+
+    def _generate_candidates(self, image: np.ndarray) -> _Candidates:
+        orig_size = image.shape[:2]
+        crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
+        candidates = _Candidates()
+        for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
+            candidates.extend(self._process_crop(image, crop_box, layer_idx, orig_size))
+        if len(crop_boxes) > 1:
+            # Between crops, prefer the masks of smaller crops.
+            scores = 1 / box_area(candidates.crop_boxes)
+            keep = batched_nms(
+                candidates.boxes.float(), scores, torch.zeros(len(candidates)), iou_threshold=self.crop_nms_thresh
+            )
+            candidates.keep(keep)
+        return candidates
+
+    def _process_crop(
+        self, image: np.ndarray, crop_box: list[int], layer_idx: int, orig_size: tuple[int, int]
+    ) -> _Candidates:
+        x0, y0, x1, y1 = crop_box
+        cropped = image[y0:y1, x0:x1, :]
+        crop_size = cropped.shape[:2]
+        self.predictor.set_image(cropped)
+        points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
+        candidates = _Candidates()
+        for start in range(0, len(points_for_crop), self.points_per_batch):
+            points = points_for_crop[start : start + self.points_per_batch]
+            candidates.extend(self._process_batch(points, crop_size, crop_box, orig_size))
+        self.predictor.reset_image()
+
+        keep = batched_nms(
+            candidates.boxes.float(), candidates.iou_preds, torch.zeros(len(candidates)), iou_threshold=self.box_nms_thresh
+        )
+        candidates.keep(keep)
+        candidates.boxes = uncrop_boxes_xyxy(candidates.boxes, crop_box)
+        candidates.points = uncrop_points(candidates.points, crop_box)
+        candidates.crop_boxes = torch.tensor([crop_box] * len(candidates), dtype=torch.long).reshape(-1, 4)
+        return candidates
+
+    def _process_batch(
+        self, points: np.ndarray, crop_size: tuple[int, int], crop_box: list[int], orig_size: tuple[int, int]
+    ) -> _Candidates:
+        predictor, model = self.predictor, self.predictor.model
+        decoder = model.mask_decoder
+        # float64 like the reference, so the prompt encoder normalises the same numbers.
+        in_points = torch.as_tensor(predictor.transform.apply_coords(points, crop_size), device=predictor.device)
+        tokens, image_features = self._run_transformer(in_points)
+        # The token heads see the whole batch at once, as in the reference:
+        # small matrix products round differently for different row counts.
+        iou_preds = decoder.predict_iou(tokens)[:, 1:]  # (B, 3): the multimask outputs
+        mask_weights = decoder.mask_weights(tokens)  # all four: the product rounds by its row count too
+        keep = iou_preds > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(iou_preds, dtype=torch.bool)
+        if not keep.any():
+            return _Candidates()
+        # Upscale only the prompts with a candidate left, and only their kept masks.
+        prompts = keep.any(dim=1).nonzero().flatten()
+        low_res = decoder.masks_from_weights(mask_weights[prompts], image_features[prompts])[:, 1:][keep[prompts]]
+        # low_res: (K, 256, 256), one per kept candidate, prompt-major like the reference
+        iou_preds = iou_preds[keep]
+        candidate_points = torch.as_tensor(np.repeat(points, keep.shape[1], axis=0))[keep.flatten().cpu()]
+
+        masks, scores, passed = [], [], []
+        for start in range(0, len(low_res), _UPSCALE_CHUNK):
+            logits = model.postprocess_masks(
+                low_res[start : start + _UPSCALE_CHUNK, None], predictor.input_size, predictor.original_size
+            )[:, 0]  # (chunk, H, W) at the crop's size
+            score = calculate_stability_score(logits, model.mask_threshold, self.stability_score_offset)
+            stable = score >= self.stability_score_thresh
+            if self.stability_score_thresh <= 0.0:
+                stable = torch.ones_like(stable)
+            masks.append(logits[stable] > model.mask_threshold)
+            scores.append(score)
+            passed.append(stable)
+        masks_t = torch.cat(masks)
+        boxes = batched_mask_to_box(masks_t)
+        inside = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
+        final = torch.cat(passed).nonzero().flatten()[inside]
+        return _Candidates(
+            rles=mask_to_rle(uncrop_masks(masks_t[inside], crop_box, *orig_size)),
+            boxes=boxes[inside],
+            iou_preds=iou_preds[final],
+            points=candidate_points[final.cpu()],
+            stability_score=torch.cat(scores)[final],
+            crop_boxes=torch.zeros((len(final), 4), dtype=torch.long),
+        )
+
+    def _run_transformer(self, in_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's transformer for single-point prompts, in cache-sized chunks:
+        output tokens (B, T, C) and image features (B, C, 64, 64)."""
+        model = self.predictor.model
+        image_pe = model.prompt_encoder.get_dense_pe()
+        tokens, image_features = [], []
+        for chunk in _decoder_chunks(len(in_points)):
+            points = in_points[chunk, None, :]
+            labels = torch.ones(points.shape[:2], dtype=torch.int, device=points.device)
+            sparse, dense = model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+            chunk_tokens, chunk_features = model.mask_decoder.run_transformer(self.predictor.features, image_pe, sparse, dense)
+            tokens.append(chunk_tokens)
+            image_features.append(chunk_features)
+        return torch.cat(tokens), torch.cat(image_features)
+
+    def _remove_small_regions(self, candidates: _Candidates) -> _Candidates:
+        """Fill small holes and drop small islands, then drop new duplicates (NMS prefers untouched masks)."""
+        if len(candidates) == 0:
+            return candidates
+        masks, unchanged = [], []
+        for rle in candidates.rles:
+            mask, holes_changed = remove_small_regions(rle_to_mask(rle), self.min_mask_region_area, mode="holes")
+            mask, islands_changed = remove_small_regions(mask, self.min_mask_region_area, mode="islands")
+            masks.append(torch.as_tensor(mask))
+            unchanged.append(float(not (holes_changed or islands_changed)))
+        masks_t = torch.stack(masks)
+        boxes = batched_mask_to_box(masks_t)
+        keep = batched_nms(
+            boxes.float(),
+            torch.as_tensor(unchanged),
+            torch.zeros(len(boxes)),
+            iou_threshold=max(self.box_nms_thresh, self.crop_nms_thresh),
+        )
+        for i in keep.tolist():
+            if unchanged[i] == 0.0:
+                candidates.rles[i] = mask_to_rle(masks_t[i][None])[0]
+                candidates.boxes[i] = boxes[i]
+        candidates.keep(keep)
+        return candidates
+
+
+def _decoder_chunks(n: int) -> list[slice]:
+    """Slices of at most `_DECODE_CHUNK` prompts covering range(n), none of size 1 unless n == 1."""
+    starts = list(range(0, n, _DECODE_CHUNK))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, end) for start, end in zip(starts, starts[1:] + [n])]

@@ -1,0 +1,187 @@
+"""`mobilesam.SamAutomaticMaskGenerator` against `mobile_sam.SamAutomaticMaskGenerator` at the same random weights.
+
+The same masks, in the same order, pixel for pixel; the same scores to 1e-5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from images import sample_images
+from mobilesam import SamAutomaticMaskGenerator
+from reference import mobile_sam, paired_models
+
+TOL = 1e-5
+# Random weights give unstable masks spread over the whole image, so their
+# boxes nearly coincide: these thresholds keep enough masks to compare while
+# the IoU and stability filters still reject some, and box NMS then drops
+# only exact duplicates (NMS at the usual thresholds is tested separately).
+LOW_THRESHOLDS = dict(pred_iou_thresh=0.5, stability_score_thresh=0.2, box_nms_thresh=1.0)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return paired_models("vit_t", seed=5)
+
+
+def _generate(models, image: np.ndarray, **options) -> tuple[list[dict], list[dict]]:
+    ours, reference = models
+    our_records = SamAutomaticMaskGenerator(ours, **options).generate(image)
+    ref_records = mobile_sam.SamAutomaticMaskGenerator(reference, **options).generate(image)
+    return our_records, ref_records
+
+
+def _decode(segmentation, output_mode: str) -> np.ndarray:
+    if output_mode == "binary_mask":
+        return segmentation
+    if output_mode == "coco_rle":
+        return mask_utils.decode(segmentation).astype(bool)
+    h, w = segmentation["size"]
+    flat = np.concatenate([np.full(n, i % 2, dtype=bool) for i, n in enumerate(segmentation["counts"])])
+    return flat.reshape(w, h).T
+
+
+def _assert_same_records(ours: list[dict], theirs: list[dict], output_mode: str = "binary_mask") -> None:
+    assert len(ours) == len(theirs)
+    for i, (our, ref) in enumerate(zip(ours, theirs)):
+        assert our.keys() == ref.keys()
+        if output_mode == "binary_mask":
+            assert our["segmentation"].dtype == ref["segmentation"].dtype == np.bool_
+            assert np.array_equal(our["segmentation"], ref["segmentation"]), f"mask {i}"
+        else:
+            # Encodings equal exactly: the same RLE dict (coco counts as bytes or str alike).
+            assert our["segmentation"] == ref["segmentation"], f"rle {i}"
+        assert our["area"] == ref["area"] and isinstance(our["area"], int)
+        assert our["bbox"] == ref["bbox"], f"bbox {i}"
+        assert our["crop_box"] == ref["crop_box"]
+        np.testing.assert_allclose(our["point_coords"], ref["point_coords"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(our["predicted_iou"], ref["predicted_iou"], rtol=0, atol=TOL)
+        # An empty mask's stability score is 0/0 in both: NaN counts as equal here.
+        np.testing.assert_allclose(our["stability_score"], ref["stability_score"], rtol=0, atol=TOL)
+        mask = _decode(our["segmentation"], output_mode)
+        assert mask.sum() == our["area"]
+
+
+def test_low_thresholds_match_reference(models):
+    ours, theirs = _generate(models, sample_images()["astronaut"], points_per_side=8, **LOW_THRESHOLDS)
+    assert 10 <= len(ours) < 8 * 8 * 3, "thresholds should keep some masks and reject some"
+    _assert_same_records(ours, theirs)
+
+
+def test_box_nms_matches_reference(models):
+    image = sample_images()["generated"]
+    options = dict(LOW_THRESHOLDS, points_per_side=8)
+    without_nms = SamAutomaticMaskGenerator(models[0], **options).generate(image)
+    ours, theirs = _generate(models, image, **dict(options, box_nms_thresh=0.7))
+    assert 1 <= len(ours) < len(without_nms)
+    _assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("points_per_side", "points_per_batch"),
+    [(5, 8), (4, 3), pytest.param(9, 16, marks=pytest.mark.slow)],
+)
+def test_any_batching_matches_reference(models, points_per_side, points_per_batch):
+    # Batches that do not divide the grid (25 = 3 * 8 + 1, 81 = 5 * 16 + 1)
+    # and small ones: our decoder splits and regroups prompts differently
+    # from the reference, without changing a bit.
+    options = dict(
+        points_per_side=points_per_side,
+        points_per_batch=points_per_batch,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
+    )
+    ours, theirs = _generate(models, sample_images()["generated"], **options)
+    assert len(ours) > 0
+    _assert_same_records(ours, theirs)
+
+
+def test_output_modes_match_reference(models):
+    # One reference run in its native RLE form; its own helpers give the other two modes.
+    ours, reference = models
+    image = sample_images()["generated"]
+    options = dict(points_per_side=6, **LOW_THRESHOLDS)
+    ref_records = mobile_sam.SamAutomaticMaskGenerator(reference, output_mode="uncompressed_rle", **options).generate(image)
+    assert len(ref_records) > 0
+    for mode in ("binary_mask", "uncompressed_rle", "coco_rle"):
+        our_records = SamAutomaticMaskGenerator(ours, output_mode=mode, **options).generate(image)
+        expected = [dict(record, segmentation=_from_reference_rle(record["segmentation"], mode)) for record in ref_records]
+        _assert_same_records(our_records, expected, mode)
+
+
+def _from_reference_rle(rle: dict, output_mode: str):
+    if output_mode == "binary_mask":
+        return mobile_sam.utils.amg.rle_to_mask(rle)
+    if output_mode == "coco_rle":
+        return mobile_sam.utils.amg.coco_encode_rle(rle)
+    return rle
+
+
+def test_min_mask_region_area_matches_reference(models):
+    options = dict(points_per_side=6, min_mask_region_area=400, **LOW_THRESHOLDS)
+    ours, theirs = _generate(models, sample_images()["chelsea"], **options)
+    assert len(ours) > 0
+    _assert_same_records(ours, theirs)
+
+
+@pytest.mark.slow
+def test_denser_grid_with_box_nms_matches_reference(models):
+    # A 10 x 10 grid gives boxes that differ by a few pixels; NMS just below
+    # IoU 1 keeps several of them, so the order of survivors is checked too.
+    options = dict(LOW_THRESHOLDS, points_per_side=10, box_nms_thresh=0.995)
+    ours, theirs = _generate(models, sample_images()["coffee"], **options)
+    assert len(ours) >= 2
+    _assert_same_records(ours, theirs)
+
+
+@pytest.mark.slow
+def test_crop_layers_match_reference(models):
+    # At random weights a mask fills its whole crop, so the edge filter drops
+    # every sub-crop mask; this still runs each crop through the encoder and
+    # decoder and checks the cross-crop NMS against the reference.
+    options = dict(points_per_side=8, crop_n_layers=1, crop_n_points_downscale_factor=2, **LOW_THRESHOLDS)
+    ours, theirs = _generate(models, sample_images()["coffee"], **options)
+    assert len(ours) > 0
+    _assert_same_records(ours, theirs)
+
+
+@pytest.mark.slow
+def test_default_thresholds_match_reference(models):
+    # The default thresholds and NMS; a 16 x 16 grid instead of 32 x 32 keeps
+    # the reference's run under a minute.
+    ours, theirs = _generate(models, sample_images()["chelsea"], points_per_side=16)
+    _assert_same_records(ours, theirs)
+
+
+def test_explicit_point_grid(models):
+    ours, _ = models
+    grid = np.array([[0.25, 0.25], [0.5, 0.5], [0.75, 0.6]])
+    records = SamAutomaticMaskGenerator(
+        ours, points_per_side=None, point_grids=[grid], pred_iou_thresh=0.0, stability_score_thresh=0.0
+    ).generate(sample_images()["chelsea"])
+    h, w = sample_images()["chelsea"].shape[:2]
+    prompts = {tuple(record["point_coords"][0]) for record in records}
+    assert prompts <= {(x * w, y * h) for x, y in grid}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(points_per_side=None), "exactly one of points_per_side and point_grids"),
+        (dict(point_grids=[np.zeros((1, 2))]), "exactly one of points_per_side and point_grids"),
+        (dict(output_mode="png"), "output_mode must be one of"),
+        (dict(points_per_batch=0), "points_per_batch must be at least 1"),
+        (dict(crop_n_layers=-1), "crop_n_layers must be >= 0"),
+        (dict(points_per_side=0), "points_per_side must be at least 1"),
+        (dict(points_per_side=4, crop_n_layers=1, crop_n_points_downscale_factor=8), "no points in crop layer 1"),
+        (dict(points_per_side=None, point_grids=[np.zeros((1, 2))], crop_n_layers=1), "one grid per crop layer"),
+        (dict(points_per_side=None, point_grids=[np.full((1, 2), 1.5)]), "point_grids must hold non-empty"),
+    ],
+)
+def test_bad_options_are_refused(models, options, message):
+    ours, _ = models
+    with pytest.raises(ValueError, match=message):
+        SamAutomaticMaskGenerator(ours, **options)
