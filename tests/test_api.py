@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from images import sample_images
-from mobilesam import SAM, CheckpointError, UnknownModelError, build_sam
+from mobilesam import SAM, CheckpointError, SamAutomaticMaskGenerator, UnknownModelError, build_sam
 from mobilesam.weights import save_checkpoint
 from reference import randomize
 
@@ -80,6 +80,18 @@ def test_box_prompt_equals_predictor_on_same_image(model, photo):
     masks, scores, _ = predictor.predict(box=np.array([50, 60, 300, 350]), multimask_output=False)
     assert np.array_equal(results[0].masks, masks)
     assert np.allclose(results[0].scores, scores, atol=1e-6)
+
+
+def test_no_prompt_segments_everything(model, photo):
+    options = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    results = model.predict(photo, **options)
+    records = SamAutomaticMaskGenerator(model.model, **options).generate(np.asarray(Image.open(photo)))
+    _check(results, len(records), (400, 600))
+    assert len(records) > 0
+    assert np.array_equal(results[0].masks, np.stack([r["segmentation"] for r in records]))
+    np.testing.assert_array_equal(results[0].scores, np.array([r["predicted_iou"] for r in records], np.float32))
+    with pytest.raises(TypeError, match="apply only to segment everything"):
+        model.predict(photo, points=[300, 200], labels=[1], points_per_side=4)
 
 
 def test_sources_pil_numpy_bgr_and_list(model):
