@@ -147,7 +147,7 @@ def test_unreadable_files_name_the_problem(tmp_path, content, message):
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_truncated_checkpoint_is_refused(checkpoint_file, seeded_vit_t, tmp_path, suffix):
+def test_truncated_checkpoint_is_refused(seeded_vit_t, tmp_path, suffix):
     whole = save_checkpoint(seeded_vit_t, tmp_path / f"whole{suffix}")
     truncated = tmp_path / f"truncated{suffix}"
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
