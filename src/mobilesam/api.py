@@ -81,6 +81,8 @@ class SAM:
                 raise ValueError("labels were given without points")
             if multimask_output:
                 raise ValueError("multimask_output applies to prompts; segment everything picks masks itself")
+            if "output_mode" in generator_options:
+                raise TypeError("output_mode is not an option here: Results hold binary masks (see Results.to_dict for RLE)")
             generator = SamAutomaticMaskGenerator(self.model, **generator_options)
             return [self._segment_everything(item, generator, image_format) for item in sources]
         if generator_options:
@@ -91,14 +93,7 @@ class SAM:
         self, source: ImageSource, generator: SamAutomaticMaskGenerator, image_format: str
     ) -> Results:
         image = load_image(source, image_format)
-        records = generator.generate(image)
-        h, w = image.shape[:2]
-        return Results(
-            orig_img=image,
-            masks=np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, h, w), bool),
-            scores=np.array([r["predicted_iou"] for r in records], dtype=np.float32),
-            path=_source_path(source),
-        )
+        return Results.from_mask_records(image, generator.generate(image), path=_source_path(source))
 
     def _predict_one(
         self, source: ImageSource, points: Any, labels: Any, bboxes: Any, multimask_output: bool, image_format: str

@@ -128,6 +128,22 @@ class SamAutomaticMaskGenerator:
             raise ValueError(f"points_per_batch must be at least 1, got {points_per_batch}")
         if crop_n_layers < 0:
             raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
+        if crop_n_points_downscale_factor < 1:
+            raise ValueError(f"crop_n_points_downscale_factor must be at least 1, got {crop_n_points_downscale_factor}")
+        if min_mask_region_area < 0:
+            raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
+        for name, value in (("box_nms_thresh", box_nms_thresh), ("crop_nms_thresh", crop_nms_thresh)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} is a box IoU and must lie in [0, 1], got {value}")
+        if not 0.0 <= crop_overlap_ratio < 1.0:
+            raise ValueError(f"crop_overlap_ratio must lie in [0, 1), got {crop_overlap_ratio}")
+        for name, value in (
+            ("pred_iou_thresh", pred_iou_thresh),
+            ("stability_score_thresh", stability_score_thresh),
+            ("stability_score_offset", stability_score_offset),
+        ):
+            if not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if points_per_side is not None:
             if points_per_side < 1:
                 raise ValueError(f"points_per_side must be at least 1, got {points_per_side}")

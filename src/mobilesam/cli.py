@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import typer
 
 from . import weights
+from .automatic import SamAutomaticMaskGenerator
 from .errors import MobileSamError
-from .registry import MODEL_CONFIGS, build_from_config, count_parameters, get_config
+from .io.sources import ImageJob, ObjectPrompt, find_jobs
+from .io.writers import OUTPUT_FORMATS
+from .labeling import RunSummary, Segmenter, label_images, segment_objects
+from .modeling import Sam
+from .predictor import SamPredictor
+from .registry import MODEL_CONFIGS, build_from_config, count_parameters, get_config, load_sam
+from .results import Results
 
 app = typer.Typer(
     help="Prompt-guided image segmentation with MobileSAM and SAM.",
@@ -30,12 +41,16 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _fail(err: BaseException) -> None:
-    """One line on stderr and exit 1; the traceback only with --verbose."""
+def _fail(err: BaseException, code: int = 1) -> None:
+    """One line on stderr and exit `code`; the traceback only with --verbose."""
     if _state["verbose"]:
         raise err
     typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
+
+
+class UsageError(ValueError):
+    """A command-line argument with the wrong syntax (exit status 2)."""
 
 
 @app.command()
@@ -84,6 +99,187 @@ def info(checkpoint: Path = typer.Argument(..., help="A checkpoint file (.pt, .p
     typer.echo(f"model:      {model_name} ({get_config(model_name).description})")
     typer.echo(f"tensors:    {len(state_dict)}")
     typer.echo(f"parameters: {sum(t.numel() for t in state_dict.values()):,} values")
+
+
+_MODEL_OPTION = typer.Option("mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights).")
+_OUT_OPTION = typer.Option(Path("masks_out"), "--out", "-o", help="Output folder.")
+_FORMAT_OPTION = typer.Option(
+    ["png", "overlay"],
+    "--format",
+    "-f",
+    help=f"Output format, repeat or comma-separate for several: {', '.join(OUTPUT_FORMATS)}.",
+)
+_OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Redo images whose outputs already exist.")
+_QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (failures are still listed).")
+_DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps.")
+_THREADS_OPTION = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice).")
+
+
+@app.command()
+def predict(
+    source: str = typer.Argument(..., help="Image file, folder, glob (quote it), or a .json/.csv prompts file."),
+    point: list[str] = typer.Option([], "--point", "-p", help="X,Y or X,Y,LABEL (1 foreground, 0 background); repeat for more points on the object."),
+    box: list[str] = typer.Option([], "--box", "-b", help="X1,Y1,X2,Y2; repeat for one object per box."),
+    multimask: bool = typer.Option(False, "--multimask", help="Three candidate masks per object instead of the best one."),
+    model: str = _MODEL_OPTION,
+    out: Path = _OUT_OPTION,
+    output_format: list[str] = _FORMAT_OPTION,
+    overwrite: bool = _OVERWRITE_OPTION,
+    quiet: bool = _QUIET_OPTION,
+    device: str = _DEVICE_OPTION,
+    threads: int | None = _THREADS_OPTION,
+) -> None:
+    """Segment the objects that points or boxes show, in one image or many.
+
+    The points (with an optional box) describe one object; each further box
+    is another object. For different prompts per image, give a prompts file.
+    """
+    try:
+        formats = _parse_formats(output_format)
+        objects = _parse_objects(point, box)
+        jobs = find_jobs(source, exclude=out)
+        if objects is None and any(job.objects is None for job in jobs):
+            raise UsageError("predict needs --point or --box (or a prompts file); to segment everything use `mobilesam everything`")
+        if objects is not None and any(job.objects is not None for job in jobs):
+            raise UsageError("give prompts either in the prompts file or with --point/--box, not both")
+    except UsageError as err:
+        _fail(err, code=2)
+    except (OSError, ValueError) as err:
+        _fail(err)
+    predictor = SamPredictor(_load_model(model, device, threads))
+
+    def segment(job: ImageJob, image: np.ndarray) -> Results:
+        return segment_objects(predictor, image, job.objects or objects, multimask, path=str(job.path))
+
+    _run_batch(jobs, segment, out, formats, overwrite, quiet)
+
+
+@app.command()
+def everything(
+    source: str = typer.Argument(..., help="Image file, folder, or glob (quote it)."),
+    points_per_side: int = typer.Option(32, min=1, help="Grid of points per image side."),
+    points_per_batch: int = typer.Option(64, min=1, help="Prompts decoded together (memory vs speed)."),
+    pred_iou_thresh: float = typer.Option(0.88, help="Keep masks with predicted IoU above this."),
+    stability_score_thresh: float = typer.Option(0.95, help="Keep masks with stability score above this."),
+    box_nms_thresh: float = typer.Option(0.7, help="Box IoU above which the weaker of two masks is dropped."),
+    crop_n_layers: int = typer.Option(0, min=0, help="Also segment 4^k crops per layer k (finds small objects)."),
+    min_mask_region_area: int = typer.Option(0, min=0, help="Remove holes and islands smaller than this (pixels)."),
+    model: str = _MODEL_OPTION,
+    out: Path = _OUT_OPTION,
+    output_format: list[str] = _FORMAT_OPTION,
+    overwrite: bool = _OVERWRITE_OPTION,
+    quiet: bool = _QUIET_OPTION,
+    device: str = _DEVICE_OPTION,
+    threads: int | None = _THREADS_OPTION,
+) -> None:
+    """Segment everything in one image or many: a grid of point prompts, filtered and de-duplicated."""
+    try:
+        formats = _parse_formats(output_format)
+        jobs = find_jobs(source, exclude=out)
+        if any(job.objects is not None for job in jobs):
+            raise UsageError("everything takes images, not a prompts file; use `mobilesam predict` for prompts")
+    except UsageError as err:
+        _fail(err, code=2)
+    except (OSError, ValueError) as err:
+        _fail(err)
+    sam = _load_model(model, device, threads)
+    try:
+        generator = SamAutomaticMaskGenerator(
+            sam,
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers,
+            min_mask_region_area=min_mask_region_area,
+        )
+    except ValueError as err:
+        _fail(err, code=2)
+
+    def segment(job: ImageJob, image: np.ndarray) -> Results:
+        return Results.from_mask_records(image, generator.generate(image), path=str(job.path))
+
+    _run_batch(jobs, segment, out, formats, overwrite, quiet)
+
+
+def _parse_formats(values: list[str]) -> list[str]:
+    formats = [name.strip().lower() for value in values for name in value.split(",") if name.strip()]
+    unknown = [name for name in formats if name not in OUTPUT_FORMATS]
+    if unknown or not formats:
+        raise UsageError(f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(OUTPUT_FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
+def _parse_objects(points: list[str], boxes: list[str]) -> tuple[ObjectPrompt, ...] | None:
+    """--point/--box values as objects: the points (and a single box) make one object; several boxes, one object each."""
+    coords = [_parse_numbers(text, "--point", (2, 3), "X,Y or X,Y,LABEL") for text in points]
+    corners = [_parse_numbers(text, "--box", (4,), "X1,Y1,X2,Y2") for text in boxes]
+    if not coords and not corners:
+        return None
+    if coords and len(corners) > 1:
+        raise UsageError("points with several boxes are ambiguous; use a prompts file to give each box its points")
+    point_array = labels = None
+    if coords:
+        point_array = np.array([c[:2] for c in coords])
+        labels = np.array([c[2] if len(c) == 3 else 1.0 for c in coords])
+    if len(corners) <= 1:
+        return (ObjectPrompt(point_array, labels, np.array(corners[0]) if corners else None),)
+    return tuple(ObjectPrompt(box=np.array(c)) for c in corners)
+
+
+def _parse_numbers(text: str, option: str, lengths: tuple[int, ...], syntax: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in lengths or not np.isfinite(values).all():
+        raise UsageError(f"{option} must be {syntax} (numbers, no spaces), got {text!r}")
+    return values
+
+
+def _load_model(model: str, device: str, threads: int | None) -> Sam:
+    try:
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return load_sam(model, device=torch_device)
+    except (MobileSamError, OSError, RuntimeError, ValueError) as err:
+        _fail(err)
+
+
+def _run_batch(jobs: list[ImageJob], segment: Segmenter, out: Path, formats: list[str], overwrite: bool, quiet: bool) -> None:
+    """Run, print the summary, list failures; exit 1 if any image failed, 130 when interrupted."""
+    try:
+        with _sigterm_as_interrupt():
+            summary: RunSummary = label_images(jobs, segment, out, formats, overwrite=overwrite, progress=not quiet)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished images are kept; run the same command again to continue", err=True)
+        raise typer.Exit(130) from None
+    except OSError as err:
+        _fail(err)
+    if not quiet:
+        typer.echo(f"{summary.describe()}; outputs in {out}")
+    for path, reason in summary.failures:
+        typer.echo(f"failed: {path}: {reason}", err=True)
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let `kill` stop a run the way Ctrl-C does, so temporary files are cleaned up."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run() -> None:

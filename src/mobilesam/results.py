@@ -38,8 +38,9 @@ class Results:
         scores: (N,) float32 predicted IoU of each mask.
         boxes: (N, 4) float32 XYXY boxes around the masks (zeros for an empty mask).
         points: (N, P, 2) XY point prompts per mask, or None.
-        labels: (N, P) labels of those points (1 foreground, 0 background), or None.
-        bboxes: (N, 4) XYXY box prompts per mask, or None.
+        labels: (N, P) labels of those points (1 foreground, 0 background, -1 padding
+            where masks had fewer than P points), or None.
+        bboxes: (N, 4) XYXY box prompts per mask (NaN for a mask without one), or None.
         path: Where the image came from, if it was a file or URL.
     """
 
@@ -56,6 +57,24 @@ class Results:
         if self.boxes is None:
             self.boxes = batched_mask_to_box(torch.from_numpy(self.masks)).numpy().astype(np.float32).reshape(-1, 4)
 
+    @classmethod
+    def from_mask_records(cls, image: np.ndarray, records: list[dict], path: str | None = None) -> Results:
+        """Results of segment everything: `SamAutomaticMaskGenerator.generate` records in binary_mask mode.
+
+        Each mask keeps the grid point that produced it as its (foreground) prompt.
+        """
+        h, w = image.shape[:2]
+        if not records:
+            return cls(orig_img=image, masks=np.zeros((0, h, w), bool), scores=np.zeros(0, np.float32), path=path)
+        return cls(
+            orig_img=image,
+            masks=np.stack([record["segmentation"] for record in records]),
+            scores=np.array([record["predicted_iou"] for record in records], dtype=np.float32),
+            points=np.array([record["point_coords"] for record in records], dtype=np.float64).reshape(-1, 1, 2),
+            labels=np.ones((len(records), 1), dtype=np.int64),
+            path=path,
+        )
+
     def __len__(self) -> int:
         return len(self.masks)
 
@@ -67,6 +86,19 @@ class Results:
     def areas(self) -> np.ndarray:
         """(N,) number of pixels in each mask."""
         return self.masks.reshape(len(self.masks), -1).sum(axis=1)
+
+    def prompt(self, index: int) -> dict:
+        """The prompt behind mask `index` as JSON-ready lists: "points" and "labels" and/or "box" (absent when unused)."""
+        prompt: dict = {}
+        if self.points is not None and self.labels is not None:
+            labels = self.labels[index].reshape(-1)
+            used = labels >= 0
+            if used.any():
+                prompt["points"] = self.points[index].reshape(-1, 2)[used].tolist()
+                prompt["labels"] = labels[used].astype(int).tolist()
+        if self.bboxes is not None and np.isfinite(self.bboxes[index]).all():
+            prompt["box"] = self.bboxes[index].reshape(4).tolist()
+        return prompt
 
     def plot(self, alpha: float = 0.5, draw_prompts: bool = True) -> np.ndarray:
         """Overlay of the masks (one colour each) and the prompts on the image: (H, W, 3) uint8 RGB."""
@@ -81,10 +113,12 @@ class Results:
 
     def _draw_prompts(self, draw: ImageDraw.ImageDraw, radius: int) -> None:
         if self.bboxes is not None:
-            for x1, y1, x2, y2 in self.bboxes.reshape(-1, 4).tolist():
+            for x1, y1, x2, y2 in self.bboxes[np.isfinite(self.bboxes).all(axis=1)].tolist():
                 draw.rectangle((x1, y1, x2, y2), outline=_BOX, width=max(1, radius // 2))
         if self.points is not None and self.labels is not None:
             for (x, y), label in zip(self.points.reshape(-1, 2).tolist(), self.labels.reshape(-1).tolist()):
+                if label < 0:
+                    continue
                 fill = _FOREGROUND if label == 1 else _BACKGROUND
                 draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill, outline=(255, 255, 255))
 

@@ -1,0 +1,287 @@
+"""What a run works on: image files from a path, folder or glob, or from a prompts file.
+
+Each image becomes an `ImageJob` with a `stem` (its path relative to the
+source root, without suffix, "/"-separated) that names its outputs, so
+`photos/a/dog.jpg` and `photos/b/dog.jpg` never overwrite each other.
+
+A prompts file gives each image its own objects:
+
+JSON, a list of entries (or a mapping from image to entry)::
+
+    [{"image": "dog.jpg", "points": [[x, y], ...], "labels": [1, 0], "box": [x1, y1, x2, y2]},
+     {"image": "cat.png", "objects": [{"box": [...]}, {"points": [[x, y]]}]}]
+
+An entry without "objects" is one object. CSV with a header row holding
+`image` and any of `object, x, y, label, x1, y1, x2, y2`: each row adds a
+point (x, y, label, default 1) and/or the box (x1..y2) to object `object`
+(default 0) of `image`. Image paths are relative to the prompts file.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
+PROMPT_FILE_SUFFIXES = frozenset({".json", ".csv"})
+_CSV_COLUMNS = ("image", "object", "x", "y", "label", "x1", "y1", "x2", "y2")
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """The prompt for one object, in pixels of the original image.
+
+    Attributes:
+        points: (P, 2) XY, or None.
+        labels: (P,) 1 foreground / 0 background, or None.
+        box: (4,) XYXY, or None.
+    """
+
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to segment.
+
+    Attributes:
+        path: The image file.
+        stem: Output name: path relative to the source root, no suffix, "/"-separated.
+        objects: Prompts from a prompts file, or None to use the command's own.
+    """
+
+    path: Path
+    stem: str
+    objects: tuple[ObjectPrompt, ...] | None = None
+
+
+class SourceError(ValueError):
+    """A source that names no images, or a prompts file that cannot be understood."""
+
+
+def find_jobs(source: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None) -> list[ImageJob]:
+    """Expand SOURCE into image jobs, sorted by path.
+
+    Args:
+        source: An image file, a folder (searched recursively, hidden entries
+            skipped), a glob pattern ("photos/*.jpg", "**" recurses), or a
+            `.json` / `.csv` prompts file.
+        exclude: A folder whose files are never taken (the output folder, which
+            may lie inside a source folder).
+
+    Raises:
+        SourceError: Nothing matches, or the prompts file is malformed.
+        FileNotFoundError: A file or folder that does not exist.
+    """
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_file() and path.suffix.lower() in PROMPT_FILE_SUFFIXES:
+        return read_prompts_file(path)
+    if path.is_file():
+        return [ImageJob(path, path.stem)]
+    if path.is_dir():
+        root, paths = path, _images_under(path)
+    elif glob.has_magic(text):
+        root = _glob_root(text)
+        paths = sorted(
+            Path(match) for match in glob.glob(text, recursive=True) if Path(match).suffix.lower() in IMAGE_SUFFIXES
+        )
+    else:
+        raise FileNotFoundError(f"no such file or folder: {text}")
+    if exclude is not None:
+        excluded = Path(exclude).resolve()
+        paths = [p for p in paths if not p.resolve().is_relative_to(excluded)]
+    if not paths:
+        raise SourceError(f"no images in {text} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return [ImageJob(p, stem) for p, stem in zip(paths, _stems(paths, root))]
+
+
+def _images_under(folder: Path) -> list[Path]:
+    found = []
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        found.extend(
+            Path(directory, name) for name in files if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+        )
+    return sorted(found)
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder above the first part of `pattern` with a wildcard."""
+    parts = Path(pattern).parts
+    first_magic = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return Path(*parts[:first_magic]) if first_magic else Path(".")
+
+
+def _stems(paths: list[Path], root: Path) -> list[str]:
+    """Output names relative to `root`; where two differ only by suffix ("a.jpg", "a.png"), the suffix joins the name."""
+    stems = []
+    for path in paths:
+        try:
+            relative = path.resolve().relative_to(root.resolve())
+        except ValueError:
+            relative = Path(path.name)
+        stems.append(relative.with_suffix("").as_posix())
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    return [
+        f"{stem}_{path.suffix.lstrip('.').lower()}" if counts[stem] > 1 else stem for stem, path in zip(stems, paths)
+    ]
+
+
+def read_prompts_file(path: str | os.PathLike[str]) -> list[ImageJob]:
+    """Read a JSON or CSV prompts file (format in the module docstring) into jobs, in file order.
+
+    Entries for the same image are merged. Numbers are checked for syntax
+    here; whether a prompt fits its image is checked when the image is read.
+
+    Raises:
+        SourceError: Malformed file, with the entry or row at fault.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SourceError(f"{path}: not a UTF-8 text file") from err
+    if path.suffix.lower() == ".csv":
+        entries = _csv_entries(text, path)
+    else:
+        entries = _json_entries(text, path)
+    objects_by_image: dict[Path, list[ObjectPrompt]] = {}
+    for image, objects in entries:
+        image_path = Path(image) if Path(image).is_absolute() else path.parent / image
+        objects_by_image.setdefault(image_path, []).extend(objects)
+    if not objects_by_image:
+        raise SourceError(f"{path}: no images listed")
+    paths = list(objects_by_image)
+    return [
+        ImageJob(p, stem, tuple(objects_by_image[p])) for p, stem in zip(paths, _stems(paths, path.parent))
+    ]
+
+
+def _json_entries(text: str, path: Path) -> Iterable[tuple[str, list[ObjectPrompt]]]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SourceError(f"{path}: not valid JSON: {err}") from err
+    if isinstance(document, dict):
+        document = [{"image": image, **_require_dict(entry, f"{path}: entry {image!r}")} for image, entry in document.items()]
+    if not isinstance(document, list):
+        raise SourceError(f"{path}: expected a list of entries or a mapping from image to entry")
+    entries = []
+    for index, entry in enumerate(document):
+        where = f"{path}: entry {index}"
+        entry = _require_dict(entry, where)
+        image = entry.get("image")
+        if not isinstance(image, str) or not image:
+            raise SourceError(f"{where}: needs \"image\", a path relative to the prompts file")
+        if "objects" in entry:
+            unknown = set(entry) - {"image", "objects"}
+            if unknown:
+                raise SourceError(f"{where}: with \"objects\", prompts go inside each object, not {sorted(unknown)}")
+            raw_objects = entry["objects"]
+            if not isinstance(raw_objects, list) or not raw_objects:
+                raise SourceError(f"{where}: \"objects\" must be a non-empty list")
+            objects = [_json_object(_require_dict(o, f"{where}, object {i}"), f"{where}, object {i}") for i, o in enumerate(raw_objects)]
+        else:
+            objects = [_json_object({k: v for k, v in entry.items() if k != "image"}, where)]
+        entries.append((image, objects))
+    return entries
+
+
+def _require_dict(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise SourceError(f"{where}: expected an object with \"points\", \"labels\" and/or \"box\", got {value!r:.60}")
+    return value
+
+
+def _json_object(entry: dict, where: str) -> ObjectPrompt:
+    unknown = set(entry) - {"points", "labels", "box"}
+    if unknown:
+        raise SourceError(f"{where}: unknown keys {sorted(unknown)} (expected points, labels, box)")
+    points = labels = box = None
+    if entry.get("points") is not None:
+        points = _numbers(entry["points"], where, "points")
+        if points.ndim == 1:
+            points = points[None]
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+            raise SourceError(f"{where}: \"points\" must be [[x, y], ...], got {entry['points']!r:.60}")
+        labels = np.ones(len(points), dtype=np.int64)
+        if entry.get("labels") is not None:
+            labels = _numbers(entry["labels"], where, "labels").reshape(-1)
+            if len(labels) != len(points):
+                raise SourceError(f"{where}: {len(labels)} labels for {len(points)} points")
+    elif entry.get("labels") is not None:
+        raise SourceError(f"{where}: \"labels\" without \"points\"")
+    if entry.get("box") is not None:
+        box = _numbers(entry["box"], where, "box")
+        if box.shape != (4,):
+            raise SourceError(f"{where}: \"box\" must be [x1, y1, x2, y2], got {entry['box']!r:.60}")
+    if points is None and box is None:
+        raise SourceError(f"{where}: an object needs \"points\" or \"box\"")
+    return ObjectPrompt(points, labels, box)
+
+
+def _numbers(value: Any, where: str, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise SourceError(f"{where}: \"{name}\" must hold numbers, got {value!r:.60}") from err
+
+
+def _csv_entries(text: str, path: Path) -> Iterable[tuple[str, list[ObjectPrompt]]]:
+    reader = csv.DictReader(text.splitlines())
+    header = [name.strip() for name in reader.fieldnames or []]
+    if "image" not in header or set(header) - set(_CSV_COLUMNS):
+        raise SourceError(f"{path}: the header must hold \"image\" and any of {', '.join(_CSV_COLUMNS[1:])}; got {header}")
+    reader.fieldnames = header
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for line, row in enumerate(reader, start=2):
+        where = f"{path}: line {line}"
+        values = {k: (v or "").strip() for k, v in row.items() if k is not None}
+        image = values.get("image", "")
+        if not image:
+            raise SourceError(f"{where}: no image")
+        obj = rows.setdefault((image, values.get("object") or "0"), {"points": [], "labels": [], "box": None})
+        point = [values.get(k, "") for k in ("x", "y")]
+        box = [values.get(k, "") for k in ("x1", "y1", "x2", "y2")]
+        if any(point):
+            obj["points"].append(_csv_numbers(point, where, "x, y"))
+            obj["labels"].append(_csv_numbers([values.get("label") or "1"], where, "label")[0])
+        if any(box):
+            if obj["box"] is not None:
+                raise SourceError(f"{where}: a second box for object {values.get('object') or '0'} of {image}")
+            obj["box"] = _csv_numbers(box, where, "x1, y1, x2, y2")
+        if not any(point) and not any(box):
+            raise SourceError(f"{where}: neither a point (x, y) nor a box (x1, y1, x2, y2)")
+    return [
+        (
+            image,
+            [
+                ObjectPrompt(
+                    np.array(obj["points"]) if obj["points"] else None,
+                    np.array(obj["labels"]) if obj["points"] else None,
+                    None if obj["box"] is None else np.array(obj["box"]),
+                )
+            ],
+        )
+        for (image, _), obj in rows.items()
+    ]
+
+
+def _csv_numbers(cells: list[str], where: str, names: str) -> list[float]:
+    try:
+        return [float(cell) for cell in cells]
+    except ValueError as err:
+        raise SourceError(f"{where}: {names} must all be numbers, got {cells}") from err

@@ -1,0 +1,162 @@
+"""Batch labeling: segment many images and write each one's outputs, resumably.
+
+Every output file appears complete or not at all (written to a temporary
+name, then renamed), so an image whose outputs all exist is done: a rerun
+skips it, and an interrupted run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .io.prefetch import prefetch_images
+from .io.sources import ImageJob, ObjectPrompt
+from .io.writers import merge_coco_outputs, output_paths, write_outputs
+from .predictor import SamPredictor
+from .prompts import as_boxes, as_points
+from .results import Results
+
+logger = logging.getLogger(__name__)
+
+Segmenter = Callable[[ImageJob, np.ndarray], Results]
+
+
+@dataclass
+class RunSummary:
+    """What a batch run did.
+
+    Attributes:
+        total: Images the source named.
+        written: Images segmented and written in this run.
+        skipped: Images whose outputs were already complete.
+        masks: Masks written in this run.
+        failures: (image path, reason) for each image that could not be done.
+        seconds: Wall time of the run.
+    """
+
+    total: int = 0
+    written: int = 0
+    skipped: int = 0
+    masks: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        """One line for the end of a run."""
+        rate = self.written / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.total} images: {self.written} written, {self.skipped} already done, {len(self.failures)} failed; "
+            f"{self.masks} masks; {self.seconds:.1f} s ({rate:.2f} images/s)"
+        )
+
+
+def label_images(
+    jobs: Sequence[ImageJob],
+    segment: Segmenter,
+    out_dir: str | Path,
+    formats: Sequence[str],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Segment each image with `segment` and write its outputs in `formats` under `out_dir`.
+
+    An image that cannot be read or segmented (bad file, prompt outside the
+    image) is logged and counted in `failures`; the run goes on. With "coco"
+    among the formats, `out_dir/coco.json` gathers every done image at the end.
+
+    Args:
+        jobs: Images with their output stems (see `mobilesam.io.sources.find_jobs`).
+        segment: Maps (job, (H, W, 3) uint8 RGB image) to its `Results`.
+        out_dir: Output folder, created if needed.
+        formats: Names from `mobilesam.io.writers.OUTPUT_FORMATS`.
+        overwrite: Redo images whose outputs exist.
+        progress: Show a progress bar on stderr.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    summary = RunSummary(total=len(jobs))
+    todo = [job for job in jobs if overwrite or not _is_done(job, out_dir, formats)]
+    summary.skipped = len(jobs) - len(todo)
+    with tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for job, image in prefetch_images(todo):
+            try:
+                if isinstance(image, Exception):
+                    raise image
+                result = segment(job, image)
+                write_outputs(result, out_dir, job.stem, formats)
+            except (OSError, ValueError) as err:
+                logger.info("failed %s: %s", job.path, err)
+                summary.failures.append((str(job.path), str(err)))
+            else:
+                summary.written += 1
+                summary.masks += len(result)
+            bar.update()
+            bar.set_postfix(masks=summary.masks, failed=len(summary.failures), refresh=False)
+    if "coco" in formats:
+        merge_coco_outputs(out_dir, [job.stem for job in jobs])
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _is_done(job: ImageJob, out_dir: Path, formats: Sequence[str]) -> bool:
+    return all(path.exists() for path in output_paths(out_dir, job.stem, formats))
+
+
+def segment_objects(
+    predictor: SamPredictor,
+    image: np.ndarray,
+    objects: Sequence[ObjectPrompt],
+    multimask_output: bool = False,
+    path: str | None = None,
+) -> Results:
+    """Embed `image` once and predict each object's masks (1, or 3 with `multimask_output`).
+
+    Objects may have different numbers of points; in `Results` the shorter
+    ones are padded with label -1 (SAM's "not a point"), and objects without
+    a box get a NaN box when others have one.
+
+    Raises:
+        ValueError: No objects, or a prompt that does not fit the image (see `mobilesam.prompts`).
+    """
+    if not objects:
+        raise ValueError("no objects to segment: give points or a box")
+    for obj in objects:  # before the costly embedding, so a bad prompt fails fast
+        if obj.points is not None:
+            as_points(obj.points, obj.labels, image.shape[:2])
+        if obj.box is not None:
+            as_boxes(obj.box, image.shape[:2])
+    predictor.set_image(image)
+    masks, scores, points, labels, boxes = [], [], [], [], []
+    for obj in objects:
+        object_masks, object_scores, _ = predictor.predict(
+            point_coords=obj.points, point_labels=obj.labels, box=obj.box, multimask_output=multimask_output
+        )
+        masks.append(object_masks)
+        scores.append(object_scores)
+        points.extend([np.zeros((0, 2)) if obj.points is None else obj.points] * len(object_masks))
+        labels.extend([np.zeros(0) if obj.labels is None else obj.labels] * len(object_masks))
+        boxes.extend([np.full(4, np.nan) if obj.box is None else obj.box] * len(object_masks))
+    width = max(len(p) for p in points)
+    padded_points = np.zeros((len(points), width, 2))
+    padded_labels = np.full((len(points), width), -1, dtype=np.int64)
+    for index, (p, l) in enumerate(zip(points, labels)):
+        padded_points[index, : len(p)] = p
+        padded_labels[index, : len(l)] = l
+    any_box = any(obj.box is not None for obj in objects)
+    return Results(
+        orig_img=image,
+        masks=np.concatenate(masks),
+        scores=np.concatenate(scores).astype(np.float32),
+        points=padded_points if width else None,
+        labels=padded_labels if width else None,
+        bboxes=np.stack(boxes) if any_box else None,
+        path=path,
+    )
