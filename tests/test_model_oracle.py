@@ -139,7 +139,9 @@ def test_mobilesam_parameter_count_is_about_ten_million():
 
 @pytest.mark.slow
 def test_vit_b_matches_reference():
-    ours, reference = paired_models("vit_b", seed=1)
+    # Three blocks (windowed, windowed, global) instead of twelve: the same code
+    # paths at the real width, heads, window and input size, a quarter of the time.
+    ours, reference = paired_models("vit_b", seed=1, depth=3, global_attn_indexes=(2,))
     _check_pipeline(ours, reference, _image(6))
 
 

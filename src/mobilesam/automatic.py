@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, box_area
 
 from .io.images import to_rgb_uint8
 from .masks import (
@@ -219,8 +218,9 @@ class SamAutomaticMaskGenerator:
             candidates.extend(self._process_crop(image, crop_box, layer_idx, orig_size))
         if len(crop_boxes) > 1:
             # Between crops, prefer the masks of smaller crops.
-            scores = 1 / box_area(candidates.crop_boxes)
-            keep = batched_nms(
+            crop_boxes = candidates.crop_boxes
+            scores = 1 / ((crop_boxes[:, 2] - crop_boxes[:, 0]) * (crop_boxes[:, 3] - crop_boxes[:, 1]))
+            keep = _batched_nms(
                 candidates.boxes.float(), scores, torch.zeros(len(candidates)), iou_threshold=self.crop_nms_thresh
             )
             candidates.keep(keep)
@@ -240,7 +240,7 @@ class SamAutomaticMaskGenerator:
             candidates.extend(self._process_batch(points, crop_size, crop_box, orig_size))
         self.predictor.reset_image()
 
-        keep = batched_nms(
+        keep = _batched_nms(
             candidates.boxes.float(), candidates.iou_preds, torch.zeros(len(candidates)), iou_threshold=self.box_nms_thresh
         )
         candidates.keep(keep)
@@ -323,7 +323,7 @@ class SamAutomaticMaskGenerator:
             unchanged.append(float(not (holes_changed or islands_changed)))
         masks_t = torch.stack(masks)
         boxes = batched_mask_to_box(masks_t)
-        keep = batched_nms(
+        keep = _batched_nms(
             boxes.float(),
             torch.as_tensor(unchanged),
             torch.zeros(len(boxes)),
@@ -343,3 +343,14 @@ def _decoder_chunks(n: int) -> list[slice]:
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     return [slice(start, end) for start, end in zip(starts, starts[1:] + [n])]
+
+
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision's NMS (the reference's, so ties break the same way), imported on first use.
+
+    Importing torchvision.ops loads torch._dynamo, about 2.5 s; commands that
+    never segment everything should not wait for it.
+    """
+    from torchvision.ops import batched_nms
+
+    return batched_nms(boxes, scores, idxs, iou_threshold=iou_threshold)

@@ -1,0 +1,302 @@
+"""`evaluate`: run the prompt protocols over a labeled dataset and summarise mask quality.
+
+Each image is embedded once per model; every protocol, and the automatic
+generator of ``everything``, runs on that embedding. An image whose file is
+missing or unreadable, or whose annotations do not fit it, is skipped and
+listed in the report (`ValReport.skipped_images`; the command line prints
+them); evaluation fails only when no image is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..automatic import SamAutomaticMaskGenerator
+from ..io.datasets import Dataset, ImageAnnotations, load_dataset
+from ..io.images import load_image, to_rgb_uint8
+from ..modeling import Sam
+from ..predictor import SamPredictor
+from ..registry import load_sam
+from ..weights import detect_model_name
+from .clicks import replay_clicks, simulate_clicks
+from .metrics import InstanceScore, encode_mask, mask_iou, match_masks, rle_iou, summarize
+from .protocols import Protocol, jitter_box, mask_box, parse_protocols
+from .report import ValReport
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate(
+    model: str | os.PathLike[str] | Sam,
+    data: str | os.PathLike[str] | Dataset,
+    images: str | os.PathLike[str] | None = None,
+    protocols: Sequence[str] = ("box", "point"),
+    *,
+    teacher: str | os.PathLike[str] | Sam | None = None,
+    max_images: int | None = None,
+    seed: int = 0,
+    points_per_side: int = 32,
+    pred_iou_thresh: float = 0.88,
+    stability_score_thresh: float = 0.95,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> ValReport:
+    """Measure how well a model segments the objects of a labeled dataset.
+
+    See `mobilesam.val.protocols` for the exact protocols and
+    `mobilesam.io.datasets` for the dataset formats.
+
+    Args:
+        model: A checkpoint path, known checkpoint or model name (as `load_sam` takes), or a model.
+        data: A COCO instances JSON, an SA-1B JSON or folder of them, a folder of PNG masks, or a `Dataset`.
+        images: The images folder (default: the folder of `data`); not with a `Dataset`.
+        protocols: Protocol names: "box", "box:JITTER", "point", "clicks:K", "everything".
+        teacher: A second model; its masks for the same prompts are the reference of `teacher_miou`.
+        max_images: Evaluate only the first N annotated images.
+        seed: Seed of the box jitter.
+        points_per_side: ``everything``: grid of points per image side.
+        pred_iou_thresh: ``everything``: keep generated masks with predicted IoU above this.
+        stability_score_thresh: ``everything``: keep generated masks at least this stable.
+        device: Where models given by name or path run.
+        progress: Show a progress bar on stderr.
+
+    Returns:
+        The report; `ValReport.save` writes it.
+
+    Raises:
+        ValueError: A bad protocol or option, or annotations that cannot be read.
+        FileNotFoundError: `data` or `images` is missing, or none of the images exists.
+    """
+    started = time.perf_counter()
+    parsed = parse_protocols(protocols)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be at least 1, got {max_images}")
+    if isinstance(data, Dataset):
+        if images is not None:
+            raise ValueError("a Dataset already knows its images folder; leave `images` out")
+        dataset = data
+    else:
+        dataset = load_dataset(data, images)
+    selected = dataset.images[:max_images]
+    if not any(entry.path.is_file() for entry in selected):
+        raise FileNotFoundError(
+            f"none of the {len(selected)} annotated images exists, e.g. {selected[0].path}; "
+            "give the folder the image file names are relative to (`images`; --images on the command line)"
+        )
+    student = _Model.load(model, device)
+    reference = _Model.load(teacher, device) if teacher is not None else None
+    wants_everything = any(protocol.kind == "everything" for protocol in parsed)
+    if wants_everything:
+        for evaluated in (student, reference):
+            if evaluated is not None:
+                evaluated.add_generator(points_per_side, pred_iou_thresh, stability_score_thresh)
+
+    run = _Run(parsed, seed)
+    with tqdm(total=len(selected), unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for image_index, entry in enumerate(selected):
+            run.image(image_index, entry, student, reference)
+            bar.update()
+            bar.set_postfix(objects=run.instances, skipped=len(run.skipped_images), refresh=False)
+    if run.instances == 0:
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in run.skipped_images[:3]) or "every mask is empty"
+        raise ValueError(f"nothing to evaluate in {dataset.source}: {reasons}")
+    return ValReport(
+        model=student.label,
+        teacher=reference.label if reference is not None else None,
+        data=str(dataset.source),
+        dataset_kind=dataset.kind,
+        images=len(selected) - len(run.skipped_images),
+        instances=run.instances,
+        protocols={p.name: summarize(p.name, run.scores[p.name], per_click=p.kind == "clicks") for p in parsed},
+        seed=seed,
+        points_per_side=points_per_side if wants_everything else None,
+        skipped_images=run.skipped_images,
+        skipped_crowd=dataset.skipped_crowd,
+        skipped_empty=run.skipped_empty,
+        seconds=time.perf_counter() - started,
+    )
+
+
+class _KeepingPredictor(SamPredictor):
+    """A predictor that keeps the last image's embedding.
+
+    The automatic generator calls `set_image` itself; with this predictor
+    that call finds the embedding the prompt protocols already computed
+    instead of running the encoder a second time.
+    """
+
+    def __init__(self, sam_model: Sam) -> None:
+        super().__init__(sam_model)
+        self._kept: tuple[tuple[tuple[int, ...], bytes], torch.Tensor, tuple[int, int], tuple[int, int]] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        rgb = to_rgb_uint8(image, image_format)
+        key = (rgb.shape, hashlib.blake2b(rgb.tobytes(), digest_size=16).digest())
+        if self._kept is not None and self._kept[0] == key:
+            _, self._features, self._original_size, self._input_size = self._kept
+            return
+        super().set_image(rgb)
+        self._kept = (key, self._features, self._original_size, self._input_size)
+
+
+@dataclass
+class _Model:
+    """A model under evaluation: its predictor and, for ``everything``, its generator."""
+
+    label: str
+    predictor: _KeepingPredictor
+    generator: SamAutomaticMaskGenerator | None = None
+
+    @classmethod
+    def load(cls, model: str | os.PathLike[str] | Sam, device: str | torch.device) -> _Model:
+        if isinstance(model, Sam):
+            return cls(f"{detect_model_name(model.state_dict())} (in memory)", _KeepingPredictor(model))
+        return cls(os.fspath(model), _KeepingPredictor(load_sam(model, device=device)))
+
+    def add_generator(self, points_per_side: int, pred_iou_thresh: float, stability_score_thresh: float) -> None:
+        self.generator = SamAutomaticMaskGenerator(
+            self.predictor.model,
+            points_per_side=points_per_side,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            output_mode="coco_rle",
+        )
+        # Share the predictor, so the generator reuses the image's embedding.
+        self.generator.predictor = self.predictor
+
+
+@dataclass
+class _Run:
+    """Scores gathered image by image."""
+
+    protocols: list[Protocol]
+    seed: int
+    scores: dict[str, list[InstanceScore]] = field(init=False)
+    max_clicks: int = field(init=False)
+    instances: int = 0
+    skipped_empty: int = 0
+    skipped_images: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.scores = {protocol.name: [] for protocol in self.protocols}
+        # `point` is the first step of the click simulation: one simulation serves it and every clicks:K.
+        self.max_clicks = max((protocol.clicks for protocol in self.protocols), default=0)
+
+    def image(self, image_index: int, entry: ImageAnnotations, student: _Model, teacher: _Model | None) -> None:
+        """Score every instance of one image under every protocol."""
+        try:
+            image = load_image(entry.path)
+            gts = _ground_truth(entry, image.shape[:2])
+        except (OSError, ValueError) as err:
+            logger.info("skipped %s: %s", entry.path, err)
+            self.skipped_images.append((str(entry.path), str(err)))
+            return
+        models = [m for m in (student, teacher) if m is not None]
+        for model in models:
+            model.predictor.set_image(image)
+        kept = []
+        for instance_index, (instance, gt) in enumerate(zip(entry.instances, gts)):
+            area = int(np.count_nonzero(gt))
+            if area == 0:
+                self.skipped_empty += 1
+                continue
+            kept.append((instance.category_name, gt, area))
+            self._prompted(gt, area, instance.category_name, student, teacher, (image_index, instance_index))
+        self.instances += len(kept)
+        everything = [p for p in self.protocols if p.kind == "everything"]
+        if everything and kept:
+            scores = _everything_scores(image, kept, student, teacher)
+            for protocol in everything:
+                self.scores[protocol.name].extend(scores)
+
+    def _prompted(
+        self, gt: np.ndarray, area: int, category: str, student: _Model, teacher: _Model | None, key: tuple[int, int]
+    ) -> None:
+        for protocol in self.protocols:
+            if protocol.kind == "box":
+                box = mask_box(gt)
+                if protocol.jitter > 0:
+                    box = jitter_box(box, protocol.jitter, gt.shape, np.random.default_rng((self.seed, *key)))
+                mask, score = _predict_box(student.predictor, box)
+                teacher_ious = None
+                if teacher is not None:
+                    teacher_ious = (mask_iou(mask, _predict_box(teacher.predictor, box)[0]),)
+                self.scores[protocol.name].append(InstanceScore(category, area, (mask_iou(mask, gt),), score, teacher_ious))
+        if self.max_clicks == 0:
+            return
+        trace = simulate_clicks(student.predictor, gt, self.max_clicks)
+        ious = [mask_iou(mask, gt) for mask in trace.masks]
+        teacher_ious = None
+        if teacher is not None:
+            teacher_trace = replay_clicks(teacher.predictor, trace.clicks)
+            teacher_ious = [mask_iou(a, b) for a, b in zip(trace.masks, teacher_trace.masks)]
+        for protocol in self.protocols:
+            if protocol.clicks:
+                steps = min(protocol.clicks, len(ious))
+                self.scores[protocol.name].append(
+                    InstanceScore(
+                        category,
+                        area,
+                        _padded(ious[:steps], protocol.clicks),
+                        trace.scores[steps - 1],
+                        _padded(teacher_ious[:steps], protocol.clicks) if teacher_ious is not None else None,
+                    )
+                )
+
+
+def _ground_truth(entry: ImageAnnotations, image_hw: tuple[int, ...]) -> list[np.ndarray]:
+    """The (H, W) bool masks of an image's instances, checked against the image's size."""
+    for instance in entry.instances:
+        if (instance.height, instance.width) != tuple(image_hw):
+            raise ValueError(
+                f"annotation {instance.instance_id} is for a {instance.width}x{instance.height} image, "
+                f"but the image is {image_hw[1]}x{image_hw[0]}"
+            )
+    return [instance.mask() for instance in entry.instances]
+
+
+def _predict_box(predictor: SamPredictor, box: np.ndarray) -> tuple[np.ndarray, float]:
+    masks, scores, _ = predictor.predict(box=box, multimask_output=False)
+    return masks[0], float(scores[0])
+
+
+def _padded(values: Sequence[float], length: int) -> tuple[float, ...]:
+    """`values` repeated at the end to `length`: an exact mask keeps its IoU for the clicks it no longer needs."""
+    return tuple(values) + (values[-1],) * (length - len(values))
+
+
+def _everything_scores(
+    image: np.ndarray, kept: list[tuple[str, np.ndarray, int]], student: _Model, teacher: _Model | None
+) -> list[InstanceScore]:
+    """Match each ground truth to the best of each model's generated masks."""
+    gt_rles = [encode_mask(gt) for _, gt, _ in kept]
+    records = student.generator.generate(image)
+    candidates = [record["segmentation"] for record in records]
+    best, ious = match_masks(candidates, gt_rles)
+    teacher_ious = [None] * len(kept)
+    if teacher is not None:
+        teacher_candidates = [record["segmentation"] for record in teacher.generator.generate(image)]
+        teacher_best, _ = match_masks(teacher_candidates, gt_rles)
+        teacher_ious = [
+            (rle_iou(candidates[s] if s >= 0 else None, teacher_candidates[t] if t >= 0 else None),)
+            for s, t in zip(best, teacher_best)
+        ]
+    return [
+        InstanceScore(
+            category,
+            area,
+            (float(iou),),
+            records[index]["predicted_iou"] if index >= 0 else None,
+            teacher_iou,
+        )
+        for (category, _, area), index, iou, teacher_iou in zip(kept, best, ious, teacher_ious)
+    ]
