@@ -107,3 +107,18 @@ def test_batched_boxes_through_predict_torch_match_reference(predictors):
         _assert_same(
             tuple(t.numpy() for t in our_out), tuple(t.numpy() for t in ref_out), f"batched boxes multimask={multimask}"
         )
+
+
+def test_a_kept_embedding_predicts_like_the_image_it_came_from(predictors):
+    ours, _ = predictors
+    images = sample_images()
+    point = dict(point_coords=np.array([[60.0, 50.0]]), point_labels=np.array([1]))
+    ours.set_image(images["generated"])
+    kept = (ours.features, ours.original_size, ours.input_size)
+    expected = ours.predict(**point)
+    ours.set_image(images["chelsea"])
+    ours.set_embedding(*kept)
+    for got, want in zip(ours.predict(**point), expected):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"image_embedding must be \(1, C, H, W\)"):
+        ours.set_embedding(kept[0][0], *kept[1:])

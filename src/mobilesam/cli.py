@@ -261,7 +261,8 @@ def _run_batch(jobs: list[ImageJob], segment: Segmenter, out: Path, formats: lis
     except KeyboardInterrupt:
         typer.echo("interrupted: finished images are kept; run the same command again to continue", err=True)
         raise typer.Exit(130) from None
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
+        # The output folder is unusable or the model failed (e.g. out of GPU memory): images done so far are kept.
         _fail(err)
     if not quiet:
         typer.echo(f"{summary.describe()}; outputs in {out}")
@@ -354,6 +355,48 @@ def val(
             f"{report.images} images{skipped}, {report.instances} objects; {report.seconds:.1f} s; "
             f"written: {', '.join(str(path) for path in written)}"
         )
+
+
+@app.command()
+def serve(
+    model: str = _MODEL_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes the service to the network)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    cache_mb: float = typer.Option(512.0, "--cache-mb", min=0.0, help="Memory for cached image embeddings (and their files), MiB."),
+    queue_size: int = typer.Option(16, "--queue-size", min=1, help="Model jobs that may wait; beyond that requests get 503 + Retry-After."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Threads running the model (1 suits a CPU)."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest image file accepted, MiB."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1, help="Largest image accepted, width x height."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="MOBILESAM_API_KEY", help="Require this key in the X-API-Key header (prefer the environment variable)."),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin (repeat for more); none by default."),
+    device: str = _DEVICE_OPTION,
+    threads: int | None = _THREADS_OPTION,
+) -> None:
+    """Run the HTTP service and the click-to-segment page (http://HOST:PORT/; API docs at /docs)."""
+    try:
+        import uvicorn
+
+        from .server import ServeSettings, create_app
+    except ImportError as err:
+        _fail(ImportError(f"serve needs FastAPI and uvicorn: pip install 'mobilesam[serve]' ({err})"))
+    try:
+        settings = ServeSettings(
+            model_name="",
+            checkpoint=model,
+            cache_bytes=int(cache_mb * 2**20),
+            max_upload_bytes=int(max_upload_mb * 2**20),
+            max_pixels=max_pixels,
+            queue_size=queue_size,
+            worker_threads=workers,
+            api_key=api_key,
+            cors_origins=tuple(cors_origin),
+        )
+    except ValueError as err:
+        _fail(err, code=2)
+    sam = _load_model(model, device, threads)
+    settings = dataclasses.replace(settings, model_name=weights.detect_model_name(sam.state_dict()))
+    typer.echo(f"mobilesam: {settings.model_name} on {sam.device}; page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
+    uvicorn.run(create_app(sam, settings), host=host, port=port, log_level="debug" if _state["verbose"] else "info")
 
 
 def run() -> None:

@@ -92,6 +92,27 @@ class SamPredictor:
         self._input_size = (shape[2], shape[3])
         self._features = features
 
+    def set_embedding(
+        self, image_embedding: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]
+    ) -> None:
+        """Make an embedding computed earlier the current image, without running the encoder.
+
+        For caches (a service, an evaluation reusing one embedding for several
+        protocols): keep `features`, `original_size` and `input_size` after
+        `set_image`, and hand them back here.
+
+        Args:
+            image_embedding: (1, C, H, W) embedding of this model's encoder.
+            original_size: (H, W) of the image as given to `set_image`.
+            input_size: (H, W) of the image resized for the model, before padding.
+        """
+        if image_embedding.ndim != 4 or image_embedding.shape[0] != 1:
+            raise ValueError(f"image_embedding must be (1, C, H, W), got {tuple(image_embedding.shape)}")
+        self.reset_image()
+        self._features = image_embedding
+        self._original_size = (int(original_size[0]), int(original_size[1]))
+        self._input_size = (int(input_size[0]), int(input_size[1]))
+
     def predict(
         self,
         point_coords: np.ndarray | None = None,

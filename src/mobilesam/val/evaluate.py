@@ -142,10 +142,10 @@ class _KeepingPredictor(SamPredictor):
         rgb = to_rgb_uint8(image, image_format)
         key = (rgb.shape, hashlib.blake2b(rgb.tobytes(), digest_size=16).digest())
         if self._kept is not None and self._kept[0] == key:
-            _, self._features, self._original_size, self._input_size = self._kept
+            self.set_embedding(*self._kept[1:])
             return
         super().set_image(rgb)
-        self._kept = (key, self._features, self._original_size, self._input_size)
+        self._kept = (key, self.features, self.original_size, self.input_size)
 
 
 @dataclass

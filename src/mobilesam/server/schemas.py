@@ -1,0 +1,139 @@
+"""Request and response bodies of the service (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ImageUpload(BaseModel):
+    """An image sent as JSON instead of a multipart upload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="The image file (PNG, JPEG, WebP, BMP, TIFF, GIF), base64-encoded; a data: URL prefix is allowed.")
+    content_type: str = Field("image/png", description="MIME type of the file; must be an image/* type.")
+
+
+class ImageInfo(BaseModel):
+    """An uploaded image whose embedding is cached."""
+
+    image_id: str = Field(description="Hash of the decoded pixels; the same image always gets the same id.")
+    width: int
+    height: int
+    cached: bool = Field(description="True when the embedding was already cached (or being computed) and not computed again.")
+    milliseconds: float = Field(description="Time spent on this request in the service.")
+
+
+class SegmentRequest(BaseModel):
+    """Prompts for one object, in pixels of the original image (XY)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[list[float]] | None = Field(None, description="(N, 2) XY points.", examples=[[[120, 80]]])
+    labels: list[float] | None = Field(None, description="(N,) 1 foreground, 0 background; default all 1.", examples=[[1]])
+    box: list[float] | None = Field(None, description="[x1, y1, x2, y2].")
+    mask_input: str | list[list[float]] | None = Field(
+        None,
+        description="Low-res logits from a previous answer (`low_res_logits`): base64 of 256x256 little-endian float32, or nested lists.",
+    )
+    multimask: bool = Field(False, description="Three candidate masks (for an ambiguous single click) instead of one.")
+    format: Literal["coco_rle", "png"] = Field("coco_rle", description="Mask encoding: COCO compressed RLE, or base64 PNG (0/255).")
+    return_logits: bool = Field(False, description="Also return each mask's 256x256 low-res logits, to send back as mask_input.")
+
+
+class CocoRle(BaseModel):
+    """COCO compressed RLE (pycocotools' `counts` string; column-major)."""
+
+    size: list[int] = Field(description="[height, width].")
+    counts: str
+
+
+class SegmentMask(BaseModel):
+    """One predicted mask."""
+
+    score: float = Field(description="Predicted IoU.")
+    area: int = Field(description="Pixels in the mask.")
+    bbox: list[float] = Field(description="[x, y, width, height] around the mask (COCO).")
+    segmentation: CocoRle | None = Field(None, description="With format=coco_rle.")
+    png: str | None = Field(None, description="With format=png: base64 of a grayscale PNG, 255 inside the mask.")
+    low_res_logits: str | None = Field(None, description="With return_logits: base64 of 256x256 little-endian float32.")
+
+
+class SegmentResponse(BaseModel):
+    """Masks for one object, best score first."""
+
+    image_id: str
+    width: int
+    height: int
+    masks: list[SegmentMask]
+    milliseconds: float
+
+
+class EverythingRequest(BaseModel):
+    """Options of the automatic mask generator (`SamAutomaticMaskGenerator`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points_per_side: int = Field(32, ge=1, le=128, description="Grid of points per image side.")
+    points_per_batch: int = Field(64, ge=1, le=1024)
+    pred_iou_thresh: float = Field(0.88, description="Keep masks with predicted IoU above this.")
+    stability_score_thresh: float = Field(0.95, description="Keep masks at least this stable.")
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = Field(0.7, description="Box IoU above which the weaker of two masks is dropped.")
+    crop_n_layers: int = Field(0, ge=0, le=3, description="Extra layers of crops (finds small objects, slower).")
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = Field(0, description="Remove holes and islands smaller than this (pixels).")
+
+
+class EverythingMask(BaseModel):
+    """One mask of the automatic generator."""
+
+    segmentation: CocoRle
+    area: int
+    bbox: list[float] = Field(description="[x, y, width, height].")
+    predicted_iou: float
+    stability_score: float
+    point_coords: list[list[float]] = Field(description="The grid point that prompted it, [[x, y]].")
+    crop_box: list[float] = Field(description="[x, y, width, height] of the crop it came from.")
+
+
+class EverythingResponse(BaseModel):
+    """All masks the generator kept."""
+
+    image_id: str
+    width: int
+    height: int
+    masks: list[EverythingMask]
+    milliseconds: float
+
+
+class ModelInfo(BaseModel):
+    """The model this service runs."""
+
+    name: str
+    checkpoint: str
+    parameters: int
+    device: str
+    image_size: int = Field(description="Long side of the model input.")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    """Liveness, with the cache and queue state."""
+
+    status: Literal["ok"]
+    model: str
+    cache_entries: int
+    cache_bytes: int
+    cache_max_bytes: int
+    cache_hits: int
+    embeddings_computed: int
+    queue_waiting: int
+    queue_size: int
