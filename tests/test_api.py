@@ -115,8 +115,9 @@ def test_grayscale_rgba_16bit_and_float_images_are_converted(model):
 def test_same_image_reuses_the_embedding(model, monkeypatch):
     image = sample_images()["generated"]
     calls = []
-    compute = model.predictor.set_image
-    monkeypatch.setattr(model.predictor, "set_image", lambda *a, **k: (calls.append(1), compute(*a, **k)))
+    encoder = model.model.image_encoder
+    compute = encoder.forward
+    monkeypatch.setattr(encoder, "forward", lambda *a, **k: (calls.append(1), compute(*a, **k))[1])
     model.predict(image, points=[10, 10])
     calls.clear()
     model.predict(image.copy(), points=[200, 60])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -14,12 +12,10 @@ import torch
 from .automatic import SamAutomaticMaskGenerator
 from .io.images import ImageSource, load_image
 from .modeling import Sam
-from .predictor import SamPredictor
+from .predictor import ReusingPredictor
 from .prompts import as_object_prompts
 from .registry import count_parameters, load_sam
 from .results import Results
-
-logger = logging.getLogger(__name__)
 
 
 class SAM:
@@ -40,8 +36,7 @@ class SAM:
 
     def __init__(self, model: str | os.PathLike[str] = "mobile_sam.pt", device: str | torch.device = "cpu") -> None:
         self.model: Sam = load_sam(model, device=device)
-        self.predictor = SamPredictor(self.model)
-        self._image_key: bytes | None = None
+        self.predictor = ReusingPredictor(self.model)
 
     def __call__(self, source: ImageSource | Sequence[ImageSource], **kwargs: Any) -> list[Results]:
         return self.predict(source, **kwargs)
@@ -100,7 +95,7 @@ class SAM:
     ) -> Results:
         image = load_image(source, image_format)
         coords, point_labels, boxes = as_object_prompts(points, labels, bboxes, image.shape[:2])
-        self._set_image(image)
+        self.predictor.set_image(image)
         transform, size = self.predictor.transform, image.shape[:2]
         device = self.predictor.device
         coords_torch = labels_torch = boxes_torch = None
@@ -122,17 +117,6 @@ class SAM:
             bboxes=None if boxes is None else np.repeat(boxes, per_object, axis=0),
             path=_source_path(source),
         )
-
-    def _set_image(self, image: np.ndarray) -> None:
-        """Embed the image unless it is the one embedded last (same pixels)."""
-        digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
-        digest.update(np.ascontiguousarray(image).data)
-        key = digest.digest()
-        if key != self._image_key or not self.predictor.is_image_set:
-            self.predictor.set_image(image)
-            self._image_key = key
-        else:
-            logger.debug("reusing the embedding of the previous image")
 
     def info(self, verbose: bool = True) -> dict[str, int]:
         """Parameter counts of the model and its parts; printed when `verbose`."""

@@ -7,15 +7,18 @@ raise `ValueError` instead of failing deep inside the model.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 
-from .io.images import to_rgb_uint8
+from .io.images import pixels_digest, to_rgb_uint8
 from .modeling import Sam
 from .prompts import as_boxes, as_mask_input, as_points
 from .transforms import ResizeLongestSide
+
+logger = logging.getLogger(__name__)
 
 
 class SamPredictor:
@@ -227,6 +230,30 @@ class SamPredictor:
     def _require_image(self) -> None:
         if self._features is None:
             raise RuntimeError("no image is set: call .set_image(image) before predicting")
+
+
+class ReusingPredictor(SamPredictor):
+    """A `SamPredictor` whose `set_image` skips the encoder when given the pixels it embedded last.
+
+    For callers that may set the same image again: the one-call API asked
+    twice about one photo, or an evaluation running its prompt protocols and
+    then the automatic generator (which calls `set_image` itself) on one image.
+    `reset_image` forgets the current image but not the kept embedding.
+    """
+
+    def __init__(self, sam_model: Sam) -> None:
+        super().__init__(sam_model)
+        self._kept: tuple[str, torch.Tensor, tuple[int, int], tuple[int, int]] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        rgb = to_rgb_uint8(image, image_format)
+        digest = pixels_digest(rgb)
+        if self._kept is not None and self._kept[0] == digest:
+            logger.debug("reusing the embedding of the previous image")
+            self.set_embedding(*self._kept[1:])
+            return
+        super().set_image(rgb)
+        self._kept = (digest, self.features, self.original_size, self.input_size)
 
 
 def _to_numpy(tensor: torch.Tensor) -> Any:

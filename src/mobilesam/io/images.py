@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import urllib.error
@@ -77,6 +78,13 @@ def to_rgb_uint8(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
     if image_format == "BGR":
         image = image[:, :, ::-1]
     return np.ascontiguousarray(image)
+
+
+def pixels_digest(rgb: np.ndarray) -> str:
+    """Hex SHA-256 of an (H, W, 3) uint8 image's size and pixels: its identity for caches, whatever file it came from."""
+    digest = hashlib.sha256(f"{rgb.shape[0]}x{rgb.shape[1]}:".encode())
+    digest.update(np.ascontiguousarray(rgb).data)
+    return digest.hexdigest()
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

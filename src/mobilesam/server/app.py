@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import hmac
 import io
 import logging
@@ -34,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..automatic import SamAutomaticMaskGenerator
-from ..io.images import load_image
+from ..io.images import load_image, pixels_digest
 from ..masks import batched_mask_to_box, box_xyxy_to_xywh, coco_encode_rle, mask_to_rle
 from ..modeling import Sam
 from ..predictor import SamPredictor
@@ -122,9 +121,7 @@ class CachedImage:
 
 def image_key(rgb: np.ndarray) -> str:
     """The image id: a hash of the (H, W, 3) uint8 pixels, whatever file format they came in."""
-    digest = hashlib.sha256(f"{rgb.shape[0]}x{rgb.shape[1]}:".encode())
-    digest.update(np.ascontiguousarray(rgb).data)
-    return digest.hexdigest()[:32]
+    return pixels_digest(rgb)[:32]
 
 
 class _CachedPredictor(SamPredictor):

@@ -9,7 +9,6 @@ them); evaluation fails only when no image is left.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -22,9 +21,9 @@ from tqdm import tqdm
 
 from ..automatic import SamAutomaticMaskGenerator
 from ..io.datasets import Dataset, ImageAnnotations, load_dataset
-from ..io.images import load_image, to_rgb_uint8
+from ..io.images import load_image
 from ..modeling import Sam
-from ..predictor import SamPredictor
+from ..predictor import ReusingPredictor
 from ..registry import load_sam
 from ..weights import detect_model_name
 from .clicks import replay_clicks, simulate_clicks
@@ -126,41 +125,19 @@ def evaluate(
     )
 
 
-class _KeepingPredictor(SamPredictor):
-    """A predictor that keeps the last image's embedding.
-
-    The automatic generator calls `set_image` itself; with this predictor
-    that call finds the embedding the prompt protocols already computed
-    instead of running the encoder a second time.
-    """
-
-    def __init__(self, sam_model: Sam) -> None:
-        super().__init__(sam_model)
-        self._kept: tuple[tuple[tuple[int, ...], bytes], torch.Tensor, tuple[int, int], tuple[int, int]] | None = None
-
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        rgb = to_rgb_uint8(image, image_format)
-        key = (rgb.shape, hashlib.blake2b(rgb.tobytes(), digest_size=16).digest())
-        if self._kept is not None and self._kept[0] == key:
-            self.set_embedding(*self._kept[1:])
-            return
-        super().set_image(rgb)
-        self._kept = (key, self.features, self.original_size, self.input_size)
-
-
 @dataclass
 class _Model:
     """A model under evaluation: its predictor and, for ``everything``, its generator."""
 
     label: str
-    predictor: _KeepingPredictor
+    predictor: ReusingPredictor
     generator: SamAutomaticMaskGenerator | None = None
 
     @classmethod
     def load(cls, model: str | os.PathLike[str] | Sam, device: str | torch.device) -> _Model:
         if isinstance(model, Sam):
-            return cls(f"{detect_model_name(model.state_dict())} (in memory)", _KeepingPredictor(model))
-        return cls(os.fspath(model), _KeepingPredictor(load_sam(model, device=device)))
+            return cls(f"{detect_model_name(model.state_dict())} (in memory)", ReusingPredictor(model))
+        return cls(os.fspath(model), ReusingPredictor(load_sam(model, device=device)))
 
     def add_generator(self, points_per_side: int, pred_iou_thresh: float, stability_score_thresh: float) -> None:
         self.generator = SamAutomaticMaskGenerator(
@@ -264,7 +241,7 @@ def _ground_truth(entry: ImageAnnotations, image_hw: tuple[int, ...]) -> list[np
     return [instance.mask() for instance in entry.instances]
 
 
-def _predict_box(predictor: SamPredictor, box: np.ndarray) -> tuple[np.ndarray, float]:
+def _predict_box(predictor: ReusingPredictor, box: np.ndarray) -> tuple[np.ndarray, float]:
     masks, scores, _ = predictor.predict(box=box, multimask_output=False)
     return masks[0], float(scores[0])
 
