@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backends import Backend, TorchBackend
 from .io.images import pixels_digest, to_rgb_uint8
 from .modeling import Sam
 from .prompts import as_boxes, as_mask_input, as_points
@@ -26,10 +27,13 @@ class SamPredictor:
 
     Args:
         sam_model: The model; it stays in whatever mode and on whatever device it is.
+        backend: What runs the encoder and decoder (`mobilesam.backends`);
+            default the model's own modules in eager torch.
     """
 
-    def __init__(self, sam_model: Sam) -> None:
+    def __init__(self, sam_model: Sam, backend: Backend | None = None) -> None:
         self.model = sam_model
+        self.backend = TorchBackend(sam_model) if backend is None else backend
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.reset_image()
 
@@ -90,7 +94,7 @@ class SamPredictor:
         if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
             raise ValueError(f"set_torch_image expects a (1, 3, H, W) image whose long side is {size}, got {shape}")
         self.reset_image()
-        features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        features = self.backend.embed(self.model.preprocess(transformed_image))
         self._original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self._input_size = (shape[2], shape[3])
         self._features = features
@@ -197,30 +201,13 @@ class SamPredictor:
             raise ValueError(
                 f"point_coords (B, N, 2) and point_labels (B, N) disagree: {tuple(point_coords.shape)} vs {tuple(point_labels.shape)}"
             )
-        low_res_logits, iou_predictions = self._decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+        low_res_logits, iou_predictions = self.backend.decode(
+            self._features, point_coords, point_labels, boxes, mask_input, multimask_output
+        )
         masks = self.model.postprocess_masks(low_res_logits, self._input_size, self._original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou_predictions, low_res_logits
-
-    def _decode(
-        self,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        mask_input: torch.Tensor | None,
-        multimask_output: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + mask decoder on the stored embedding: (B, C, 256, 256) logits, (B, C) IoU."""
-        points = None if point_coords is None else (point_coords, point_labels)
-        sparse_embeddings, dense_embeddings = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        return self.model.mask_decoder(
-            image_embeddings=self._features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse_embeddings,
-            dense_prompt_embeddings=dense_embeddings,
-            multimask_output=multimask_output,
-        )
 
     def get_image_embedding(self) -> torch.Tensor:
         """The (1, C, H, W) embedding of the current image (C=256, H=W=64 for SAM)."""
@@ -241,8 +228,8 @@ class ReusingPredictor(SamPredictor):
     `reset_image` forgets the current image but not the kept embedding.
     """
 
-    def __init__(self, sam_model: Sam) -> None:
-        super().__init__(sam_model)
+    def __init__(self, sam_model: Sam, backend: Backend | None = None) -> None:
+        super().__init__(sam_model, backend)
         self._kept: tuple[str, torch.Tensor, tuple[int, int], tuple[int, int]] | None = None
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:

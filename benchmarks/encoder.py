@@ -1,0 +1,87 @@
+"""Image encoder speed per backend against the reference `mobile_sam`, same run, same input.
+
+    python benchmarks/encoder.py [--checkpoint mobile_sam.pt] [--threads 2] [--repeats 5]
+        [--backend torch --backend torch-fast --backend onnx --backend onnx-int8] [--onnx-dir DIR] [--no-rss]
+
+Without a checkpoint both run at the same seeded random weights. The ONNX
+backends use `--onnx-dir` (a `mobilesam export` of the same checkpoint) or an
+export made here into a temporary folder, untimed. Runs are interleaved
+(reference, then each backend, repeated) after a warm-up and the median is
+shown; accuracy is over the four test photos: the largest embedding
+difference and the share of mask pixels (4 prompts per photo, multimask)
+that agree with fp32 torch masks on the reference embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mobilesam import load_sam
+from mobilesam.backends import BACKENDS, make_backend
+from mobilesam.bench import bench_encoder, format_table, peak_rss_mib, probe_name
+from mobilesam.export import export_onnx
+from mobilesam.weights import detect_model_name, save_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from images import sample_images  # noqa: E402
+from reference import mobile_sam, paired_models, sync_reference  # noqa: E402
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="MobileSAM checkpoint (default: seeded random weights)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backend", action="append", choices=BACKENDS, help="repeat for several (default: all)")
+    parser.add_argument("--onnx-dir", type=Path, help="a `mobilesam export --quantize int8` of the same checkpoint")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS probes")
+    return parser.parse_args()
+
+
+def setup(args: argparse.Namespace, workdir: Path):
+    """(ours, reference, checkpoint path, backends): the same weights everywhere, ONNX exported if needed."""
+    torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        ours = load_sam(args.checkpoint).eval()
+        reference = sync_reference(mobile_sam.sam_model_registry[detect_model_name(ours.state_dict())](), ours)
+        checkpoint = Path(args.checkpoint)
+    else:
+        ours, reference = paired_models("vit_t", seed=0)
+        checkpoint = save_checkpoint(ours, workdir / "random_vit_t.pt")
+    names = args.backend or list(BACKENDS)
+    onnx_dir = args.onnx_dir
+    if onnx_dir is None and any(name.startswith("onnx") for name in names):
+        onnx_dir = workdir / "onnx"
+        export_onnx(ours, onnx_dir, model_name=detect_model_name(ours.state_dict()), weights=checkpoint, quantize="int8")
+    backends = [make_backend(name, ours, onnx_dir=onnx_dir, threads=args.threads) for name in names]
+    return ours, reference, checkpoint, onnx_dir, backends
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return f"{cpu}; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+
+
+def main() -> int:
+    args = parse_args(__doc__)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, reference, checkpoint, onnx_dir, backends = setup(args, Path(tmp))
+        images = list(sample_images().values())
+        rows = bench_encoder(ours, reference.image_encoder, backends, images, args.repeats)
+        if not args.no_rss:
+            for row in rows:
+                row.peak_rss_mib = peak_rss_mib(str(checkpoint), probe_name(row.name), onnx_dir, args.threads)
+            print(f"peak RSS of importing torch and mobilesam alone: {peak_rss_mib(str(checkpoint), 'import-only'):.0f} MiB")
+    print(f"machine: {machine()}")
+    print(f"encoder, 1024x1024 input, median of {args.repeats} (peak RSS: one image + one click, fresh process)\n")
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Backends: what runs the image encoder and the prompt decoder behind a `SamPredictor`.
+
+A backend does two things, on tensors already in the model frame:
+
+- `embed`: (1, 3, S, S) normalised, padded image -> (1, C, S/16, S/16) embedding;
+- `decode`: embedding + prompts -> (B, M, 256, 256) low-res logits and (B, M) IoU.
+
+Pre- and post-processing (`Sam.preprocess`, `Sam.postprocess_masks`) stay in
+the predictor, so every backend gives masks through the same code.
+
+Backends by name (`make_backend`):
+
+- ``torch``: the model's own modules, eager fp32: the reference numerics.
+- ``torch-fast``: a copy of the encoder with BatchNorm folded into the
+  convolutions, channels-last convolutions, `inference_mode`, and bf16
+  autocast only where the CPU computes bf16 natively (AVX-512 BF16 / AMX);
+  the decoder is the model's own.
+- ``onnx``, ``onnx-int8``: onnxruntime over the graphs of `mobilesam export`
+  (see `mobilesam.export.runtime.OnnxBackend`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .modeling import Sam
+
+
+BACKENDS = ("torch", "torch-fast", "onnx", "onnx-int8")
+
+
+class Backend(ABC):
+    """Runs the encoder and the prompt decoder of one model."""
+
+    name: str
+
+    @abstractmethod
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(1, 3, S, S) normalised, zero-padded image -> (1, C, H, W) float32 embedding."""
+
+    @abstractmethod
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks for B prompts on one embedding.
+
+        Args:
+            image_embeddings: (1, C, H, W) from `embed`.
+            point_coords: (B, N, 2) XY, model frame, or None.
+            point_labels: (B, N) 1 foreground, 0 background, or None.
+            boxes: (B, 4) XYXY, model frame, or None.
+            mask_input: (B, 1, 4H, 4W) low-res logits, or None.
+            multimask_output: 3 masks per prompt instead of 1.
+
+        Returns:
+            low_res_logits (B, M, 4H, 4W) and iou_predictions (B, M), M = 3 or 1, float32.
+        """
+
+
+class TorchBackend(Backend):
+    """The model's own modules in eager fp32: the reference numerics."""
+
+    name = "torch"
+
+    def __init__(self, model: Sam) -> None:
+        self.model = model
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.image_encoder(images)
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        points = None if point_coords is None else (point_coords, point_labels)
+        sparse_embeddings, dense_embeddings = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        return self.model.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse_embeddings,
+            dense_prompt_embeddings=dense_embeddings,
+            multimask_output=multimask_output,
+        )
+
+
+class TorchFastBackend(TorchBackend):
+    """Eager torch with inference-only rewrites of a copy of the encoder.
+
+    The encoder is copied when the backend is made: weights loaded into the
+    model afterwards are not seen; make a new backend after loading.
+
+    Args:
+        model: The model (its encoder is copied, its decoder used as is).
+        bf16: Autocast the encoder to bfloat16; None picks it only where the
+            CPU has native bf16 (emulated bf16 is many times slower than fp32).
+    """
+
+    name = "torch-fast"
+
+    def __init__(self, model: Sam, bf16: bool | None = None) -> None:
+        super().__init__(model)
+        self.bf16 = cpu_has_native_bf16() if bf16 is None else bf16
+        encoder = fold_batch_norms(copy.deepcopy(model.image_encoder).eval())
+        self.encoder = encoder.to(memory_format=torch.channels_last)
+        if self.bf16:
+            self.name = "torch-fast-bf16"
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(images.device.type, torch.bfloat16, enabled=self.bf16):
+            embedding = self.encoder(images.contiguous(memory_format=torch.channels_last))
+        # Out of inference mode and back to the plain layout, so callers may use it anywhere.
+        return embedding.float().contiguous().clone()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 in hardware (AVX-512 BF16 or AMX), so bf16 is faster than fp32."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """Replace every Conv2d followed by an eval-mode BatchNorm2d (`ConvBN`) with one biased Conv2d, in place."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from .modeling.tiny_vit import ConvBN
+
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ConvBN):
+                setattr(parent, name, fuse_conv_bn_eval(child.c, child.bn))
+    return module
+
+
+def make_backend(
+    name: str, model: Sam, *, onnx_dir: str | os.PathLike[str] | None = None, threads: int | None = None
+) -> Backend:
+    """The backend called `name` for `model`.
+
+    Args:
+        name: One of `BACKENDS`.
+        model: The torch model; ONNX backends still use its pre/post-processing.
+        onnx_dir: Folder written by `mobilesam export` (ONNX backends only).
+        threads: Intra-op threads for onnxruntime (torch uses `torch.set_num_threads`).
+
+    Raises:
+        ValueError: Unknown name, or an ONNX backend without `onnx_dir`.
+        FileNotFoundError: The export lacks the graph the backend needs.
+    """
+    if name == "torch":
+        return TorchBackend(model)
+    if name == "torch-fast":
+        return TorchFastBackend(model)
+    if name in ("onnx", "onnx-int8"):
+        if onnx_dir is None:
+            raise ValueError(f"backend {name!r} needs the folder written by `mobilesam export` (onnx_dir)")
+        from .export.runtime import OnnxBackend
+
+        quantize = "int8" if name == "onnx-int8" else None
+        return OnnxBackend.from_export(Path(onnx_dir), quantize=quantize, threads=threads)
+    raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")

@@ -1,0 +1,321 @@
+"""Speed of each backend against a baseline, in one process, on the same input, interleaved.
+
+Used by `mobilesam bench` and by `benchmarks/encoder.py` / `benchmarks/decoder.py`.
+Runs alternate between the baseline and every backend, so load from other
+processes hits all of them alike; each figure is a median.
+
+Run as ``python -m mobilesam.bench MODEL BACKEND [ONNX_DIR] [THREADS]`` it
+is the peak-RSS probe: one image prediction in a fresh process, printing
+the peak resident set size in MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .backends import Backend, TorchBackend, make_backend
+from .modeling import Sam
+from .predictor import SamPredictor
+from .transforms import get_preprocess_shape
+from .weights import detect_model_name
+
+
+
+@dataclass
+class Row:
+    """One line of a benchmark table; `None` where a figure was not measured."""
+
+    name: str
+    encoder_ms: float | None = None
+    encoder_ratio: float | None = None
+    embedding_error: float | None = None
+    mask_agreement: float | None = None
+    decoder_ms: float | None = None
+    decoder_ratio: float | None = None
+    peak_rss_mib: float | None = None
+
+
+def median_seconds(calls: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each call: `warmup` untimed rounds, then `repeats` rounds, interleaved."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
+
+
+def demo_image(h: int = 768, w: int = 1024) -> np.ndarray:
+    """A deterministic (h, w, 3) uint8 image: gradients and discs (for when no photo is given)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (h + w) * 255], axis=-1)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(20, min(h, w) / 3)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 255, 3)
+    return image.astype(np.uint8)
+
+
+def demo_prompts(h: int, w: int) -> list[dict[str, np.ndarray]]:
+    """A click, two clicks, a box, and a box with a click, spread over an (h, w) image."""
+    box = np.array([0.2 * w, 0.25 * h, 0.7 * w, 0.8 * h])
+    return [
+        dict(point_coords=np.array([[0.5 * w, 0.5 * h]]), point_labels=np.array([1])),
+        dict(point_coords=np.array([[0.3 * w, 0.4 * h], [0.6 * w, 0.6 * h]]), point_labels=np.array([1, 0])),
+        dict(box=box),
+        dict(point_coords=np.array([[0.45 * w, 0.5 * h]]), point_labels=np.array([1]), box=box),
+    ]
+
+
+def bench_encoder(
+    model: Sam,
+    baseline: Callable[[torch.Tensor], torch.Tensor],
+    backends: list[Backend],
+    images: list[np.ndarray],
+    repeats: int,
+) -> list[Row]:
+    """Encoder time on `images[0]` and accuracy on every image, per backend against `baseline`.
+
+    Accuracy: the largest absolute embedding difference, and the fraction of
+    mask pixels that agree with the fp32 torch decoder on the baseline's
+    embedding, over `demo_prompts` on every image (multimask output).
+    """
+    predictor = SamPredictor(model)
+    inputs = [model.preprocess(_model_input(predictor, image)) for image in images]
+    with torch.inference_mode():
+        calls = {"baseline": lambda: baseline(inputs[0])}
+        calls.update({backend.name: (lambda b=backend: b.embed(inputs[0])) for backend in backends})
+        seconds = median_seconds(calls, repeats)
+        rows = [Row("reference", encoder_ms=1000 * seconds["baseline"], encoder_ratio=1.0)]
+        expected = [baseline(x) for x in inputs]
+        for backend in backends:
+            errors, agree, total = [], 0, 0
+            for image, x, want in zip(images, inputs, expected):
+                got = backend.embed(x)
+                errors.append((got - want).abs().max().item())
+                for prompt in demo_prompts(*image.shape[:2]):
+                    a, b = _masks(predictor, want, image, prompt), _masks(predictor, got, image, prompt)
+                    agree, total = agree + int((a == b).sum()), total + a.size
+            ms = 1000 * seconds[backend.name]
+            rows.append(
+                Row(
+                    backend.name,
+                    encoder_ms=ms,
+                    encoder_ratio=rows[0].encoder_ms / ms,
+                    embedding_error=max(errors),
+                    mask_agreement=agree / total,
+                )
+            )
+    return rows
+
+
+def bench_decoder(
+    model: Sam,
+    baseline: Callable[[], object],
+    backends: list[Backend],
+    image: np.ndarray,
+    repeats: int,
+    prompts_per_round: int = 20,
+) -> dict[str, float]:
+    """Milliseconds per prompt of `SamPredictor.predict` (decoder + upscaling to the image), per backend.
+
+    `baseline` predicts one prompt on an image already set; each backend runs
+    the same click through `SamPredictor` on the torch embedding of `image`.
+    """
+    prompt = demo_prompts(*image.shape[:2])[0]
+    embedding_source = SamPredictor(model)
+    embedding_source.set_image(image)
+    kept = (embedding_source.features, embedding_source.original_size, embedding_source.input_size)
+    calls = {"baseline": lambda: [baseline() for _ in range(prompts_per_round)]}
+    for backend in backends:
+        predictor = SamPredictor(model, backend)
+        predictor.set_embedding(*kept)
+        calls[backend.name] = lambda p=predictor: [p.predict(**prompt) for _ in range(prompts_per_round)]
+    seconds = median_seconds(calls, repeats)
+    return {name: 1000 * s / prompts_per_round for name, s in seconds.items()}
+
+
+def peak_rss_mib(model: str, backend: str, onnx_dir: Path | None = None, threads: int | None = None) -> float:
+    """Peak RSS of a fresh process that loads `model` and predicts one click on one image with `backend`.
+
+    `backend` "reference" runs `mobile_sam` (if installed) instead of ours;
+    "import-only" stops after importing torch and mobilesam, the floor under every figure.
+    """
+    args = [sys.executable, "-m", "mobilesam.bench", model, backend, str(onnx_dir or ""), str(threads or 0)]
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the RSS probe for {backend} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def reference_encoder(model: Sam) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The encoder of the original `mobile_sam` package at `model`'s weights, if installed; else our eager torch.
+
+    Returns:
+        The encoder call, and whether it is the reference's.
+    """
+    if _reference_package() is None:
+        return TorchBackend(model).embed, False
+    return _reference_model(model).image_encoder, True
+
+
+def run_benchmark(
+    model: Sam,
+    backend_names: list[str],
+    *,
+    onnx_dir: Path | None = None,
+    repeats: int = 5,
+    threads: int | None = None,
+    image: np.ndarray | None = None,
+    rss_model: str | None = None,
+) -> str:
+    """The `mobilesam bench` report: encoder and decoder tables against the reference.
+
+    With `rss_model` (what `load_sam` takes), also the peak RSS of one image
+    prediction per backend, each in a fresh process.
+
+    Raises:
+        ValueError: An unknown backend, or an ONNX backend without `onnx_dir`.
+    """
+    model = model.cpu().eval()
+    backends = [make_backend(name, model, onnx_dir=onnx_dir, threads=threads) for name in backend_names]
+    image = demo_image() if image is None else image
+    encode, is_reference = reference_encoder(model)
+    if is_reference:
+        note = "baseline (reference): the original `mobile_sam`, eager fp32, at the same weights"
+    else:
+        note = "baseline (reference): our torch eager backend, because the original `mobile_sam` is not installed"
+    rows = bench_encoder(model, encode, backends, [image], repeats)
+    decoder_ms = bench_decoder(model, _reference_decoder(model, image), backends, image, repeats)
+    for row in rows:
+        row.decoder_ms = decoder_ms["baseline" if row.name == "reference" else row.name]
+        row.decoder_ratio = decoder_ms["baseline"] / row.decoder_ms
+        if rss_model is not None:
+            row.peak_rss_mib = peak_rss_mib(rss_model, probe_name(row.name, is_reference), onnx_dir, threads)
+    lines = [note, f"torch threads: {torch.get_num_threads()}, {torch.backends.cpu.get_cpu_capability()}"]
+    if rss_model is not None:
+        lines.append(f"peak RSS of importing torch and mobilesam alone: {peak_rss_mib(rss_model, 'import-only'):.0f} MiB")
+    return "\n".join(lines) + "\n\n" + format_table(rows)
+
+
+def format_table(rows: list[Row]) -> str:
+    """A markdown table of `rows`; blanks where a figure was not measured."""
+    header = "| backend | encoder ms | × ref | max abs Δ embedding | mask agreement | decoder ms/prompt | × ref | peak RSS MiB |"
+    lines = [header, "|" + "---|" * 8]
+    for r in rows:
+        cells = [
+            r.name,
+            _fmt(r.encoder_ms, "{:.0f}"),
+            _fmt(r.encoder_ratio, "{:.2f}"),
+            _fmt(r.embedding_error, "{:.1e}"),
+            _fmt(None if r.mask_agreement is None else 100 * r.mask_agreement, "{:.2f}%"),
+            _fmt(r.decoder_ms, "{:.1f}"),
+            _fmt(r.decoder_ratio, "{:.2f}"),
+            _fmt(r.peak_rss_mib, "{:.0f}"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def probe_name(row_name: str, is_reference: bool = True) -> str:
+    """What `peak_rss_mib` runs for a table row ("torch-fast-bf16" is "torch-fast" on a bf16 CPU).
+
+    Args:
+        row_name: "reference" or a backend's name.
+        is_reference: The baseline is the original `mobile_sam` (else our torch backend stood in).
+    """
+    if row_name == "reference":
+        return "reference" if is_reference else "torch"
+    return "torch-fast" if row_name.startswith("torch-fast") else row_name
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else spec.format(value)
+
+
+def _model_input(predictor: SamPredictor, image: np.ndarray) -> torch.Tensor:
+    """(1, 3, h, w) resized, not normalised: what `set_torch_image` takes."""
+    resized = predictor.transform.apply_image(image)
+    return torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None]
+
+
+def _masks(predictor: SamPredictor, embedding: torch.Tensor, image: np.ndarray, prompt: dict) -> np.ndarray:
+    predictor.set_embedding(embedding, image.shape[:2], get_preprocess_shape(*image.shape[:2], predictor.model.img_size))
+    return predictor.predict(**prompt)[0]
+
+
+def _reference_package() -> Any:
+    """The original `mobile_sam` package (an optional oracle, never a dependency), or None."""
+    with warnings.catch_warnings():
+        # It imports timm through paths timm has deprecated, and re-registers timm's TinyViT names.
+        warnings.simplefilter("ignore")
+        try:
+            import mobile_sam
+        except ImportError:
+            return None
+    return mobile_sam
+
+
+def _reference_model(model: Sam) -> torch.nn.Module:
+    reference = _reference_package().sam_model_registry[detect_model_name(model.state_dict())]()
+    reference.load_state_dict(model.state_dict(), strict=True)
+    # The reference caches attention biases when switched to eval: switch after loading.
+    return reference.eval()
+
+
+def _reference_decoder(model: Sam, image: np.ndarray) -> Callable[[], object]:
+    """One click through the reference predictor (or ours on torch when it is absent), image already set."""
+    prompt = demo_prompts(*image.shape[:2])[0]
+    reference = _reference_package()
+    predictor = SamPredictor(model) if reference is None else reference.SamPredictor(_reference_model(model))
+    predictor.set_image(image)
+    return lambda: predictor.predict(**prompt)
+
+
+def _probe(model_name: str, backend: str, onnx_dir: str, threads: int) -> float:
+    from .registry import load_sam
+
+    if backend == "import-only":
+        return _peak_rss_mib()
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_sam(model_name).eval()
+    image = demo_image()
+    if backend == "reference":
+        predictor = _reference_package().SamPredictor(_reference_model(model))
+    else:
+        predictor = SamPredictor(model, make_backend(backend, model, onnx_dir=onnx_dir or None, threads=threads or None))
+    predictor.set_image(image)
+    predictor.predict(**demo_prompts(*image.shape[:2])[0])
+    return _peak_rss_mib()
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM on Linux (ru_maxrss would include the parent's RSS inherited at fork)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # bytes on macOS
+
+
+if __name__ == "__main__":
+    print(json.dumps(_probe(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))
