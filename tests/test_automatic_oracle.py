@@ -5,8 +5,11 @@ The same masks, in the same order, pixel for pixel; the same scores to 1e-5.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 
 from images import sample_images
@@ -26,11 +29,54 @@ def models():
     return paired_models("vit_t", seed=5)
 
 
-def _generate(models, image: np.ndarray, **options) -> tuple[list[dict], list[dict]]:
+class _EmbeddingCache:
+    """Each image (or crop) goes through an encoder once per module; these tests are about the decoder side.
+
+    Both generators call `set_image` on every run; a cached embedding is
+    handed back to our predictor through `set_embedding` and to the
+    reference's through the fields its own `set_image` fills.
+    """
+
+    def __init__(self) -> None:
+        self.ours: dict[bytes, tuple] = {}
+        self.reference: dict[bytes, tuple] = {}
+
+    def install(self, our_generator, ref_generator=None) -> None:
+        _cache_set_image(our_generator.predictor, self.ours, lambda predictor, *kept: predictor.set_embedding(*kept))
+        if ref_generator is not None:
+            _cache_set_image(ref_generator.predictor, self.reference, _restore_reference)
+
+
+def _cache_set_image(predictor, store: dict, restore) -> None:
+    set_image = predictor.set_image
+
+    def cached(image, image_format="RGB"):
+        key = image.tobytes() + bytes(str(image.shape), "ascii")
+        if key not in store:
+            set_image(image, image_format)
+            store[key] = (predictor.features, predictor.original_size, predictor.input_size)
+        restore(predictor, *store[key])
+
+    predictor.set_image = cached
+
+
+def _restore_reference(predictor, features, original_size, input_size) -> None:
+    predictor.reset_image()
+    predictor.features, predictor.original_size, predictor.input_size = features, original_size, input_size
+    predictor.is_image_set = True
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    return _EmbeddingCache()
+
+
+def _generate(models, image: np.ndarray, embeddings: _EmbeddingCache, **options) -> tuple[list[dict], list[dict]]:
     ours, reference = models
-    our_records = SamAutomaticMaskGenerator(ours, **options).generate(image)
-    ref_records = mobile_sam.SamAutomaticMaskGenerator(reference, **options).generate(image)
-    return our_records, ref_records
+    our_generator = SamAutomaticMaskGenerator(ours, **options)
+    ref_generator = mobile_sam.SamAutomaticMaskGenerator(reference, **options)
+    embeddings.install(our_generator, ref_generator)
+    return our_generator.generate(image), ref_generator.generate(image)
 
 
 def _decode(segmentation, output_mode: str) -> np.ndarray:
@@ -64,17 +110,19 @@ def _assert_same_records(ours: list[dict], theirs: list[dict], output_mode: str 
         assert mask.sum() == our["area"]
 
 
-def test_low_thresholds_match_reference(models):
-    ours, theirs = _generate(models, sample_images()["astronaut"], points_per_side=6, **LOW_THRESHOLDS)
+def test_low_thresholds_match_reference(models, embeddings):
+    ours, theirs = _generate(models, sample_images()["astronaut"], embeddings, points_per_side=6, **LOW_THRESHOLDS)
     assert 10 <= len(ours) < 6 * 6 * 3, "thresholds should keep some masks and reject some"
     _assert_same_records(ours, theirs)
 
 
-def test_box_nms_matches_reference(models):
+def test_box_nms_matches_reference(models, embeddings):
     image = sample_images()["generated"]
     options = dict(LOW_THRESHOLDS, points_per_side=6)
-    without_nms = SamAutomaticMaskGenerator(models[0], **options).generate(image)
-    ours, theirs = _generate(models, image, **dict(options, box_nms_thresh=0.7))
+    generator = SamAutomaticMaskGenerator(models[0], **options)
+    embeddings.install(generator)
+    without_nms = generator.generate(image)
+    ours, theirs = _generate(models, image, embeddings, **dict(options, box_nms_thresh=0.7))
     assert 1 <= len(ours) < len(without_nms)
     _assert_same_records(ours, theirs)
 
@@ -83,7 +131,7 @@ def test_box_nms_matches_reference(models):
     ("points_per_side", "points_per_batch"),
     [(5, 8), (4, 3)],
 )
-def test_any_batching_matches_reference(models, points_per_side, points_per_batch):
+def test_any_batching_matches_reference(models, embeddings, points_per_side, points_per_batch):
     # A batch that does not divide the grid (25 = 3 * 8 + 1: the reference's
     # last batch holds one prompt) and small ones: our decoder splits and regroups prompts differently
     # from the reference, without changing a bit.
@@ -94,20 +142,24 @@ def test_any_batching_matches_reference(models, points_per_side, points_per_batc
         stability_score_thresh=0.0,
         box_nms_thresh=1.0,
     )
-    ours, theirs = _generate(models, sample_images()["generated"], **options)
+    ours, theirs = _generate(models, sample_images()["generated"], embeddings, **options)
     assert len(ours) > 0
     _assert_same_records(ours, theirs)
 
 
-def test_output_modes_match_reference(models):
+def test_output_modes_match_reference(models, embeddings):
     # One reference run in its native RLE form; its own helpers give the other two modes.
     ours, reference = models
     image = sample_images()["generated"]
     options = dict(points_per_side=4, **LOW_THRESHOLDS)
-    ref_records = mobile_sam.SamAutomaticMaskGenerator(reference, output_mode="uncompressed_rle", **options).generate(image)
+    ref_generator = mobile_sam.SamAutomaticMaskGenerator(reference, output_mode="uncompressed_rle", **options)
+    embeddings.install(SamAutomaticMaskGenerator(ours), ref_generator)
+    ref_records = ref_generator.generate(image)
     assert len(ref_records) > 0
     for mode in ("binary_mask", "uncompressed_rle", "coco_rle"):
-        our_records = SamAutomaticMaskGenerator(ours, output_mode=mode, **options).generate(image)
+        our_generator = SamAutomaticMaskGenerator(ours, output_mode=mode, **options)
+        embeddings.install(our_generator)
+        our_records = our_generator.generate(image)
         expected = [dict(record, segmentation=_from_reference_rle(record["segmentation"], mode)) for record in ref_records]
         _assert_same_records(our_records, expected, mode)
 
@@ -120,39 +172,39 @@ def _from_reference_rle(rle: dict, output_mode: str):
     return rle
 
 
-def test_min_mask_region_area_matches_reference(models):
+def test_min_mask_region_area_matches_reference(models, embeddings):
     options = dict(points_per_side=4, min_mask_region_area=400, **LOW_THRESHOLDS)
-    ours, theirs = _generate(models, sample_images()["chelsea"], **options)
+    ours, theirs = _generate(models, sample_images()["chelsea"], embeddings, **options)
     assert len(ours) > 0
     _assert_same_records(ours, theirs)
 
 
 @pytest.mark.slow
-def test_denser_grid_with_box_nms_matches_reference(models):
+def test_denser_grid_with_box_nms_matches_reference(models, embeddings):
     # A 10 x 10 grid gives boxes that differ by a few pixels; NMS just below
     # IoU 1 keeps several of them, so the order of survivors is checked too.
     options = dict(LOW_THRESHOLDS, points_per_side=10, box_nms_thresh=0.995)
-    ours, theirs = _generate(models, sample_images()["coffee"], **options)
+    ours, theirs = _generate(models, sample_images()["coffee"], embeddings, **options)
     assert len(ours) >= 2
     _assert_same_records(ours, theirs)
 
 
 @pytest.mark.slow
-def test_crop_layers_match_reference(models):
+def test_crop_layers_match_reference(models, embeddings):
     # At random weights a mask fills its whole crop, so the edge filter drops
     # every sub-crop mask; this still runs each crop through the encoder and
     # decoder and checks the cross-crop NMS against the reference.
     options = dict(points_per_side=4, crop_n_layers=1, crop_n_points_downscale_factor=2, **LOW_THRESHOLDS)
-    ours, theirs = _generate(models, sample_images()["generated"], **options)
+    ours, theirs = _generate(models, sample_images()["generated"], embeddings, **options)
     assert len(ours) > 0
     _assert_same_records(ours, theirs)
 
 
 @pytest.mark.slow
-def test_default_thresholds_match_reference(models):
+def test_default_thresholds_match_reference(models, embeddings):
     # The default thresholds and NMS; an 8 x 8 grid instead of 32 x 32 keeps
     # the reference's run short (its decoder takes ~0.15 s per prompt here).
-    ours, theirs = _generate(models, sample_images()["chelsea"], points_per_side=8)
+    ours, theirs = _generate(models, sample_images()["chelsea"], embeddings, points_per_side=8)
     _assert_same_records(ours, theirs)
 
 
@@ -191,3 +243,26 @@ def test_bad_options_are_refused(models, options, message):
     ours, _ = models
     with pytest.raises(ValueError, match=message):
         SamAutomaticMaskGenerator(ours, **options)
+
+
+def test_parallel_batches_restore_the_thread_count(models, embeddings):
+    # Several batches run on one-thread workers; torch's global thread count
+    # must come back, also when two generators overlap.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generators = [
+            SamAutomaticMaskGenerator(models[0], points_per_side=3, points_per_batch=3, **LOW_THRESHOLDS) for _ in range(2)
+        ]
+        for generator in generators:
+            embeddings.install(generator)
+        image = sample_images()["generated"]
+        alone = generators[0].generate(image)
+        assert torch.get_num_threads() == 2
+        with ThreadPoolExecutor(2) as pool:
+            overlapping = list(pool.map(lambda generator: generator.generate(image), generators))
+        assert torch.get_num_threads() == 2
+        for records in overlapping:
+            _assert_same_records(records, alone)
+    finally:
+        torch.set_num_threads(before)

@@ -9,6 +9,10 @@ brought to full resolution for the stability score and RLE encoding.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,7 +47,7 @@ _UPSCALE_CHUNK = 16
 # image tokens in cache and are several times faster than 64 on a CPU; every
 # batch size from 2 up gives bit-identical results, but a batch of 1 takes
 # other kernels, so a lone last prompt joins the batch before it.
-_DECODE_CHUNK = 8
+_DECODE_CHUNK = 6
 
 
 @dataclass
@@ -234,10 +238,19 @@ class SamAutomaticMaskGenerator:
         crop_size = cropped.shape[:2]
         self.predictor.set_image(cropped)
         points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
+        batches = [
+            points_for_crop[start : start + self.points_per_batch]
+            for start in range(0, len(points_for_crop), self.points_per_batch)
+        ]
+
+        def process(points: np.ndarray) -> _Candidates:
+            with torch.no_grad():  # grad mode is per thread
+                return self._process_batch(points, crop_size, crop_box, orig_size)
+
         candidates = _Candidates()
-        for start in range(0, len(points_for_crop), self.points_per_batch):
-            points = points_for_crop[start : start + self.points_per_batch]
-            candidates.extend(self._process_batch(points, crop_size, crop_box, orig_size))
+        with _batch_workers(self.predictor.device, len(batches)) as map_batches:
+            for batch_candidates in map_batches(process, batches):
+                candidates.extend(batch_candidates)
         self.predictor.reset_image()
 
         keep = _batched_nms(
@@ -256,17 +269,24 @@ class SamAutomaticMaskGenerator:
         decoder = model.mask_decoder
         # float64 like the reference, so the prompt encoder normalises the same numbers.
         in_points = torch.as_tensor(predictor.transform.apply_coords(points, crop_size), device=predictor.device)
-        tokens, image_features = self._run_transformer(in_points)
-        # The token heads see the whole batch at once, as in the reference:
-        # small matrix products round differently for different row counts.
-        iou_preds = decoder.predict_iou(tokens)[:, 1:]  # (B, 3): the multimask outputs
-        mask_weights = decoder.mask_weights(tokens)  # all four: the product rounds by its row count too
-        keep = iou_preds > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(iou_preds, dtype=torch.bool)
+        tokens, iou_preds, image_features = self._run_transformer(in_points)
+        iou_preds = iou_preds[:, 1:]  # (B, 3): the multimask outputs
+        keep = self._passes_iou(iou_preds)
         if not keep.any():
             return _Candidates()
+        # The hypernetworks see the whole batch at once, as in the reference:
+        # small matrix products round differently for different row counts.
+        mask_weights = decoder.mask_weights(tokens)  # (B, 4, C/8)
         # Upscale only the prompts with a candidate left, and only their kept masks.
         prompts = keep.any(dim=1).nonzero().flatten()
-        low_res = decoder.masks_from_weights(mask_weights[prompts], image_features[prompts])[:, 1:][keep[prompts]]
+        # A few prompts at a time: the upscaling's temporaries then stay small
+        # enough for the allocator to reuse instead of mapping fresh pages.
+        low_res = torch.cat(
+            [
+                decoder.masks_from_weights(mask_weights[prompts[group]], image_features[group])[:, 1:]
+                for group in _decoder_chunks(len(prompts))
+            ]
+        )[keep[prompts]]
         # low_res: (K, 256, 256), one per kept candidate, prompt-major like the reference
         iou_preds = iou_preds[keep]
         candidate_points = torch.as_tensor(np.repeat(points, keep.shape[1], axis=0))[keep.flatten().cpu()]
@@ -296,20 +316,41 @@ class SamAutomaticMaskGenerator:
             crop_boxes=torch.zeros((len(final), 4), dtype=torch.long),
         )
 
-    def _run_transformer(self, in_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decoder's transformer for single-point prompts, in cache-sized chunks:
-        output tokens (B, T, C) and image features (B, C, 64, 64)."""
+    def _passes_iou(self, iou_preds: torch.Tensor) -> torch.Tensor:
+        """(B, 3) bool: the candidates whose predicted IoU passes the threshold (all when it is 0 or less)."""
+        if self.pred_iou_thresh > 0.0:
+            return iou_preds > self.pred_iou_thresh
+        return torch.ones_like(iou_preds, dtype=torch.bool)
+
+    def _run_transformer(self, in_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's transformer for B single-point prompts, in cache-sized chunks.
+
+        Returns the output tokens (B, T, C), the IoU predictions of every mask
+        token (B, 4), and the image features (K, C, 64, 64) of only the K
+        prompts with a candidate that passes the IoU filter, in prompt order:
+        the other prompts' features are dropped as soon as their chunk is done,
+        so a batch never holds all B of them.
+        """
         model = self.predictor.model
+        decoder = model.mask_decoder
         image_pe = model.prompt_encoder.get_dense_pe()
-        tokens, image_features = [], []
-        for chunk in _decoder_chunks(len(in_points)):
+        batch = len(in_points)
+        tokens, iou_preds, kept_features = [], [], []
+        for chunk in _decoder_chunks(batch):
             points = in_points[chunk, None, :]
             labels = torch.ones(points.shape[:2], dtype=torch.int, device=points.device)
             sparse, dense = model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
-            chunk_tokens, chunk_features = model.mask_decoder.run_transformer(self.predictor.features, image_pe, sparse, dense)
+            chunk_tokens, chunk_features = decoder.run_transformer(self.predictor.features, image_pe, sparse, dense)
+            # The IoU head gets as many rows as the whole batch, like the
+            # reference's: its products round by row count, never by what is
+            # in the other rows.
+            head_input = chunk_tokens.new_zeros((batch, *chunk_tokens.shape[1:]))
+            head_input[: len(chunk_tokens)] = chunk_tokens
+            chunk_iou = decoder.predict_iou(head_input)[: len(chunk_tokens)]  # (chunk, 4)
+            kept_features.append(chunk_features[self._passes_iou(chunk_iou[:, 1:]).any(dim=1)])
             tokens.append(chunk_tokens)
-            image_features.append(chunk_features)
-        return torch.cat(tokens), torch.cat(image_features)
+            iou_preds.append(chunk_iou)
+        return torch.cat(tokens), torch.cat(iou_preds), torch.cat(kept_features)
 
     def _remove_small_regions(self, candidates: _Candidates) -> _Candidates:
         """Fill small holes and drop small islands, then drop new duplicates (NMS prefers untouched masks)."""
@@ -335,6 +376,51 @@ class SamAutomaticMaskGenerator:
                 candidates.boxes[i] = boxes[i]
         candidates.keep(keep)
         return candidates
+
+
+@contextlib.contextmanager
+def _batch_workers(device: torch.device, num_batches: int) -> Iterator[Callable[..., Iterator[Any]]]:
+    """A `map` that processes prompt batches side by side, each running torch on one core.
+
+    The decoder's work per prompt is small matrix products and memory-bound
+    element-wise passes, which use two cores poorly inside one op; one batch
+    per core uses them fully. Kernels split work across threads by rows, never
+    inside a sum, so the results are the same bits.
+    """
+    threads = torch.get_num_threads()
+    workers = min(threads, num_batches) if device.type == "cpu" else 1
+    if workers <= 1:
+        yield map
+        return
+    with _one_thread_per_op(), ThreadPoolExecutor(workers, thread_name_prefix="mobilesam-amg") as pool:
+        yield pool.map
+
+
+_thread_lock = threading.Lock()
+_single_threaded_runs = 0
+_threads_before = 1
+
+
+@contextlib.contextmanager
+def _one_thread_per_op() -> Iterator[None]:
+    """torch's thread count is global: 1 while any generator's workers run, then what it was.
+
+    Counted, so that generators running at the same time (a service with
+    several workers) restore the count once, after the last one ends.
+    """
+    global _single_threaded_runs, _threads_before
+    with _thread_lock:
+        if _single_threaded_runs == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _single_threaded_runs += 1
+    try:
+        yield
+    finally:
+        with _thread_lock:
+            _single_threaded_runs -= 1
+            if _single_threaded_runs == 0:
+                torch.set_num_threads(_threads_before)
 
 
 def _decoder_chunks(n: int) -> list[slice]:

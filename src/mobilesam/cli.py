@@ -17,6 +17,7 @@ import typer
 from . import weights
 from .automatic import SamAutomaticMaskGenerator
 from .errors import MobileSamError
+from .export.cli import bench, export
 from .io.datasets import load_dataset
 from .io.sources import ImageJob, ObjectPrompt, find_jobs
 from .io.writers import OUTPUT_FORMATS
@@ -25,6 +26,7 @@ from .modeling import Sam
 from .predictor import SamPredictor
 from .registry import MODEL_CONFIGS, build_from_config, count_parameters, get_config, load_sam
 from .results import Results
+from .train.cli import train_app
 from .val import PROTOCOL_SYNTAX, evaluate, parse_protocols
 
 app = typer.Typer(
@@ -397,6 +399,11 @@ def serve(
     settings = dataclasses.replace(settings, model_name=weights.detect_model_name(sam.state_dict()))
     typer.echo(f"mobilesam: {settings.model_name} on {sam.device}; page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
     uvicorn.run(create_app(sam, settings), host=host, port=port, log_level="debug" if _state["verbose"] else "info")
+
+
+app.command()(export)
+app.command()(bench)
+app.add_typer(train_app, name="train")
 
 
 def run() -> None:

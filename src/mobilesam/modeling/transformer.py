@@ -29,13 +29,39 @@ class Attention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, heads, N, hd)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._split_heads(self.q_proj(q))
-        k = self._split_heads(self.k_proj(k))
-        v = self._split_heads(self.v_proj(v))
+        q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
+        # Only for batches: with one prompt, the head-major views need no copy
+        # and stay on the kernels the reference uses.
+        if q.shape[0] > 1 and k.shape[1] > q.shape[1]:
+            return self.out_proj(self._attend_per_head(q, k, v))
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
         attn = (q @ k.permute(0, 1, 3, 2)) / math.sqrt(q.shape[-1])  # (B, heads, Nq, Nk)
         out = torch.softmax(attn, dim=-1) @ v
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+
+    def _attend_per_head(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Few queries over many keys, one head at a time: (B, Nq, D) from (B, N, D) projections.
+
+        Batched over heads, the keys and values would first be copied into
+        head-major order; a head's columns are a strided view that the matrix
+        products read in place, with the same sums.
+        """
+        head_dim = self.internal_dim // self.num_heads
+        scale = math.sqrt(head_dim)
+        b, n = q.shape[:2]
+        outputs = []
+        for start in range(0, self.internal_dim, head_dim):
+            heads = slice(start, start + head_dim)
+            if k.shape[0] == 1:
+                # Keys shared by the batch: all B * Nq queries in one product.
+                attn = (q[..., heads].reshape(b * n, head_dim) @ k[0, :, heads].T).view(b, n, -1) / scale
+                probs = torch.softmax(attn, dim=-1)
+                outputs.append((probs.view(b * n, -1) @ v[0, :, heads]).view(b, n, head_dim))
+            else:
+                attn = torch.bmm(q[..., heads], k[..., heads].transpose(1, 2)) / scale  # (B, Nq, Nk)
+                outputs.append(torch.bmm(torch.softmax(attn, dim=-1), v[..., heads]))  # (B, Nq, head_dim)
+        return torch.cat(outputs, dim=-1)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -78,7 +104,10 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
+        # Added into the fresh, contiguous attention output: the sum is laid out
+        # like it, not like the first layer's channel-major keys (the norm would
+        # copy those), and needs no (B, HW, C) buffer of its own.
+        keys = self.norm4(self.cross_attn_image_to_token(q=k, k=q, v=queries).add_(keys))
         return queries, keys
 
 
@@ -124,8 +153,12 @@ class TwoWayTransformer(nn.Module):
         Returns:
             The processed tokens (B, N, C) and image tokens (B, H*W, C).
         """
-        keys = image_embedding.flatten(2).permute(0, 2, 1)  # (B, HW, C)
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        # The positional encoding is copied token-major once, so that every add
+        # of it streams through memory. The image tokens stay a channel-major
+        # view: the first layer's projections read them as the reference does,
+        # and a contiguous copy would round differently there.
+        keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe)
