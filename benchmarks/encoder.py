@@ -23,7 +23,7 @@ import torch
 
 from mobilesam import load_sam
 from mobilesam.backends import BACKENDS, make_backend
-from mobilesam.bench import bench_encoder, format_table, peak_rss_mib, probe_name
+from mobilesam.bench import bench_encoder, format_table, peak_rss_mib, peak_rss_of, probe_name
 from mobilesam.export import export_onnx
 from mobilesam.weights import detect_model_name, save_checkpoint
 
@@ -74,8 +74,12 @@ def main() -> int:
         images = list(sample_images().values())
         rows = bench_encoder(ours, reference.image_encoder, backends, images, args.repeats)
         if not args.no_rss:
+            reference_probe = [sys.executable, str(Path(__file__).with_name("reference_rss.py")), str(checkpoint), str(args.threads)]
             for row in rows:
-                row.peak_rss_mib = peak_rss_mib(str(checkpoint), probe_name(row.name), onnx_dir, args.threads)
+                if row.name == "reference":
+                    row.peak_rss_mib = peak_rss_of(reference_probe)
+                else:
+                    row.peak_rss_mib = peak_rss_mib(str(checkpoint), probe_name(row.name), onnx_dir, args.threads)
             print(f"peak RSS of importing torch and mobilesam alone: {peak_rss_mib(str(checkpoint), 'import-only'):.0f} MiB")
     print(f"machine: {machine()}")
     print(f"encoder, 1024x1024 input, median of {args.repeats} (peak RSS: one image + one click, fresh process)\n")

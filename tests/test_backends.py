@@ -88,3 +88,15 @@ def test_torch_fast_copies_the_encoder_and_never_picks_emulated_bf16(model):
 def test_make_backend_rejects_unknown_names(model):
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'; known backends: torch, torch-fast, onnx, onnx-int8"):
         make_backend("tensorrt", model)
+
+
+def test_bench_report_times_each_backend_against_eager_torch(model):
+    from mobilesam.bench import BASELINE, run_benchmark
+
+    report = run_benchmark(model, ["torch-fast"], repeats=1, image=sample_images()["generated"])
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0][2:] for row in table[1:]] == [BASELINE, "torch-fast"]
+    baseline, fast = (row.split(" | ") for row in table[1:])
+    assert baseline[2] == "1.00" and float(fast[2]) > 0  # encoder ratio
+    assert float(fast[3]) <= FAST_TOL and fast[4] == "100.00%"  # embedding error, mask agreement
+    assert float(baseline[5]) > 0 and float(fast[6]) > 0  # decoder ms per prompt, ratio

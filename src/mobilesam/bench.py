@@ -17,11 +17,9 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +28,11 @@ from .backends import Backend, TorchBackend, make_backend
 from .modeling import Sam
 from .predictor import SamPredictor
 from .transforms import get_preprocess_shape
-from .weights import detect_model_name
 
+
+
+# The first row of `mobilesam bench`'s tables.
+BASELINE = "torch eager"
 
 
 @dataclass
@@ -90,6 +91,7 @@ def bench_encoder(
     backends: list[Backend],
     images: list[np.ndarray],
     repeats: int,
+    baseline_name: str = "reference",
 ) -> list[Row]:
     """Encoder time on `images[0]` and accuracy on every image, per backend against `baseline`.
 
@@ -103,7 +105,7 @@ def bench_encoder(
         calls = {"baseline": lambda: baseline(inputs[0])}
         calls.update({backend.name: (lambda b=backend: b.embed(inputs[0])) for backend in backends})
         seconds = median_seconds(calls, repeats)
-        rows = [Row("reference", encoder_ms=1000 * seconds["baseline"], encoder_ratio=1.0)]
+        rows = [Row(baseline_name, encoder_ms=1000 * seconds["baseline"], encoder_ratio=1.0)]
         expected = [baseline(x) for x in inputs]
         for backend in backends:
             errors, agree, total = [], 0, 0
@@ -155,25 +157,17 @@ def bench_decoder(
 def peak_rss_mib(model: str, backend: str, onnx_dir: Path | None = None, threads: int | None = None) -> float:
     """Peak RSS of a fresh process that loads `model` and predicts one click on one image with `backend`.
 
-    `backend` "reference" runs `mobile_sam` (if installed) instead of ours;
-    "import-only" stops after importing torch and mobilesam, the floor under every figure.
+    `backend` "import-only" stops after importing torch and mobilesam, the floor under every figure.
     """
-    args = [sys.executable, "-m", "mobilesam.bench", model, backend, str(onnx_dir or ""), str(threads or 0)]
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    return peak_rss_of([sys.executable, "-m", "mobilesam.bench", model, backend, str(onnx_dir or ""), str(threads or 0)])
+
+
+def peak_rss_of(command: list[str]) -> float:
+    """Run a probe process whose last line of output is its peak RSS in MiB, and return that."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"the RSS probe for {backend} failed: {result.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"the RSS probe {command[1:]} failed: {result.stderr.strip().splitlines()[-1:]}")
     return float(result.stdout.strip().splitlines()[-1])
-
-
-def reference_encoder(model: Sam) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
-    """The encoder of the original `mobile_sam` package at `model`'s weights, if installed; else our eager torch.
-
-    Returns:
-        The encoder call, and whether it is the reference's.
-    """
-    if _reference_package() is None:
-        return TorchBackend(model).embed, False
-    return _reference_model(model).image_encoder, True
 
 
 def run_benchmark(
@@ -186,10 +180,12 @@ def run_benchmark(
     image: np.ndarray | None = None,
     rss_model: str | None = None,
 ) -> str:
-    """The `mobilesam bench` report: encoder and decoder tables against the reference.
+    """The `mobilesam bench` report: encoder and decoder tables against our eager torch backend.
 
-    With `rss_model` (what `load_sam` takes), also the peak RSS of one image
-    prediction per backend, each in a fresh process.
+    The baseline has the reference's numerics; the original package is only
+    a test oracle, so `benchmarks/encoder.py` and `benchmarks/decoder.py`
+    time that one. With `rss_model` (what `load_sam` takes), also the peak RSS
+    of one image prediction per backend, each in a fresh process.
 
     Raises:
         ValueError: An unknown backend, or an ONNX backend without `onnx_dir`.
@@ -197,19 +193,21 @@ def run_benchmark(
     model = model.cpu().eval()
     backends = [make_backend(name, model, onnx_dir=onnx_dir, threads=threads) for name in backend_names]
     image = demo_image() if image is None else image
-    encode, is_reference = reference_encoder(model)
-    if is_reference:
-        note = "baseline (reference): the original `mobile_sam`, eager fp32, at the same weights"
-    else:
-        note = "baseline (reference): our torch eager backend, because the original `mobile_sam` is not installed"
-    rows = bench_encoder(model, encode, backends, [image], repeats)
-    decoder_ms = bench_decoder(model, _reference_decoder(model, image), backends, image, repeats)
+    rows = bench_encoder(model, TorchBackend(model).embed, backends, [image], repeats, baseline_name=BASELINE)
+    baseline_predictor = SamPredictor(model)
+    baseline_predictor.set_image(image)
+    prompt = demo_prompts(*image.shape[:2])[0]
+    decoder_ms = bench_decoder(model, lambda: baseline_predictor.predict(**prompt), backends, image, repeats)
     for row in rows:
-        row.decoder_ms = decoder_ms["baseline" if row.name == "reference" else row.name]
+        row.decoder_ms = decoder_ms["baseline" if row.name == BASELINE else row.name]
         row.decoder_ratio = decoder_ms["baseline"] / row.decoder_ms
         if rss_model is not None:
-            row.peak_rss_mib = peak_rss_mib(rss_model, probe_name(row.name, is_reference), onnx_dir, threads)
-    lines = [note, f"torch threads: {torch.get_num_threads()}, {torch.backends.cpu.get_cpu_capability()}"]
+            row.peak_rss_mib = peak_rss_mib(rss_model, probe_name(row.name), onnx_dir, threads)
+    lines = [
+        f"baseline ({BASELINE}): our eager fp32 torch backend, the reference's numerics; "
+        "benchmarks/encoder.py and benchmarks/decoder.py time the original mobile_sam",
+        f"torch threads: {torch.get_num_threads()}, {torch.backends.cpu.get_cpu_capability()}",
+    ]
     if rss_model is not None:
         lines.append(f"peak RSS of importing torch and mobilesam alone: {peak_rss_mib(rss_model, 'import-only'):.0f} MiB")
     return "\n".join(lines) + "\n\n" + format_table(rows)
@@ -234,15 +232,10 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def probe_name(row_name: str, is_reference: bool = True) -> str:
-    """What `peak_rss_mib` runs for a table row ("torch-fast-bf16" is "torch-fast" on a bf16 CPU).
-
-    Args:
-        row_name: "reference" or a backend's name.
-        is_reference: The baseline is the original `mobile_sam` (else our torch backend stood in).
-    """
-    if row_name == "reference":
-        return "reference" if is_reference else "torch"
+def probe_name(row_name: str) -> str:
+    """What `peak_rss_mib` runs for a table row of ours ("torch-fast-bf16" is "torch-fast" on a bf16 CPU)."""
+    if row_name == BASELINE:
+        return "torch"
     return "torch-fast" if row_name.startswith("torch-fast") else row_name
 
 
@@ -261,53 +254,22 @@ def _masks(predictor: SamPredictor, embedding: torch.Tensor, image: np.ndarray, 
     return predictor.predict(**prompt)[0]
 
 
-def _reference_package() -> Any:
-    """The original `mobile_sam` package (an optional oracle, never a dependency), or None."""
-    with warnings.catch_warnings():
-        # It imports timm through paths timm has deprecated, and re-registers timm's TinyViT names.
-        warnings.simplefilter("ignore")
-        try:
-            import mobile_sam
-        except ImportError:
-            return None
-    return mobile_sam
-
-
-def _reference_model(model: Sam) -> torch.nn.Module:
-    reference = _reference_package().sam_model_registry[detect_model_name(model.state_dict())]()
-    reference.load_state_dict(model.state_dict(), strict=True)
-    # The reference caches attention biases when switched to eval: switch after loading.
-    return reference.eval()
-
-
-def _reference_decoder(model: Sam, image: np.ndarray) -> Callable[[], object]:
-    """One click through the reference predictor (or ours on torch when it is absent), image already set."""
-    prompt = demo_prompts(*image.shape[:2])[0]
-    reference = _reference_package()
-    predictor = SamPredictor(model) if reference is None else reference.SamPredictor(_reference_model(model))
-    predictor.set_image(image)
-    return lambda: predictor.predict(**prompt)
-
-
 def _probe(model_name: str, backend: str, onnx_dir: str, threads: int) -> float:
     from .registry import load_sam
 
     if backend == "import-only":
-        return _peak_rss_mib()
+        return current_peak_rss_mib()
     if threads:
         torch.set_num_threads(threads)
     model = load_sam(model_name).eval()
     image = demo_image()
-    if backend == "reference":
-        predictor = _reference_package().SamPredictor(_reference_model(model))
-    else:
-        predictor = SamPredictor(model, make_backend(backend, model, onnx_dir=onnx_dir or None, threads=threads or None))
+    predictor = SamPredictor(model, make_backend(backend, model, onnx_dir=onnx_dir or None, threads=threads or None))
     predictor.set_image(image)
     predictor.predict(**demo_prompts(*image.shape[:2])[0])
-    return _peak_rss_mib()
+    return current_peak_rss_mib()
 
 
-def _peak_rss_mib() -> float:
+def current_peak_rss_mib() -> float:
     """This process's peak RSS: VmHWM on Linux (ru_maxrss would include the parent's RSS inherited at fork)."""
     status = Path("/proc/self/status")
     if status.is_file():
