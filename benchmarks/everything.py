@@ -1,11 +1,14 @@
 """Segment everything: our generator against the reference's, same model, same image, same run.
 
     python benchmarks/everything.py [--image PATH] [--checkpoint mobile_sam.pt] [--threads 2] [--repeats 3]
+                                    [--pred-iou-thresh 0.88] [--stability-score-thresh 0.95]
 
 Without a checkpoint both run at the same seeded random weights. Random
-weights reject most prompts at the IoU filter, where our generator saves the
-most; a real checkpoint keeps more masks, so pass one when you have it. Both
-generators must give the same masks, or the timing is void.
+weights reject every candidate at the default thresholds, half of them at the
+IoU filter, where our generator saves the most; a real checkpoint keeps more
+masks, so pass one when you have it, or lower both thresholds to send every
+candidate through upscaling, NMS and encoding. Both generators must give the
+same masks, or the timing is void.
 """
 
 from __future__ import annotations
@@ -57,12 +60,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--pred-iou-thresh", type=float, default=0.88)
+    parser.add_argument("--stability-score-thresh", type=float, default=0.95)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     image = load_image(Path(args.image)) if args.image else data.astronaut()
     ours, reference = _models(args.checkpoint)
-    options = dict(points_per_side=args.points_per_side)
+    options = dict(
+        points_per_side=args.points_per_side,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+    )
     our_generator = SamAutomaticMaskGenerator(ours, **options)
     ref_generator = mobile_sam.SamAutomaticMaskGenerator(reference, **options)
 
@@ -73,7 +82,8 @@ def main() -> int:
 
     same = _same(our_records, ref_records)
     print(f"image {image.shape[1]}x{image.shape[0]}, {args.points_per_side}x{args.points_per_side} points, "
-          f"{args.threads} threads, weights: {args.checkpoint or 'seeded random'}, median of {args.repeats}")
+          f"{args.threads} threads, weights: {args.checkpoint or 'seeded random'}, median of {args.repeats}, "
+          f"pred_iou_thresh {args.pred_iou_thresh}, stability_score_thresh {args.stability_score_thresh}")
     print(f"{'generator':<12}{'seconds':>10}{'masks':>8}")
     print(f"{'reference':<12}{ref_s:>10.2f}{len(ref_records):>8}")
     print(f"{'mobilesam':<12}{our_s:>10.2f}{len(our_records):>8}")

@@ -37,6 +37,7 @@ from .masks import (
     uncrop_points,
 )
 from .modeling import Sam
+from .modeling.transformer import ImageTokens
 from .predictor import SamPredictor
 
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
@@ -237,6 +238,11 @@ class SamAutomaticMaskGenerator:
         cropped = image[y0:y1, x0:x1, :]
         crop_size = cropped.shape[:2]
         self.predictor.set_image(cropped)
+        model = self.predictor.model
+        # Point prompts bring no mask: one dense embedding serves every prompt,
+        # and so does the transformer's first-layer work on the image.
+        _, no_mask_dense = model.prompt_encoder(points=None, boxes=None, masks=None)
+        image = model.mask_decoder.prepare_image(self.predictor.features, model.prompt_encoder.get_dense_pe(), no_mask_dense)
         points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
         batches = [
             points_for_crop[start : start + self.points_per_batch]
@@ -245,7 +251,7 @@ class SamAutomaticMaskGenerator:
 
         def process(points: np.ndarray) -> _Candidates:
             with torch.no_grad():  # grad mode is per thread
-                return self._process_batch(points, crop_size, crop_box, orig_size)
+                return self._process_batch(image, points, crop_size, crop_box, orig_size)
 
         candidates = _Candidates()
         with _batch_workers(self.predictor.device, len(batches)) as map_batches:
@@ -263,13 +269,18 @@ class SamAutomaticMaskGenerator:
         return candidates
 
     def _process_batch(
-        self, points: np.ndarray, crop_size: tuple[int, int], crop_box: list[int], orig_size: tuple[int, int]
+        self,
+        image: ImageTokens,
+        points: np.ndarray,
+        crop_size: tuple[int, int],
+        crop_box: list[int],
+        orig_size: tuple[int, int],
     ) -> _Candidates:
         predictor, model = self.predictor, self.predictor.model
         decoder = model.mask_decoder
         # float64 like the reference, so the prompt encoder normalises the same numbers.
         in_points = torch.as_tensor(predictor.transform.apply_coords(points, crop_size), device=predictor.device)
-        tokens, iou_preds, image_features = self._run_transformer(in_points)
+        tokens, iou_preds, kept_features = self._run_transformer(image, in_points)
         iou_preds = iou_preds[:, 1:]  # (B, 3): the multimask outputs
         keep = self._passes_iou(iou_preds)
         if not keep.any():
@@ -277,14 +288,15 @@ class SamAutomaticMaskGenerator:
         # The hypernetworks see the whole batch at once, as in the reference:
         # small matrix products round differently for different row counts.
         mask_weights = decoder.mask_weights(tokens)  # (B, 4, C/8)
-        # Upscale only the prompts with a candidate left, and only their kept masks.
-        prompts = keep.any(dim=1).nonzero().flatten()
-        # A few prompts at a time: the upscaling's temporaries then stay small
-        # enough for the allocator to reuse instead of mapping fresh pages.
+        # Upscale only the prompts with a candidate left, and only their kept
+        # masks, one transformer chunk at a time: the upscaling's temporaries
+        # then stay small enough for the allocator to reuse instead of mapping
+        # fresh pages. Its results do not depend on the group size.
+        prompts = keep.any(dim=1)
         low_res = torch.cat(
             [
-                decoder.masks_from_weights(mask_weights[prompts[group]], image_features[group])[:, 1:]
-                for group in _decoder_chunks(len(prompts))
+                decoder.masks_from_weights(mask_weights[chunk][prompts[chunk]], features)[:, 1:]
+                for chunk, features in kept_features
             ]
         )[keep[prompts]]
         # low_res: (K, 256, 256), one per kept candidate, prompt-major like the reference
@@ -322,35 +334,40 @@ class SamAutomaticMaskGenerator:
             return iou_preds > self.pred_iou_thresh
         return torch.ones_like(iou_preds, dtype=torch.bool)
 
-    def _run_transformer(self, in_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _run_transformer(
+        self, image: ImageTokens, in_points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[slice, torch.Tensor]]]:
         """The decoder's transformer for B single-point prompts, in cache-sized chunks.
 
         Returns the output tokens (B, T, C), the IoU predictions of every mask
-        token (B, 4), and the image features (K, C, 64, 64) of only the K
-        prompts with a candidate that passes the IoU filter, in prompt order:
-        the other prompts' features are dropped as soon as their chunk is done,
-        so a batch never holds all B of them.
+        token (B, 4), and per chunk with any, the chunk's slice of the batch and
+        the image features (K, C, 64, 64) of its K prompts with a candidate
+        that passes the IoU filter: the other prompts' features are dropped as
+        soon as their chunk is done, so a batch never holds all B of them.
         """
         model = self.predictor.model
         decoder = model.mask_decoder
-        image_pe = model.prompt_encoder.get_dense_pe()
         batch = len(in_points)
         tokens, iou_preds, kept_features = [], [], []
         for chunk in _decoder_chunks(batch):
             points = in_points[chunk, None, :]
             labels = torch.ones(points.shape[:2], dtype=torch.int, device=points.device)
-            sparse, dense = model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
-            chunk_tokens, chunk_features = decoder.run_transformer(self.predictor.features, image_pe, sparse, dense)
+            sparse, _ = model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+            chunk_tokens, chunk_features = decoder.run_transformer(image, sparse)
             # The IoU head gets as many rows as the whole batch, like the
             # reference's: its products round by row count, never by what is
             # in the other rows.
             head_input = chunk_tokens.new_zeros((batch, *chunk_tokens.shape[1:]))
             head_input[: len(chunk_tokens)] = chunk_tokens
             chunk_iou = decoder.predict_iou(head_input)[: len(chunk_tokens)]  # (chunk, 4)
-            kept_features.append(chunk_features[self._passes_iou(chunk_iou[:, 1:]).any(dim=1)])
+            kept = self._passes_iou(chunk_iou[:, 1:]).any(dim=1)
+            if kept.all():
+                kept_features.append((chunk, chunk_features))
+            elif kept.any():
+                kept_features.append((chunk, chunk_features[kept]))
             tokens.append(chunk_tokens)
             iou_preds.append(chunk_iou)
-        return torch.cat(tokens), torch.cat(iou_preds), torch.cat(kept_features)
+        return torch.cat(tokens), torch.cat(iou_preds), kept_features
 
     def _remove_small_regions(self, candidates: _Candidates) -> _Candidates:
         """Fill small holes and drop small islands, then drop new duplicates (NMS prefers untouched masks)."""

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d
-from .transformer import TwoWayTransformer
+from .transformer import ImageTokens, TwoWayTransformer
 
 
 class MLP(nn.Module):
@@ -98,17 +98,31 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All `num_mask_tokens` masks and IoU predictions; see `forward`."""
-        tokens, image_features = self.run_transformer(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
+        image = self.prepare_image(image_embeddings, image_pe, dense_prompt_embeddings)
+        tokens, image_features = self.run_transformer(image, sparse_prompt_embeddings)
         return self.masks_from_tokens(tokens, image_features), self.predict_iou(tokens)
 
+    def prepare_image(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+    ) -> ImageTokens:
+        """The transformer's prompt-independent work on the image, reusable by `run_transformer`.
+
+        Args:
+            image_embeddings: (1, C, H, W), or (B, C, H, W) one per prompt.
+            image_pe: (1, C, H, W).
+            dense_prompt_embeddings: (B, C, H, W), or (1, C, H, W) for every prompt.
+        """
+        if image_embeddings.shape[0] == 1 and _same_for_every_prompt(dense_prompt_embeddings):
+            # Every prompt sees the same image tokens: the transformer's first
+            # layer projects them once instead of once per prompt.
+            src = image_embeddings + dense_prompt_embeddings[:1]
+        else:
+            batch = dense_prompt_embeddings.shape[0]
+            src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
+        return self.transformer.prepare_image(src, image_pe)
+
     def run_transformer(
-        self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
-        sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
+        self, image: ImageTokens, sparse_prompt_embeddings: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The two-way transformer: output tokens (B, 1 + M + N, C) and image features (B, C, H, W).
 
@@ -119,15 +133,9 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)  # (B, 1 + M + N, C)
-        if image_embeddings.shape[0] == 1 and _same_for_every_prompt(dense_prompt_embeddings):
-            # Every prompt sees the same image tokens: the transformer's first
-            # layer projects them once instead of once per prompt.
-            src = image_embeddings + dense_prompt_embeddings[:1]
-        else:
-            src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
-        _, c, h, w = src.shape
-        tokens, image_tokens = self.transformer(src, image_pe, tokens)
-        return tokens, image_tokens.transpose(1, 2).view(batch, c, h, w)
+        tokens, image_tokens = self.transformer.decode(image, tokens)
+        h, w = image.size
+        return tokens, image_tokens.transpose(1, 2).view(batch, -1, h, w)
 
     def predict_iou(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, M) predicted IoU of every mask token, from `run_transformer`'s output tokens."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -29,13 +31,16 @@ class Attention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, heads, N, hd)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
+        return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention over already projected (B, N, internal_dim) queries, keys and values."""
         # Only for batches: with one prompt, the head-major views need no copy
         # and stay on the kernels the reference uses.
         if q.shape[0] > 1 and k.shape[1] > q.shape[1]:
             return self.out_proj(self._attend_per_head(q, k, v))
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
-        attn = (q @ k.permute(0, 1, 3, 2)) / math.sqrt(q.shape[-1])  # (B, heads, Nq, Nk)
+        attn = (q @ k.permute(0, 1, 3, 2)).div_(math.sqrt(q.shape[-1]))  # (B, heads, Nq, Nk)
         out = torch.softmax(attn, dim=-1) @ v
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
@@ -55,13 +60,21 @@ class Attention(nn.Module):
             heads = slice(start, start + head_dim)
             if k.shape[0] == 1:
                 # Keys shared by the batch: all B * Nq queries in one product.
-                attn = (q[..., heads].reshape(b * n, head_dim) @ k[0, :, heads].T).view(b, n, -1) / scale
+                attn = (q[..., heads].reshape(b * n, head_dim) @ k[0, :, heads].T).view(b, n, -1).div_(scale)
                 probs = torch.softmax(attn, dim=-1)
                 outputs.append((probs.view(b * n, -1) @ v[0, :, heads]).view(b, n, head_dim))
             else:
-                attn = torch.bmm(q[..., heads], k[..., heads].transpose(1, 2)) / scale  # (B, Nq, Nk)
+                attn = torch.bmm(q[..., heads], k[..., heads].transpose(1, 2)).div_(scale)  # (B, Nq, Nk)
                 outputs.append(torch.bmm(torch.softmax(attn, dim=-1), v[..., heads]))  # (B, Nq, head_dim)
         return torch.cat(outputs, dim=-1)
+
+
+class ImageProjections(NamedTuple):
+    """A block's work on the image tokens that does not depend on the prompts: (B, HW, C/r) each."""
+
+    keys: torch.Tensor  # token->image attention keys
+    values: torch.Tensor  # token->image attention values
+    queries: torch.Tensor  # image->token attention queries
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -86,9 +99,26 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def project_image(self, keys: torch.Tensor, key_pe: torch.Tensor) -> ImageProjections:
+        """Both cross-attentions' projections of the image tokens `keys` (B, HW, C)."""
+        k = keys + key_pe
+        return ImageProjections(
+            self.cross_attn_token_to_image.k_proj(k),
+            self.cross_attn_token_to_image.v_proj(keys),
+            self.cross_attn_image_to_token.q_proj(k),
+        )
+
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        image_projections: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One block; `image_projections`, when given, must be `project_image` of these keys."""
+        if image_projections is None:
+            image_projections = self.project_image(keys, key_pe)
         if self.skip_first_layer_pe:
             # The first layer's queries are the prompt embeddings themselves, PE included.
             queries = self.self_attn(q=queries, k=queries, v=queries)
@@ -97,18 +127,32 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q=q, k=q, v=queries)
         queries = self.norm1(queries)
 
-        q = queries + query_pe
-        k = keys + key_pe  # keys stay unchanged until norm4, so this serves both cross-attentions
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys))
+        token_to_image, image_to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        q = token_to_image.q_proj(queries + query_pe)
+        queries = self.norm2(queries + token_to_image.attend(q, image_projections.keys, image_projections.values))
 
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        # Added into the fresh, contiguous attention output: the sum is laid out
-        # like it, not like the first layer's channel-major keys (the norm would
-        # copy those), and needs no (B, HW, C) buffer of its own.
-        keys = self.norm4(self.cross_attn_image_to_token(q=k, k=q, v=queries).add_(keys))
+        attended = image_to_token.attend(image_projections.queries, image_to_token.k_proj(q), image_to_token.v_proj(queries))
+        # Added into the fresh attention output: no (B, HW, C) buffer of its own.
+        keys = self.norm4(attended.add_(keys))
         return queries, keys
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """The image side of the transformer before any prompt is seen.
+
+    Segment everything decodes a thousand prompts on one image embedding; the
+    first layer's projections of it are computed once, here, instead of once
+    per batch.
+    """
+
+    tokens: torch.Tensor  # (B, HW, C), B = 1 when every prompt shares them
+    pe: torch.Tensor  # (1, HW, C) positional encoding
+    first_layer: ImageProjections
+    size: tuple[int, int]  # (H, W) of the token grid
 
 
 class TwoWayTransformer(nn.Module):
@@ -138,30 +182,49 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the transformer.
+    def prepare_image(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageTokens:
+        """The prompt-independent start of the transformer, to reuse for any number of prompts.
 
         Args:
-            image_embedding: (B, C, H, W), or (1, C, H, W) shared by all B prompts:
+            image_embedding: (B, C, H, W), or (1, C, H, W) shared by all prompts:
                 the first layer then works on one copy, and broadcasting gives
                 every prompt its own image tokens from there on.
             image_pe: (1, C, H, W) positional encoding of the image tokens.
+        """
+        _, _, h, w = image_embedding.shape
+        # The first layer's projections read the channel-major view, as the
+        # reference does; a contiguous copy would round differently there.
+        channel_major = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
+        # The positional encoding and the residual are copied token-major once,
+        # so that every add of them streams through memory.
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        return ImageTokens(
+            tokens=channel_major.contiguous(),
+            pe=key_pe,
+            first_layer=self.layers[0].project_image(channel_major, key_pe),
+            size=(h, w),
+        )
+
+    def forward(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the transformer on B prompts; see `prepare_image` and `decode`."""
+        return self.decode(self.prepare_image(image_embedding, image_pe), point_embedding)
+
+    def decode(self, image: ImageTokens, point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the transformer from `prepare_image`'s output.
+
+        Args:
+            image: The prepared image tokens, shared by the B prompts or one per prompt.
             point_embedding: (B, N, C) output and prompt tokens.
 
         Returns:
             The processed tokens (B, N, C) and image tokens (B, H*W, C).
         """
-        # The positional encoding is copied token-major once, so that every add
-        # of it streams through memory. The image tokens stay a channel-major
-        # view: the first layer's projections read them as the reference does,
-        # and a contiguous copy would round differently there.
-        keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
-        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
-        queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe)
+        queries, keys, key_pe = point_embedding, image.tokens, image.pe
+        for index, layer in enumerate(self.layers):
+            projections = image.first_layer if index == 0 else None
+            queries, keys = layer(queries, keys, query_pe=point_embedding, key_pe=key_pe, image_projections=projections)
         q = queries + point_embedding
         k = keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=k, v=keys))
