@@ -1,7 +1,8 @@
 """Image encoder speed per backend against the reference `mobile_sam`, same run, same input.
 
     python benchmarks/encoder.py [--checkpoint mobile_sam.pt] [--threads 2] [--repeats 5]
-        [--backend torch --backend torch-fast --backend onnx --backend onnx-int8] [--onnx-dir DIR] [--no-rss]
+        [--backend torch --backend torch-fast --backend torch-compile --backend onnx --backend onnx-int8]
+        [--onnx-dir DIR] [--no-rss]
 
 Without a checkpoint both run at the same seeded random weights. The ONNX
 backends use `--onnx-dir` (a `mobilesam export` of the same checkpoint) or an

@@ -17,7 +17,7 @@ from images import sample_images
 from mobilesam import SamPredictor
 from mobilesam.backends import TorchBackend, TorchFastBackend, cpu_has_native_bf16, fold_batch_norms, make_backend
 from mobilesam.modeling.tiny_vit import ConvBN
-from mobilesam.registry import build_from_config, get_config
+from mobilesam.registry import TinyViTConfig, build_from_config, get_config
 from reference import randomize
 
 FAST_TOL = 1e-4
@@ -86,7 +86,9 @@ def test_torch_fast_copies_the_encoder_and_never_picks_emulated_bf16(model):
 
 
 def test_make_backend_rejects_unknown_names(model):
-    with pytest.raises(ValueError, match="unknown backend 'tensorrt'; known backends: torch, torch-fast, onnx, onnx-int8"):
+    with pytest.raises(
+        ValueError, match="unknown backend 'tensorrt'; known backends: torch, torch-fast, torch-compile, onnx, onnx-int8"
+    ):
         make_backend("tensorrt", model)
 
 
@@ -100,3 +102,22 @@ def test_bench_report_times_each_backend_against_eager_torch(model):
     assert baseline[2] == "1.00" and float(fast[2]) > 0  # encoder ratio
     assert float(fast[3]) <= FAST_TOL and fast[4] == "100.00%"  # embedding error, mask agreement
     assert float(baseline[5]) > 0 and float(fast[6]) > 0  # decoder ms per prompt, ratio
+
+
+@pytest.mark.slow
+def test_torch_compile_predicts_like_torch():
+    # One block per stage: the same kinds of layers for inductor to compile,
+    # in a fraction of the full encoder's compile time.
+    config = dataclasses.replace(get_config("vit_t"), image_size=256, encoder=TinyViTConfig(depths=(1, 1, 1, 1)))
+    model = randomize(build_from_config(config), seed=5)
+    compiled, ref = SamPredictor(model, make_backend("torch-compile", model)), SamPredictor(model)
+    image = sample_images()["astronaut"]
+    compiled.set_image(image)
+    ref.set_image(image)
+    assert compiled.backend.name == "torch-compile"
+    assert compiled.features.is_contiguous() and not compiled.features.is_inference()
+    assert (compiled.features - ref.features).abs().max().item() <= FAST_TOL
+    point = dict(point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]), return_logits=True)
+    for got, expected in zip(compiled.predict(**point), ref.predict(**point)):
+        assert np.abs(got - expected).max() <= FAST_TOL
+    assert any(isinstance(m, ConvBN) for m in model.image_encoder.modules()), "the model itself must stay untouched"
