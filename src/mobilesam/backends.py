@@ -121,8 +121,7 @@ class TorchFastBackend(TorchBackend):
     def __init__(self, model: Sam, bf16: bool | None = None) -> None:
         super().__init__(model)
         self.bf16 = cpu_has_native_bf16() if bf16 is None else bf16
-        encoder = fold_batch_norms(copy.deepcopy(model.image_encoder).eval())
-        self.encoder = encoder.to(memory_format=torch.channels_last)
+        self.encoder = folded_encoder_copy(model).to(memory_format=torch.channels_last)
         if self.bf16:
             self.name = "torch-fast-bf16"
 
@@ -147,8 +146,7 @@ class TorchCompileBackend(TorchBackend):
 
     def __init__(self, model: Sam) -> None:
         super().__init__(model)
-        encoder = fold_batch_norms(copy.deepcopy(model.image_encoder).eval())
-        self.encoder = torch.compile(encoder)
+        self.encoder = torch.compile(folded_encoder_copy(model))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         from torch._inductor import config as inductor_config
@@ -164,6 +162,11 @@ class TorchCompileBackend(TorchBackend):
 def cpu_has_native_bf16() -> bool:
     """True where oneDNN runs bf16 in hardware (AVX-512 BF16 or AMX), so bf16 is faster than fp32."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def folded_encoder_copy(model: Sam) -> nn.Module:
+    """An eval-mode copy of `model`'s image encoder with its BatchNorms folded; the model stays untouched."""
+    return fold_batch_norms(copy.deepcopy(model.image_encoder).eval())
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _fail(err: BaseException, code: int = 1) -> None:
+def _fail(err: BaseException, code: int = 1) -> NoReturn:
     """One line on stderr and exit `code`; the traceback only with --verbose."""
     if _state["verbose"]:
         raise err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import typer
 
@@ -36,7 +36,7 @@ _LOG_EVERY = typer.Option(None, "--log-every", help="Steps between metric rows."
 _TENSORBOARD = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log to run/tensorboard (default on).")
 
 
-def _fail(err: BaseException, code: int = 1) -> None:
+def _fail(err: BaseException, code: int = 1) -> NoReturn:
     # Imported here: the main command imports this module.
     from .. import cli
 
@@ -59,6 +59,19 @@ def _settings(cls: type, config_file: Path | None, resume: bool, out: Path | Non
     return load_config(cls, config_file, **flags)
 
 
+def _run(
+    job: Callable[[Any], Any], cls: type, config_file: Path | None, resume: bool, out: Path | None, **flags: Any
+) -> tuple[Any, Any]:
+    """(settings, job(settings)); a bad configuration exits 2, any other failure 1, each with one line."""
+    try:
+        settings = _settings(cls, config_file, resume, out, **flags)
+        return settings, job(settings)
+    except ConfigError as err:
+        _fail(err, code=2)
+    except (MobileSamError, OSError, ValueError, ImportError) as err:
+        _fail(err)
+
+
 @train_app.command("cache-teacher")
 def cache_teacher_command(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of training images (searched recursively)."),
@@ -76,16 +89,11 @@ def cache_teacher_command(
     """Run the teacher once per image and store its embeddings as fp16 shards (resumable)."""
     from .cache import cache_teacher
 
-    try:
-        settings = _settings(
-            CacheConfig, config, False, out, images=images, teacher=teacher, teacher_weights=teacher_weights,
-            image_size=image_size, flips=flips, shard_size=shard_size, batch_size=batch_size, device=device,
-        )
-        summary = cache_teacher(settings, progress=not quiet)
-    except ConfigError as err:
-        _fail(err, code=2)
-    except (MobileSamError, OSError, ValueError, ImportError) as err:
-        _fail(err)
+    settings, summary = _run(
+        lambda settings: cache_teacher(settings, progress=not quiet), CacheConfig, config, False, out,
+        images=images, teacher=teacher, teacher_weights=teacher_weights, image_size=image_size, flips=flips,
+        shard_size=shard_size, batch_size=batch_size, device=device,
+    )
     _echo(
         f"{summary.entries} embeddings in {summary.shards} shards at {settings.out} "
         f"({summary.computed} computed, {summary.entries - summary.computed} already cached, {summary.seconds:.1f} s)"
@@ -122,18 +130,13 @@ def distill_command(
     """Train a student encoder to reproduce the cached teacher embeddings (MSE)."""
     from .distill import distill
 
-    try:
-        settings = _settings(
-            DistillConfig, config, resume, out, cache=cache, images=images, student=student, teacher_weights=teacher_weights,
-            epochs=epochs, steps=steps, max_steps=max_steps, batch_size=batch_size, accum=accum, lr=lr, min_lr=min_lr,
-            weight_decay=weight_decay, warmup_steps=warmup_steps, precision=precision, device=device, workers=workers,
-            seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, tensorboard=tensorboard,
-        )
-        summary = distill(settings, resume=resume, progress=not quiet)
-    except ConfigError as err:
-        _fail(err, code=2)
-    except (MobileSamError, OSError, ValueError, ImportError) as err:
-        _fail(err)
+    _, summary = _run(
+        lambda settings: distill(settings, resume=resume, progress=not quiet), DistillConfig, config, resume, out,
+        cache=cache, images=images, student=student, teacher_weights=teacher_weights, epochs=epochs, steps=steps,
+        max_steps=max_steps, batch_size=batch_size, accum=accum, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
+        warmup_steps=warmup_steps, precision=precision, device=device, workers=workers, seed=seed,
+        checkpoint_every=checkpoint_every, log_every=log_every, tensorboard=tensorboard,
+    )
     _report(summary)
 
 
@@ -167,18 +170,13 @@ def finetune_command(
     """Fine-tune the prompt encoder and mask decoder on masks with simulated prompts; the encoder stays frozen."""
     from .finetune import finetune_decoder
 
-    try:
-        settings = _settings(
-            FinetuneConfig, config, resume, out, data=data, model=model, images=images, model_name=model_name,
-            image_size=image_size, epochs=epochs, steps=steps, max_steps=max_steps, batch_size=batch_size,
-            masks_per_image=masks_per_image, iterations=iterations, lr=lr, warmup_steps=warmup_steps, precision=precision,
-            device=device, workers=workers, seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, tensorboard=tensorboard,
-        )
-        summary = finetune_decoder(settings, resume=resume, progress=not quiet)
-    except ConfigError as err:
-        _fail(err, code=2)
-    except (MobileSamError, OSError, ValueError, ImportError) as err:
-        _fail(err)
+    _, summary = _run(
+        lambda settings: finetune_decoder(settings, resume=resume, progress=not quiet), FinetuneConfig, config, resume,
+        out, data=data, model=model, images=images, model_name=model_name, image_size=image_size, epochs=epochs,
+        steps=steps, max_steps=max_steps, batch_size=batch_size, masks_per_image=masks_per_image, iterations=iterations,
+        lr=lr, warmup_steps=warmup_steps, precision=precision, device=device, workers=workers, seed=seed,
+        checkpoint_every=checkpoint_every, log_every=log_every, tensorboard=tensorboard,
+    )
     _report(summary)
 
 
