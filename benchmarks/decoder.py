@@ -16,7 +16,8 @@ from pathlib import Path
 
 from encoder import machine, parse_args, setup
 
-from mobilesam.bench import Row, bench_decoder, demo_prompts, format_table
+from mobilesam.bench import Row, bench_decoder, format_table
+from mobilesam.probe import demo_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from images import sample_images  # noqa: E402

@@ -24,8 +24,9 @@ import torch
 
 from mobilesam import load_sam
 from mobilesam.backends import BACKENDS, make_backend
-from mobilesam.bench import bench_encoder, format_table, peak_rss_mib, peak_rss_of, probe_name
+from mobilesam.bench import bench_encoder, format_table, probe_name
 from mobilesam.export import export_onnx
+from mobilesam.probe import peak_rss_mib, peak_rss_of
 from mobilesam.weights import detect_model_name, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -83,7 +84,10 @@ def main() -> int:
                     row.peak_rss_mib = peak_rss_mib(str(checkpoint), probe_name(row.name), onnx_dir, args.threads)
             print(f"peak RSS of importing torch and mobilesam alone: {peak_rss_mib(str(checkpoint), 'import-only'):.0f} MiB")
     print(f"machine: {machine()}")
-    print(f"encoder, 1024x1024 input, median of {args.repeats} (peak RSS: one image + one click, fresh process)\n")
+    print(
+        f"encoder, 1024x1024 input, median of {args.repeats} "
+        "(peak RSS: one image + one click, fresh process; onnx rows through OnnxPredictor, without torch)\n"
+    )
     print(format_table(rows))
     return 0
 

@@ -3,7 +3,7 @@
     python benchmarks/reference_rss.py CHECKPOINT THREADS
 
 Prints the peak resident set size in MiB; `benchmarks/encoder.py` runs it
-beside `python -m mobilesam.bench` for each of our backends.
+beside `python -m mobilesam.probe` for each of our backends.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from mobilesam import load_sam
-from mobilesam.bench import current_peak_rss_mib, demo_image, demo_prompts
+from mobilesam.probe import current_peak_rss_mib, demo_image, demo_prompts
 from mobilesam.weights import detect_model_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

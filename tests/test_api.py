@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -199,3 +201,21 @@ def test_bad_images_raise_clear_errors(model, tmp_path):
         model.predict(np.full((8, 8, 3), np.nan, np.float32), points=[1, 1])
     with pytest.raises(TypeError, match="expected an image"):
         model.predict(12345, points=[1, 1])
+
+
+def test_package_names_load_on_first_use():
+    script = """
+import sys
+import mobilesam
+assert "torch" not in sys.modules, "import mobilesam alone must stay light"
+for name in mobilesam.__all__:
+    getattr(mobilesam, name)
+assert set(mobilesam.__all__) <= set(dir(mobilesam))
+try:
+    mobilesam.NoSuchThing
+except AttributeError as err:
+    print(err)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "module 'mobilesam' has no attribute 'NoSuchThing'"

@@ -44,6 +44,37 @@ def test_default_backend_is_torch_eager(model):
     assert isinstance(predictor.backend, TorchBackend) and predictor.backend.name == "torch"
 
 
+def test_torch_backend_reuses_image_tokens_only_while_they_are_valid():
+    model = randomize(build_from_config(dataclasses.replace(get_config("vit_t"), image_size=256)), seed=4)
+    predictor = SamPredictor(model)
+    images = sample_images()
+    click = dict(point_coords=np.array([[120.0, 90.0]]), point_labels=np.array([1]), return_logits=True)
+    other = dict(box=np.array([30.0, 40.0, 200.0, 180.0]), return_logits=True)
+
+    def fresh(prompt: dict) -> tuple:
+        uncached = SamPredictor(model)
+        uncached.set_embedding(predictor.features, predictor.original_size, predictor.input_size)
+        return uncached.predict(**prompt)
+
+    def assert_same(got: tuple, want: tuple) -> None:
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+    predictor.set_image(images["chelsea"])
+    first = predictor.predict(**click)
+    assert predictor.backend._kept_image is not None
+    assert_same(predictor.predict(**other), fresh(other))
+    assert_same(predictor.predict(**click), first)
+    with_mask = dict(click, mask_input=first[2][:1])
+    assert_same(predictor.predict(**with_mask), fresh(with_mask))
+    # New decoder weights, loaded in place: the kept tokens must not be used.
+    decoder_weights = randomize(copy.deepcopy(model), seed=9).mask_decoder.state_dict()
+    model.mask_decoder.load_state_dict(decoder_weights)
+    assert_same(predictor.predict(**click), fresh(click))
+    assert not np.array_equal(predictor.predict(**click)[0], first[0])
+    predictor.set_image(images["astronaut"])
+    assert_same(predictor.predict(**click), fresh(click))
+
+
 def test_torch_fast_embedding_matches_torch(predictors):
     fast, ref = predictors
     assert fast.backend.name == ("torch-fast-bf16" if cpu_has_native_bf16() else "torch-fast")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from images import sample_images
-from mobilesam import SamPredictor, build_sam
+from mobilesam import OnnxPredictor, SamPredictor, build_sam
 from mobilesam.backends import make_backend
 from mobilesam.cli import app
 from mobilesam.export import export_onnx
@@ -67,6 +70,12 @@ def test_export_writes_checked_graphs_and_a_sidecar(exported):
     assert metadata["model"] == "vit_t"
     assert metadata["weights"] == {"file": checkpoint.name, "sha256": sha256_file(checkpoint)}
     assert metadata["opset"] == 17 and metadata["quantize"] == "int8" and metadata["image_size"] == 256
+    assert metadata["preprocessing"] == {
+        "pixel_mean": model.pixel_mean.flatten().tolist(),
+        "pixel_std": model.pixel_std.flatten().tolist(),
+        "image_format": "RGB",
+        "mask_threshold": 0.0,
+    }
     for role, entry in metadata["files"].items():
         path = folder / entry["file"]
         assert sha256_file(path) == entry["sha256"], role
@@ -184,6 +193,74 @@ def test_onnx_backend_errors_are_clear(exported, tmp_path, torch_predictor):
     predictor = _onnx_predictor(exported, torch_predictor)
     with pytest.raises(ValueError, match="needs a point or a box prompt"):
         predictor.predict(mask_input=np.zeros((1, 64, 64), np.float32))
+
+
+def test_onnx_predictor_predicts_like_sam_predictor(exported, torch_predictor):
+    folder = exported[2]
+    predictor = OnnxPredictor(folder, threads=2)
+    predictor.set_image(sample_images()["coffee"])
+    assert (predictor.original_size, predictor.input_size) == (torch_predictor.original_size, torch_predictor.input_size)
+    assert np.abs(predictor.features - torch_predictor.features.numpy()).max() <= FP32_TOL
+    # On the torch embedding, so the decoder graph and the upscaling are compared alone.
+    predictor.set_embedding(torch_predictor.features.numpy(), torch_predictor.original_size)
+    assert predictor.input_size == torch_predictor.input_size
+    prompts = _prompts(*torch_predictor.original_size)
+    for case, options in [
+        ("point", dict(multimask_output=True)),
+        ("points", dict(multimask_output=False)),
+        ("box", dict(multimask_output=False, return_logits=True)),
+        ("point_and_box", dict(multimask_output=True)),
+    ]:
+        ours, want = predictor.predict(**prompts[case], **options), torch_predictor.predict(**prompts[case], **options)
+        # The graph upscales with onnxruntime's Resize, which sums bilinear neighbours in another order.
+        if ours[0].dtype == np.bool_:
+            assert ours[0].shape == want[0].shape and np.mean(ours[0] != want[0]) <= 1e-4, case
+        else:
+            assert np.abs(ours[0] - want[0]).max() <= 1e-3, case
+        assert np.abs(ours[1] - want[1]).max() <= FP32_TOL and np.abs(ours[2] - want[2]).max() <= FP32_TOL, case
+
+
+def test_onnx_predictor_runs_without_torch(exported):
+    script = f"""
+import sys
+import numpy as np
+from mobilesam import OnnxPredictor
+predictor = OnnxPredictor({str(exported[2])!r}, quantize="int8", threads=1)
+predictor.set_image(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
+masks, iou, low_res = predictor.predict(point_coords=np.array([[60, 40]]), point_labels=np.array([1]))
+assert masks.shape == (3, 90, 120) and masks.dtype == np.bool_ and iou.shape == (3,) and low_res.shape == (3, 64, 64)
+print(sorted(name for name in sys.modules if name.split(".")[0] == "torch"))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", "torch was imported"
+
+
+def test_onnx_predictor_errors_are_clear(exported, tmp_path):
+    folder = exported[2]
+    predictor = OnnxPredictor(folder, threads=1)
+    with pytest.raises(RuntimeError, match="no image is set"):
+        predictor.predict(point_coords=np.array([[1, 1]]), point_labels=np.array([1]))
+    predictor.set_image(sample_images()["coffee"])
+    with pytest.raises(ValueError, match="needs a point or a box prompt"):
+        predictor.predict(mask_input=np.zeros((1, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="expected 2 point labels, one per point"):
+        predictor.predict(point_coords=np.array([[1, 1], [2, 2]]), point_labels=np.array([1]))
+    with pytest.raises(FileNotFoundError, match="not a `mobilesam export` folder"):
+        OnnxPredictor(tmp_path / "missing")
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    (old / "encoder.int8.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="export with `--quantize int8`"):
+        OnnxPredictor(old, quantize="int8")
+    metadata = json.loads((old / "metadata.json").read_text())
+    del metadata["preprocessing"]
+    (old / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="lacks the pre-processing constants"):
+        OnnxPredictor(old)
+    (old / "metadata.json").write_text('{"model": ')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        OnnxPredictor(old)
 
 
 def test_export_cli_rejects_an_unknown_quantisation(tmp_path):

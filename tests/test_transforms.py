@@ -66,3 +66,16 @@ def test_apply_image_torch_is_close_to_reference():
     assert torch.allclose(
         ResizeLongestSide(1024).apply_image_torch(image), ReferenceResize(1024).apply_image_torch(image), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("name", ["astronaut", "tall", "tiny"])
+def test_numpy_preprocessing_gives_the_models_bits(name):
+    from mobilesam import build_sam
+    from mobilesam.transforms import normalize_and_pad
+
+    model = build_sam("vit_t")
+    resized = ResizeLongestSide(1024).apply_image(IMAGES[name])
+    expected = model.preprocess(torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None])
+    got = normalize_and_pad(resized, model.pixel_mean.flatten().tolist(), model.pixel_std.flatten().tolist(), 1024)
+    assert got.dtype == np.float32 and got.shape == (1, 3, 1024, 1024)
+    assert np.array_equal(got, expected.numpy())

@@ -1,27 +1,47 @@
-"""mobilesam: prompt-guided image segmentation with MobileSAM and SAM."""
+"""mobilesam: prompt-guided image segmentation with MobileSAM and SAM.
 
-from .api import SAM
-from .automatic import SamAutomaticMaskGenerator
-from .errors import CheckpointError, DownloadError, MobileSamError, UnknownModelError
-from .modeling import Sam
-from .predictor import SamPredictor
-from .registry import MODEL_CONFIGS, build_sam, load_sam, sam_model_registry
-from .results import Results
+Names are imported on first use (PEP 562), so `import mobilesam` stays
+light and `mobilesam.OnnxPredictor` runs on onnxruntime without loading
+torch at all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MODEL_CONFIGS",
-    "SAM",
-    "CheckpointError",
-    "DownloadError",
-    "MobileSamError",
-    "Results",
-    "Sam",
-    "SamAutomaticMaskGenerator",
-    "SamPredictor",
-    "UnknownModelError",
-    "build_sam",
-    "load_sam",
-    "sam_model_registry",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "SAM": ".api",
+    "SamAutomaticMaskGenerator": ".automatic",
+    "CheckpointError": ".errors",
+    "DownloadError": ".errors",
+    "MobileSamError": ".errors",
+    "UnknownModelError": ".errors",
+    "OnnxPredictor": ".export.predictor",
+    "Sam": ".modeling",
+    "SamPredictor": ".predictor",
+    "MODEL_CONFIGS": ".registry",
+    "build_sam": ".registry",
+    "load_sam": ".registry",
+    "sam_model_registry": ".registry",
+    "Results": ".results",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .api import SAM
+    from .automatic import SamAutomaticMaskGenerator
+    from .errors import CheckpointError, DownloadError, MobileSamError, UnknownModelError
+    from .export.predictor import OnnxPredictor
+    from .modeling import Sam
+    from .predictor import SamPredictor
+    from .registry import MODEL_CONFIGS, build_sam, load_sam, sam_model_registry
+    from .results import Results
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

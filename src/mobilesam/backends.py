@@ -26,6 +26,7 @@ Backends by name (`make_backend`):
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from .modeling import Sam
+from .modeling.transformer import ImageTokens
 
 
 BACKENDS = ("torch", "torch-fast", "torch-compile", "onnx", "onnx-int8")
@@ -74,12 +76,20 @@ class Backend(ABC):
 
 
 class TorchBackend(Backend):
-    """The model's own modules in eager fp32: the reference numerics."""
+    """The model's own modules in eager fp32: the reference numerics.
+
+    Clicks on one image without a mask prompt all start the transformer from
+    the same image tokens, so their prompt-independent part (`ImageTokens`:
+    the positional encoding and the first layer's image projections) is kept
+    for the last embedding seen, and reused while neither that embedding nor
+    the decoder's weights change. The masks are the same bits either way.
+    """
 
     name = "torch"
 
     def __init__(self, model: Sam) -> None:
         self.model = model
+        self._kept_image: tuple[torch.Tensor, tuple[int, ...], ImageTokens] | None = None
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.image_encoder(images)
@@ -94,14 +104,42 @@ class TorchBackend(Backend):
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         points = None if point_coords is None else (point_coords, point_labels)
-        sparse_embeddings, dense_embeddings = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        return self.model.mask_decoder(
-            image_embeddings=image_embeddings,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse_embeddings,
-            dense_prompt_embeddings=dense_embeddings,
-            multimask_output=multimask_output,
+        prompt_encoder, mask_decoder = self.model.prompt_encoder, self.model.mask_decoder
+        sparse_embeddings, dense_embeddings = prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        if mask_input is None and not torch.is_grad_enabled():
+            image = self._image_tokens(image_embeddings, dense_embeddings)
+        else:
+            image = mask_decoder.prepare_image(image_embeddings, prompt_encoder.get_dense_pe(), dense_embeddings)
+        tokens, image_features = mask_decoder.run_transformer(image, sparse_embeddings)
+        low_res_logits = mask_decoder.masks_from_tokens(tokens, image_features)
+        iou_predictions = mask_decoder.predict_iou(tokens)
+        selected = slice(1, None) if multimask_output else slice(0, 1)
+        return low_res_logits[:, selected], iou_predictions[:, selected]
+
+    def _image_tokens(self, image_embeddings: torch.Tensor, no_mask_dense: torch.Tensor) -> ImageTokens:
+        """`prepare_image` for prompts without a mask, from the kept copy when it is still valid."""
+        stamp = self._stamp(image_embeddings)
+        kept = self._kept_image
+        if stamp is not None and kept is not None and kept[0] is image_embeddings and kept[1] == stamp:
+            return kept[2]
+        image = self.model.mask_decoder.prepare_image(
+            image_embeddings, self.model.prompt_encoder.get_dense_pe(), no_mask_dense
         )
+        self._kept_image = None if stamp is None else (image_embeddings, stamp, image)
+        return image
+
+    def _stamp(self, image_embeddings: torch.Tensor) -> tuple[int, ...] | None:
+        """Changes whenever the embedding or a prompt-encoder/decoder tensor is written in place or replaced.
+
+        Version counters count in-place writes (`load_state_dict`, optimiser
+        steps); ids catch tensors swapped for others. None where a tensor has
+        no version counter (made in inference mode): nothing is kept then.
+        """
+        modules = (self.model.prompt_encoder, self.model.mask_decoder)
+        tensors = [image_embeddings, *(t for m in modules for t in itertools.chain(m.parameters(), m.buffers()))]
+        if any(t.is_inference() for t in tensors):
+            return None
+        return tuple(v for t in tensors for v in (id(t), t._version))
 
 
 class TorchFastBackend(TorchBackend):

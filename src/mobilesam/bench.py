@@ -2,20 +2,13 @@
 
 Used by `mobilesam bench` and by `benchmarks/encoder.py` / `benchmarks/decoder.py`.
 Runs alternate between the baseline and every backend, so load from other
-processes hits all of them alike; each figure is a median.
-
-Run as ``python -m mobilesam.bench MODEL BACKEND [ONNX_DIR] [THREADS]`` it
-is the peak-RSS probe: one image prediction in a fresh process, printing
-the peak resident set size in MiB.
+processes hits all of them alike; each figure is a median. Peak memory
+comes from `mobilesam.probe`, one fresh process per backend.
 """
 
 from __future__ import annotations
 
-import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +20,8 @@ import torch
 from .backends import Backend, TorchBackend, make_backend
 from .modeling import Sam
 from .predictor import SamPredictor
+from .probe import demo_image, demo_prompts, peak_rss_mib
 from .transforms import get_preprocess_shape
-
-
 
 # The first row of `mobilesam bench`'s tables.
 BASELINE = "torch eager"
@@ -61,28 +53,6 @@ def median_seconds(calls: dict[str, Callable[[], object]], repeats: int, warmup:
             call()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(seconds) for name, seconds in times.items()}
-
-
-def demo_image(h: int = 768, w: int = 1024) -> np.ndarray:
-    """A deterministic (h, w, 3) uint8 image: gradients and discs (for when no photo is given)."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    image = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (h + w) * 255], axis=-1)
-    rng = np.random.default_rng(0)
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(20, min(h, w) / 3)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 255, 3)
-    return image.astype(np.uint8)
-
-
-def demo_prompts(h: int, w: int) -> list[dict[str, np.ndarray]]:
-    """A click, two clicks, a box, and a box with a click, spread over an (h, w) image."""
-    box = np.array([0.2 * w, 0.25 * h, 0.7 * w, 0.8 * h])
-    return [
-        dict(point_coords=np.array([[0.5 * w, 0.5 * h]]), point_labels=np.array([1])),
-        dict(point_coords=np.array([[0.3 * w, 0.4 * h], [0.6 * w, 0.6 * h]]), point_labels=np.array([1, 0])),
-        dict(box=box),
-        dict(point_coords=np.array([[0.45 * w, 0.5 * h]]), point_labels=np.array([1]), box=box),
-    ]
 
 
 def bench_encoder(
@@ -154,22 +124,6 @@ def bench_decoder(
     return {name: 1000 * s / prompts_per_round for name, s in seconds.items()}
 
 
-def peak_rss_mib(model: str, backend: str, onnx_dir: Path | None = None, threads: int | None = None) -> float:
-    """Peak RSS of a fresh process that loads `model` and predicts one click on one image with `backend`.
-
-    `backend` "import-only" stops after importing torch and mobilesam, the floor under every figure.
-    """
-    return peak_rss_of([sys.executable, "-m", "mobilesam.bench", model, backend, str(onnx_dir or ""), str(threads or 0)])
-
-
-def peak_rss_of(command: list[str]) -> float:
-    """Run a probe process whose last line of output is its peak RSS in MiB, and return that."""
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"the RSS probe {command[1:]} failed: {result.stderr.strip().splitlines()[-1:]}")
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def run_benchmark(
     model: Sam,
     backend_names: list[str],
@@ -185,7 +139,8 @@ def run_benchmark(
     The baseline has the reference's numerics; the original package is only
     a test oracle, so `benchmarks/encoder.py` and `benchmarks/decoder.py`
     time that one. With `rss_model` (what `load_sam` takes), also the peak RSS
-    of one image prediction per backend, each in a fresh process.
+    of one image prediction per backend, each in a fresh process (`mobilesam.probe`;
+    the ONNX backends through the torch-free `OnnxPredictor`).
 
     Raises:
         ValueError: An unknown backend, or an ONNX backend without `onnx_dir`.
@@ -252,32 +207,3 @@ def _model_input(predictor: SamPredictor, image: np.ndarray) -> torch.Tensor:
 def _masks(predictor: SamPredictor, embedding: torch.Tensor, image: np.ndarray, prompt: dict) -> np.ndarray:
     predictor.set_embedding(embedding, image.shape[:2], get_preprocess_shape(*image.shape[:2], predictor.model.img_size))
     return predictor.predict(**prompt)[0]
-
-
-def _probe(model_name: str, backend: str, onnx_dir: str, threads: int) -> float:
-    from .registry import load_sam
-
-    if backend == "import-only":
-        return current_peak_rss_mib()
-    if threads:
-        torch.set_num_threads(threads)
-    model = load_sam(model_name).eval()
-    image = demo_image()
-    predictor = SamPredictor(model, make_backend(backend, model, onnx_dir=onnx_dir or None, threads=threads or None))
-    predictor.set_image(image)
-    predictor.predict(**demo_prompts(*image.shape[:2])[0])
-    return current_peak_rss_mib()
-
-
-def current_peak_rss_mib() -> float:
-    """This process's peak RSS: VmHWM on Linux (ru_maxrss would include the parent's RSS inherited at fork)."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # bytes on macOS
-
-
-if __name__ == "__main__":
-    print(json.dumps(_probe(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))

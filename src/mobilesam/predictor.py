@@ -16,7 +16,7 @@ import torch
 from .backends import Backend, TorchBackend
 from .io.images import pixels_digest, to_rgb_uint8
 from .modeling import Sam
-from .prompts import as_boxes, as_mask_input, as_points
+from .prompts import predictor_prompt
 from .transforms import ResizeLongestSide
 
 logger = logging.getLogger(__name__)
@@ -145,23 +145,24 @@ class SamPredictor:
             low_res_logits: (C, 256, 256), to feed back as `mask_input`.
         """
         self._require_image()
-        coords_torch = labels_torch = box_torch = mask_torch = None
-        if point_coords is not None:
-            coords, labels = as_points(point_coords, point_labels, self._original_size)
-            coords = self.transform.apply_coords(coords, self._original_size)
-            coords_torch = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
-            labels_torch = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
-        elif point_labels is not None:
-            raise ValueError("point_labels were given without point_coords")
-        if box is not None:
-            boxes = as_boxes(box, self._original_size)
-            if boxes.shape[0] != 1:
-                raise ValueError(f"predict takes one box; use predict_torch for {boxes.shape[0]} boxes")
-            boxes = self.transform.apply_boxes(boxes, self._original_size)
-            box_torch = torch.as_tensor(boxes, dtype=torch.float, device=self.device)
-        if mask_input is not None:
-            mask = as_mask_input(mask_input, self.model.prompt_encoder.mask_input_size)
-            mask_torch = torch.as_tensor(mask, dtype=torch.float, device=self.device)[None]
+        prompt = predictor_prompt(
+            self.transform,
+            self._original_size,
+            self.model.prompt_encoder.mask_input_size,
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+        )
+        coords_torch, labels_torch, box_torch, mask_torch = (
+            None if value is None else torch.as_tensor(value, dtype=dtype, device=self.device)
+            for value, dtype in (
+                (prompt.point_coords, torch.float),
+                (prompt.point_labels, torch.int),
+                (prompt.boxes, torch.float),
+                (prompt.mask_input, torch.float),
+            )
+        )
         masks, iou_predictions, low_res_logits = self.predict_torch(
             coords_torch, labels_torch, box_torch, mask_torch, multimask_output, return_logits=return_logits
         )

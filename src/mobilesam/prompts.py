@@ -6,9 +6,12 @@ raises `ValueError` with a message that says what was received and expected.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .transforms import ResizeLongestSide
 
 # How far outside the image a coordinate may lie, as a fraction of the image
 # side, before it is taken for a mistake (wrong frame, swapped axes).
@@ -128,3 +131,39 @@ def as_object_prompts(
             f"points and bboxes together need one box per object: {coords.shape[0]} point objects, {boxes.shape[0]} boxes"
         )
     return coords, point_labels, boxes
+
+
+@dataclass(frozen=True)
+class ModelFramePrompt:
+    """One object's prompt for the decoder, checked and mapped into the model frame; absent parts are None."""
+
+    point_coords: np.ndarray | None  # (1, N, 2) float64 XY
+    point_labels: np.ndarray | None  # (1, N) int64
+    boxes: np.ndarray | None  # (1, 4) float64 XYXY
+    mask_input: np.ndarray | None  # (1, 1, h, w) float32 low-res logits
+
+
+def predictor_prompt(
+    transform: ResizeLongestSide,
+    original_size: tuple[int, int],
+    mask_input_size: tuple[int, int],
+    point_coords: Any = None,
+    point_labels: Any = None,
+    box: Any = None,
+    mask_input: Any = None,
+) -> ModelFramePrompt:
+    """Check the arguments of `SamPredictor.predict` and map them into the model frame with `transform`."""
+    coords = labels = boxes = mask = None
+    if point_coords is not None:
+        points, point_labels = as_points(point_coords, point_labels, original_size)
+        coords, labels = transform.apply_coords(points, original_size)[None], point_labels[None]
+    elif point_labels is not None:
+        raise ValueError("point_labels were given without point_coords")
+    if box is not None:
+        checked = as_boxes(box, original_size)
+        if checked.shape[0] != 1:
+            raise ValueError(f"predict takes one box; use predict_torch for {checked.shape[0]} boxes")
+        boxes = transform.apply_boxes(checked, original_size)
+    if mask_input is not None:
+        mask = as_mask_input(mask_input, mask_input_size)[None]
+    return ModelFramePrompt(coords, labels, boxes, mask)

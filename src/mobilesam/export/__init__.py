@@ -1,9 +1,33 @@
-"""ONNX export of the image encoder and the prompt decoder, int8 quantisation, and the onnxruntime backend.
+"""ONNX export (`export_onnx`), int8 quantisation, and onnxruntime inference over the exported graphs.
 
-Needs the `onnx` extra: ``pip install 'mobilesam[onnx]'``.
+Names are imported on first use, so the torch-free `OnnxPredictor` does not
+pull in the exporter's torch.
 """
 
-from .exporter import DECODER_FILE, ENCODER_FILE, METADATA_FILE, OPSET, export_onnx
-from .quantize import QUANTIZATIONS, quantized_name
+from __future__ import annotations
 
-__all__ = ["DECODER_FILE", "ENCODER_FILE", "METADATA_FILE", "OPSET", "QUANTIZATIONS", "export_onnx", "quantized_name"]
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
+
+_EXPORTS = {
+    "OPSET": ".exporter",
+    "export_onnx": ".exporter",
+    "DECODER_FILE": ".layout",
+    "ENCODER_FILE": ".layout",
+    "METADATA_FILE": ".layout",
+    "OnnxPredictor": ".predictor",
+    "QUANTIZATIONS": ".quantize",
+    "quantized_name": ".quantize",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .exporter import OPSET, export_onnx
+    from .layout import DECODER_FILE, ENCODER_FILE, METADATA_FILE
+    from .predictor import OnnxPredictor
+    from .quantize import QUANTIZATIONS, quantized_name
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

@@ -13,6 +13,7 @@ import torch
 from ..io.atomic import atomic_path, write_text_atomic
 from ..modeling import Sam
 from ..weights import sha256_file
+from .layout import DECODER_FILE, ENCODER_FILE, METADATA_FILE
 from .quantize import QUANTIZATIONS, quantize_int8, quantized_name
 from .wrappers import DecoderOnnxModel, EncoderOnnxModel
 
@@ -20,9 +21,6 @@ logger = logging.getLogger(__name__)
 
 # 17: LayerNormalization is a single op; onnxruntime >= 1.18 runs it everywhere.
 OPSET = 17
-ENCODER_FILE = "encoder.onnx"
-DECODER_FILE = "decoder.onnx"
-METADATA_FILE = "metadata.json"
 
 
 def export_onnx(
@@ -92,6 +90,14 @@ def export_onnx(
         "weights": None if weights is None else {"file": Path(weights).name, "sha256": sha256_file(weights)},
         "opset": opset,
         "image_size": side,
+        # What a client does before the encoder and after the decoder, so
+        # `OnnxPredictor` needs nothing but this folder.
+        "preprocessing": {
+            "pixel_mean": model.pixel_mean.flatten().tolist(),
+            "pixel_std": model.pixel_std.flatten().tolist(),
+            "image_format": model.image_format,
+            "mask_threshold": model.mask_threshold,
+        },
         "quantize": quantize,
         "files": {role: {"file": path.name, "sha256": sha256_file(path)} for role, path in paths.items()},
         "torch": torch.__version__,

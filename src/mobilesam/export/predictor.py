@@ -1,0 +1,143 @@
+"""`OnnxPredictor`: `SamPredictor`'s interface over an export folder, on onnxruntime and numpy alone.
+
+For deployments that should not load torch: importing torch alone costs
+about 530 MiB of memory here, more than the whole onnxruntime prediction.
+The pre-processing (`transforms`), prompt checks (`prompts`) and image
+conversion (`io.images`) are the ones `SamPredictor` uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..io.images import to_rgb_uint8
+from ..prompts import predictor_prompt
+from ..transforms import ResizeLongestSide, get_preprocess_shape, normalize_and_pad
+from .layout import find_graphs
+from .sessions import OnnxSessions, onnx_points
+
+
+class OnnxPredictor:
+    """Embed an image once with the exported encoder, then predict masks from prompts with the exported decoder.
+
+    The methods and return values are `SamPredictor`'s, on numpy arrays;
+    masks come out of the decoder graph already at the image's size.
+
+    Args:
+        onnx_dir: A folder written by `mobilesam export`.
+        quantize: "int8" for the int8 encoder (export with `--quantize int8`), None for fp32.
+        threads: onnxruntime intra-op threads; None lets it choose (one per core).
+
+    Raises:
+        FileNotFoundError: Not an export folder, or a graph is missing.
+        ValueError: Unknown `quantize`, or a sidecar without the pre-processing constants.
+        ImportError: onnxruntime is not installed.
+    """
+
+    def __init__(self, onnx_dir: str | Path, *, quantize: str | None = None, threads: int | None = None) -> None:
+        graphs = find_graphs(onnx_dir, quantize)
+        try:
+            preprocessing = graphs.metadata["preprocessing"]
+            self.img_size = int(graphs.metadata["image_size"])
+            self.pixel_mean = [float(v) for v in preprocessing["pixel_mean"]]
+            self.pixel_std = [float(v) for v in preprocessing["pixel_std"]]
+            self.image_format = str(preprocessing["image_format"])
+            self.mask_threshold = float(preprocessing["mask_threshold"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{onnx_dir}: metadata.json lacks the pre-processing constants ({err}); "
+                "export again with this version of `mobilesam export`"
+            ) from None
+        self.sessions = OnnxSessions(graphs, threads=threads)
+        self.transform = ResizeLongestSide(self.img_size)
+        self.reset_image()
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._features is not None
+
+    @property
+    def features(self) -> np.ndarray | None:
+        """(1, C, H, W) embedding of the current image, or None."""
+        return self._features
+
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        """(H, W) of the current image as given."""
+        return self._original_size
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) of the current image resized for the model, before padding."""
+        return self._input_size
+
+    def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
+        self._features: np.ndarray | None = None
+        self._original_size: tuple[int, int] | None = None
+        self._input_size: tuple[int, int] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Compute the embedding of an (H, W, 3) image ("RGB" or "BGR"; other layouts are converted)."""
+        rgb = to_rgb_uint8(image, image_format)
+        if self.image_format == "BGR":
+            rgb = rgb[..., ::-1]
+        resized = self.transform.apply_image(np.ascontiguousarray(rgb))
+        self.reset_image()
+        self._features = self.sessions.embed(normalize_and_pad(resized, self.pixel_mean, self.pixel_std, self.img_size))
+        self._original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        self._input_size = (int(resized.shape[0]), int(resized.shape[1]))
+
+    def set_embedding(self, image_embedding: np.ndarray, original_size: tuple[int, int]) -> None:
+        """Make an embedding computed earlier (`features` after `set_image`) the current image."""
+        if image_embedding.ndim != 4 or image_embedding.shape[0] != 1:
+            raise ValueError(f"image_embedding must be (1, C, H, W), got {tuple(image_embedding.shape)}")
+        self.reset_image()
+        self._features = image_embedding
+        self._original_size = (int(original_size[0]), int(original_size[1]))
+        self._input_size = get_preprocess_shape(*self._original_size, self.img_size)
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for one object, as `SamPredictor.predict` does; needs a point or a box.
+
+        Returns:
+            masks: (C, H, W) bool (or float32 logits) at the original size, C = 3 or 1.
+            iou_predictions: (C,) predicted mask quality.
+            low_res_logits: (C, 256, 256), to feed back as `mask_input`.
+        """
+        if self._features is None:
+            raise RuntimeError("no image is set: call .set_image(image) before predicting")
+        prompt = predictor_prompt(
+            self.transform,
+            self._original_size,
+            self.sessions.mask_input_size,
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+        )
+        coords, labels = onnx_points(prompt.point_coords, prompt.point_labels, prompt.boxes)
+        masks, iou_predictions, low_res_logits = self.sessions.decode(
+            self._features, coords, labels, prompt.mask_input, self._original_size
+        )
+        selected = slice(1, None) if multimask_output else slice(0, 1)
+        masks = masks[0, selected]
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, iou_predictions[0, selected], low_res_logits[0, selected]
+
+    def get_image_embedding(self) -> np.ndarray:
+        """The (1, C, H, W) embedding of the current image."""
+        if self._features is None:
+            raise RuntimeError("no image is set: call .set_image(image) before predicting")
+        return self._features

@@ -1,0 +1,112 @@
+"""onnxruntime sessions over an exported encoder and decoder, on numpy arrays (torch is never imported)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import ExportedGraphs
+
+# Decoder outputs, in the graph's order.
+MASKS, IOU_PREDICTIONS, LOW_RES_MASKS = "masks", "iou_predictions", "low_res_masks"
+
+
+class OnnxSessions:
+    """The encoder and decoder graphs of one export, on onnxruntime's CPU provider.
+
+    Args:
+        graphs: From `find_graphs`.
+        threads: Intra-op threads; None lets onnxruntime choose (one per core).
+
+    Raises:
+        ImportError: onnxruntime is not installed.
+    """
+
+    def __init__(self, graphs: ExportedGraphs, *, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ImportError(f"onnx inference needs onnxruntime: pip install 'mobilesam[onnx]' ({err})") from None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        self.graphs = graphs
+        self.encoder = ort.InferenceSession(str(graphs.encoder), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(graphs.decoder), options, providers=providers)
+        self.mask_input_size: tuple[int, int] = tuple(self.decoder.get_inputs()[3].shape[2:])
+
+    def embed(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, S, S) normalised, padded float32 image -> (1, C, S/16, S/16) embedding."""
+        (image_embeddings,) = self.encoder.run(None, {"image": np.ascontiguousarray(image, np.float32)})
+        return image_embeddings
+
+    def decode(
+        self,
+        image_embeddings: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray | None,
+        orig_im_size: tuple[int, int],
+        outputs: tuple[str, ...] = (MASKS, IOU_PREDICTIONS, LOW_RES_MASKS),
+    ) -> list[np.ndarray]:
+        """Run the decoder graph on prompts already in SAM's ONNX form (see `onnx_points`).
+
+        Args:
+            image_embeddings: (1, C, H, W) from `embed`.
+            point_coords: (B, N, 2) XY, model frame.
+            point_labels: (B, N) labels 1, 0, 2, 3 or -1.
+            mask_input: (B, 1, 256, 256) low-res logits, or None.
+            orig_im_size: (H, W) the `masks` output is upscaled to.
+            outputs: Which outputs to return, in this order.
+
+        Returns:
+            The requested outputs; each has all four mask tokens (0: single-mask output, 1-3: multimask).
+        """
+        batch = point_coords.shape[0]
+        if mask_input is None:
+            masks, has_mask = np.zeros((batch, 1, *self.mask_input_size), np.float32), 0.0
+        else:
+            masks, has_mask = np.broadcast_to(mask_input, (batch, 1, *self.mask_input_size)), 1.0
+        feeds = {
+            "image_embeddings": np.ascontiguousarray(image_embeddings, np.float32),
+            "point_coords": np.ascontiguousarray(point_coords, np.float32),
+            "point_labels": np.ascontiguousarray(point_labels, np.float32),
+            "mask_input": np.ascontiguousarray(masks, np.float32),
+            "has_mask_input": np.array([has_mask], np.float32),
+            "orig_im_size": np.array(orig_im_size, np.float32),
+        }
+        return self.decoder.run(list(outputs), feeds)
+
+
+def onnx_points(
+    point_coords: np.ndarray | None, point_labels: np.ndarray | None, boxes: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points and boxes in SAM's ONNX form: (B, N, 2) coords and (B, N) float32 labels.
+
+    Boxes become two corner points labelled 2 and 3; without a box, one
+    padding point (label -1) goes last, as `SamPredictor` adds it.
+
+    Args:
+        point_coords: (B, N, 2) XY, model frame, or None.
+        point_labels: (B, N), or None.
+        boxes: (B, 4) XYXY, model frame, or None.
+
+    Raises:
+        ValueError: Neither points nor a box (the graph needs one).
+    """
+    coords, labels = [], []
+    if point_coords is not None:
+        coords.append(np.asarray(point_coords, np.float32))
+        labels.append(np.asarray(point_labels, np.float32))
+    if boxes is not None:
+        corners = np.asarray(boxes, np.float32).reshape(-1, 2, 2)
+        coords.append(corners)
+        labels.append(np.broadcast_to(np.array([2.0, 3.0], np.float32), corners.shape[:2]))
+    elif coords:
+        batch = coords[0].shape[0]
+        coords.append(np.zeros((batch, 1, 2), np.float32))
+        labels.append(-np.ones((batch, 1), np.float32))
+    if not coords:
+        raise ValueError("the ONNX decoder needs a point or a box prompt; a mask alone is not supported")
+    return np.concatenate(coords, axis=1), np.ascontiguousarray(np.concatenate(labels, axis=1))
