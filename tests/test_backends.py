@@ -15,8 +15,9 @@ import torch
 
 from images import sample_images
 from mobilesam import SamPredictor
-from mobilesam.backends import TorchBackend, TorchFastBackend, cpu_has_native_bf16, fold_batch_norms, make_backend
-from mobilesam.modeling.tiny_vit import ConvBN
+from mobilesam.backends import TorchBackend, TorchFastBackend, cpu_has_native_bf16, make_backend
+from mobilesam.fast_encoder import ChunkedMlp, StripedMBConv, fast_encoder_copy, fold_batch_norms
+from mobilesam.modeling.tiny_vit import ConvBN, MBConv
 from mobilesam.registry import TinyViTConfig, build_from_config, get_config
 from reference import randomize
 
@@ -107,6 +108,33 @@ def test_fold_batch_norms_replaces_every_conv_bn_and_keeps_the_output(model):
         got = folded(x)
     assert not any(isinstance(m, ConvBN) for m in folded.modules())
     assert (got - want).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("rows", [1, 5, 16, 40])
+def test_striped_mbconv_matches_the_block(model, rows):
+    block = model.image_encoder.layers[0].blocks[1]
+    x = torch.randn(1, 64, 17, 23).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = block(x)
+        got = StripedMBConv(fold_batch_norms(copy.deepcopy(block)), rows)(x)
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("tokens", [1, 7, 2048])
+def test_chunked_mlp_matches_the_mlp(model, tokens):
+    mlp = model.image_encoder.layers[1].blocks[0].mlp
+    x = torch.randn(2, 61, mlp.fc1.in_features)
+    with torch.no_grad():
+        # One token at a time runs another matmul kernel, which rounds differently.
+        assert (ChunkedMlp(mlp, tokens)(x) - mlp(x)).abs().max().item() <= 1e-5
+
+
+def test_fast_encoder_copy_rewrites_a_copy_only(model):
+    encoder = fast_encoder_copy(model)
+    kinds = {type(m) for m in encoder.modules()}
+    assert StripedMBConv in kinds and ChunkedMlp in kinds and ConvBN not in kinds and MBConv not in kinds
+    assert any(isinstance(m, MBConv) for m in model.image_encoder.modules()), "the model itself must stay untouched"
 
 
 def test_torch_fast_copies_the_encoder_and_never_picks_emulated_bf16(model):

@@ -11,29 +11,26 @@ the predictor, so every backend gives masks through the same code.
 Backends by name (`make_backend`):
 
 - ``torch``: the model's own modules, eager fp32: the reference numerics.
-- ``torch-fast``: a copy of the encoder with BatchNorm folded into the
-  convolutions, channels-last convolutions, `inference_mode`, and bf16
-  autocast only where the CPU computes bf16 natively (AVX-512 BF16 / AMX);
-  the decoder is the model's own.
-- ``torch-compile``: a BatchNorm-folded copy of the encoder compiled by
-  TorchInductor with its weights frozen into the graph; the first `embed`
-  compiles (about a minute on two cores; inductor caches the kernels on disk
-  for later processes).
+- ``torch-fast``: the encoder copy of `fast_encoder_copy` (BatchNorm
+  folded, cache-sized strips of the wide layers, channels-last) in
+  `inference_mode`, with bf16 autocast only where the CPU computes bf16
+  natively (AVX-512 BF16 / AMX); the decoder is the model's own.
+- ``torch-compile``: the same copy compiled by TorchInductor with its
+  weights frozen into the graph; the first `embed` compiles (about a minute
+  on two cores; inductor caches the kernels on disk for later processes).
 - ``onnx``, ``onnx-int8``: onnxruntime over the graphs of `mobilesam export`
   (see `mobilesam.export.runtime.OnnxBackend`).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
-from torch import nn
-
+from .fast_encoder import fast_encoder_copy
 from .modeling import Sam
 from .modeling.transformer import ImageTokens
 
@@ -159,7 +156,7 @@ class TorchFastBackend(TorchBackend):
     def __init__(self, model: Sam, bf16: bool | None = None) -> None:
         super().__init__(model)
         self.bf16 = cpu_has_native_bf16() if bf16 is None else bf16
-        self.encoder = folded_encoder_copy(model).to(memory_format=torch.channels_last)
+        self.encoder = fast_encoder_copy(model)
         if self.bf16:
             self.name = "torch-fast-bf16"
 
@@ -171,20 +168,18 @@ class TorchFastBackend(TorchBackend):
 
 
 class TorchCompileBackend(TorchBackend):
-    """A BatchNorm-folded copy of the encoder, compiled by TorchInductor on the first `embed`.
+    """torch-fast's encoder copy, compiled by TorchInductor on the first `embed`.
 
     Freezing turns the weights into constants, so inductor prepacks them for
-    oneDNN's convolutions and fuses the element-wise work in between. The
-    layout stays contiguous: inductor picks its own, and a channels-last
-    module measured slower here. Like torch-fast, weights loaded into the
-    model later are not seen.
+    oneDNN's convolutions and fuses the element-wise work in between. Like
+    torch-fast, weights loaded into the model later are not seen.
     """
 
     name = "torch-compile"
 
     def __init__(self, model: Sam) -> None:
         super().__init__(model)
-        self.encoder = torch.compile(folded_encoder_copy(model))
+        self.encoder = torch.compile(fast_encoder_copy(model))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         from torch._inductor import config as inductor_config
@@ -193,31 +188,13 @@ class TorchCompileBackend(TorchBackend):
         # the first one, and other compiled code in the process keeps its own
         # settings (`torch.compile(options=...)` does not freeze the same way).
         with inductor_config.patch(freezing=True), torch.inference_mode():
-            embedding = self.encoder(images.contiguous())
-        return embedding.clone()
+            embedding = self.encoder(images.contiguous(memory_format=torch.channels_last))
+        return embedding.contiguous().clone()
 
 
 def cpu_has_native_bf16() -> bool:
     """True where oneDNN runs bf16 in hardware (AVX-512 BF16 or AMX), so bf16 is faster than fp32."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def folded_encoder_copy(model: Sam) -> nn.Module:
-    """An eval-mode copy of `model`'s image encoder with its BatchNorms folded; the model stays untouched."""
-    return fold_batch_norms(copy.deepcopy(model.image_encoder).eval())
-
-
-def fold_batch_norms(module: nn.Module) -> nn.Module:
-    """Replace every Conv2d followed by an eval-mode BatchNorm2d (`ConvBN`) with one biased Conv2d, in place."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    from .modeling.tiny_vit import ConvBN
-
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, ConvBN):
-                setattr(parent, name, fuse_conv_bn_eval(child.c, child.bn))
-    return module
 
 
 def make_backend(
