@@ -177,6 +177,18 @@ def test_everything_writes_the_generators_masks(checkpoint, photos, tmp_path):
     np.testing.assert_allclose(scores, expected.scores, rtol=1e-6)
 
 
+def test_predict_on_the_fast_backend_gives_the_same_masks(checkpoint, photos, tmp_path):
+    image = photos / "cats" / "chelsea.jpg"
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["predict", str(image), "-m", str(checkpoint), "-p", f"{POINT[0]},{POINT[1]}", "-o", str(out), "-f", "png", "--backend", "torch-fast"]
+    )
+    assert result.exit_code == 0, result.output
+    [expected] = SAM(checkpoint).predict(image, points=list(POINT), labels=[1])
+    # The fast encoder is within 1e-4 of eager torch: only a pixel at the threshold may flip.
+    assert np.mean(_png_mask(out / "masks" / "chelsea" / "000.png") != expected.masks[0]) <= 1e-3
+
+
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [
@@ -190,6 +202,9 @@ def test_everything_writes_the_generators_masks(checkpoint, photos, tmp_path):
         (["predict", "{photos}", "-p", "1,2", "--model", "vit_q"], 1, "unknown model 'vit_q'"),
         (["predict", "{photos}", "-p", "1,2", "--device", "cuda:7"], 1, "--device"),
         (["everything", "{photos}", "--box-nms-thresh", "1.5"], 2, "box_nms_thresh"),
+        (["predict", "{photos}", "-p", "1,2", "--backend", "tensorrt"], 2, "--backend must be one of torch, torch-fast"),
+        (["everything", "{photos}", "--backend", "onnx-int8"], 2, "--backend onnx-int8 needs --onnx-dir"),
+        (["predict", "{photos}", "-p", "1,2", "--backend", "onnx", "--onnx-dir", "{photos}"], 1, "not a `mobilesam export` folder"),
     ],
 )
 def test_bad_arguments_are_one_line(checkpoint, photos, tmp_path, args, status, message):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .backends import Backend
 from .io.images import to_rgb_uint8
 from .masks import (
     area_from_rle,
@@ -105,6 +106,9 @@ class SamAutomaticMaskGenerator:
         point_grids: Explicit (N, 2) grids in [0, 1] per crop layer.
         min_mask_region_area: If > 0, fill holes and remove islands smaller than this many pixels.
         output_mode: "binary_mask", "uncompressed_rle" or "coco_rle".
+        backend: What computes the image embedding (`mobilesam.backends`);
+            default eager torch. The prompts are decoded by the model's own
+            modules whatever the backend.
     """
 
     def __init__(
@@ -123,6 +127,8 @@ class SamAutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: OutputMode = "binary_mask",
+        *,
+        backend: Backend | None = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -164,7 +170,7 @@ class SamAutomaticMaskGenerator:
             for grid in self.point_grids:
                 if grid.ndim != 2 or grid.shape[1] != 2 or len(grid) == 0 or not np.all((grid >= 0) & (grid <= 1)):
                     raise ValueError("point_grids must hold non-empty (N, 2) arrays of x, y in [0, 1]")
-        self.predictor = SamPredictor(model)
+        self.predictor = SamPredictor(model, backend)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
