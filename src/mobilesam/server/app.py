@@ -36,6 +36,7 @@ from ..automatic import SamAutomaticMaskGenerator
 from ..io.images import load_image, pixels_digest
 from ..masks import batched_mask_to_box, box_xyxy_to_xywh, coco_encode_rle, mask_to_rle
 from ..modeling import Sam
+from ..backends import TorchBackend
 from ..predictor import SamPredictor
 from ..prompts import as_boxes, as_mask_input, as_points
 from ..registry import count_parameters
@@ -131,8 +132,10 @@ class _CachedPredictor(SamPredictor):
     hash) restores the cached embedding; other images are embedded as usual.
     """
 
-    def __init__(self, model: Sam, reuse: tuple[str, CachedImage] | None = None) -> None:
-        super().__init__(model)
+    def __init__(
+        self, model: Sam, reuse: tuple[str, CachedImage] | None = None, backend: TorchBackend | None = None
+    ) -> None:
+        super().__init__(model, backend)
         self._reuse = reuse
 
     def restore(self, image: CachedImage) -> None:
@@ -178,6 +181,9 @@ def create_app(model: Sam, settings: ServeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.worker, app.state.cache, app.state.model = settings, worker, cache, model
+    # One decoder backend for every request: clicks on one image reuse the
+    # image side of the transformer that it keeps for the last embedding.
+    decoder = TorchBackend(model)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -308,7 +314,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         image = cached_image(image_id)
         prompts = _check_prompts(body, image, model.prompt_encoder.mask_input_size)
-        masks = await wait_for(submit(_segment, model, image, prompts, body.multimask, body.format, body.return_logits))
+        masks = await wait_for(submit(_segment, decoder, image, prompts, body.multimask, body.format, body.return_logits))
         h, w = image.original_size
         return SegmentResponse(image_id=image_id, width=w, height=h, masks=masks, milliseconds=_ms_since(started))
 
@@ -450,10 +456,10 @@ def _decode_logits(value: str | list[list[float]], size: tuple[int, int]) -> Any
 
 
 def _segment(
-    model: Sam, image: CachedImage, prompts: _Prompts, multimask: bool, mask_format: str, return_logits: bool
+    backend: TorchBackend, image: CachedImage, prompts: _Prompts, multimask: bool, mask_format: str, return_logits: bool
 ) -> list[SegmentMask]:
     """Decode on the cached embedding and encode the masks, best first (runs on the worker)."""
-    predictor = _CachedPredictor(model)
+    predictor = _CachedPredictor(backend.model, backend=backend)
     predictor.restore(image)
     masks, scores, logits = predictor.predict(prompts.coords, prompts.labels, prompts.box, prompts.mask_input, multimask)
     order = np.argsort(-scores, kind="stable")
