@@ -202,8 +202,7 @@ def test_onnx_predictor_predicts_like_sam_predictor(exported, torch_predictor):
     assert (predictor.original_size, predictor.input_size) == (torch_predictor.original_size, torch_predictor.input_size)
     assert np.abs(predictor.features - torch_predictor.features.numpy()).max() <= FP32_TOL
     # On the torch embedding, so the decoder graph and the upscaling are compared alone.
-    predictor.set_embedding(torch_predictor.features.numpy(), torch_predictor.original_size)
-    assert predictor.input_size == torch_predictor.input_size
+    predictor.set_embedding(torch_predictor.features.numpy(), torch_predictor.original_size, torch_predictor.input_size)
     prompts = _prompts(*torch_predictor.original_size)
     for case, options in [
         ("point", dict(multimask_output=True)),

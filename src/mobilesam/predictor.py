@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .backends import Backend, TorchBackend
+from .image_state import CurrentImage
 from .io.images import pixels_digest, to_rgb_uint8
 from .modeling import Sam
 from .prompts import predictor_prompt
@@ -22,7 +23,7 @@ from .transforms import ResizeLongestSide
 logger = logging.getLogger(__name__)
 
 
-class SamPredictor:
+class SamPredictor(CurrentImage[torch.Tensor]):
     """Computes an image embedding once and predicts masks from prompts on it.
 
     Args:
@@ -35,36 +36,11 @@ class SamPredictor:
         self.model = sam_model
         self.backend = TorchBackend(sam_model) if backend is None else backend
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
-        self.reset_image()
+        super().__init__()
 
     @property
     def device(self) -> torch.device:
         return self.model.device
-
-    @property
-    def is_image_set(self) -> bool:
-        return self._features is not None
-
-    @property
-    def features(self) -> torch.Tensor | None:
-        """(1, C, H, W) embedding of the current image, or None."""
-        return self._features
-
-    @property
-    def original_size(self) -> tuple[int, int] | None:
-        """(H, W) of the current image as given."""
-        return self._original_size
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        """(H, W) of the current image resized for the model, before padding."""
-        return self._input_size
-
-    def reset_image(self) -> None:
-        """Forget the current image and its embedding."""
-        self._features: torch.Tensor | None = None
-        self._original_size: tuple[int, int] | None = None
-        self._input_size: tuple[int, int] | None = None
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Compute the embedding of an image.
@@ -93,32 +69,9 @@ class SamPredictor:
         shape = tuple(transformed_image.shape)
         if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
             raise ValueError(f"set_torch_image expects a (1, 3, H, W) image whose long side is {size}, got {shape}")
-        self.reset_image()
+        self.reset_image()  # a failing encoder leaves no stale image behind
         features = self.backend.embed(self.model.preprocess(transformed_image))
-        self._original_size = (int(original_image_size[0]), int(original_image_size[1]))
-        self._input_size = (shape[2], shape[3])
-        self._features = features
-
-    def set_embedding(
-        self, image_embedding: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]
-    ) -> None:
-        """Make an embedding computed earlier the current image, without running the encoder.
-
-        For caches (a service, an evaluation reusing one embedding for several
-        protocols): keep `features`, `original_size` and `input_size` after
-        `set_image`, and hand them back here.
-
-        Args:
-            image_embedding: (1, C, H, W) embedding of this model's encoder.
-            original_size: (H, W) of the image as given to `set_image`.
-            input_size: (H, W) of the image resized for the model, before padding.
-        """
-        if image_embedding.ndim != 4 or image_embedding.shape[0] != 1:
-            raise ValueError(f"image_embedding must be (1, C, H, W), got {tuple(image_embedding.shape)}")
-        self.reset_image()
-        self._features = image_embedding
-        self._original_size = (int(original_size[0]), int(original_size[1]))
-        self._input_size = (int(input_size[0]), int(input_size[1]))
+        self.set_embedding(features, (original_image_size[0], original_image_size[1]), (shape[2], shape[3]))
 
     def predict(
         self,
@@ -195,7 +148,7 @@ class SamPredictor:
             masks (B, C, H, W) at the original size, iou_predictions (B, C),
             low_res_logits (B, C, 256, 256).
         """
-        self._require_image()
+        features = self._require_image()
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
         if point_coords is not None and point_coords.shape[:2] != point_labels.shape[:2]:
@@ -203,21 +156,12 @@ class SamPredictor:
                 f"point_coords (B, N, 2) and point_labels (B, N) disagree: {tuple(point_coords.shape)} vs {tuple(point_labels.shape)}"
             )
         low_res_logits, iou_predictions = self.backend.decode(
-            self._features, point_coords, point_labels, boxes, mask_input, multimask_output
+            features, point_coords, point_labels, boxes, mask_input, multimask_output
         )
         masks = self.model.postprocess_masks(low_res_logits, self._input_size, self._original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou_predictions, low_res_logits
-
-    def get_image_embedding(self) -> torch.Tensor:
-        """The (1, C, H, W) embedding of the current image (C=256, H=W=64 for SAM)."""
-        self._require_image()
-        return self._features
-
-    def _require_image(self) -> None:
-        if self._features is None:
-            raise RuntimeError("no image is set: call .set_image(image) before predicting")
 
 
 class ReusingPredictor(SamPredictor):

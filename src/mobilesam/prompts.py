@@ -1,7 +1,9 @@
 """Validation of user prompts at the public entry points (predictor, API, CLI, server).
 
-Everything here works in the original image frame, on numpy arrays, and
-raises `ValueError` with a message that says what was received and expected.
+Everything here checks prompts in the original image frame, on numpy
+arrays, and raises `ValueError` with a message that says what was received
+and expected; `predictor_prompt` then maps one checked prompt into the model
+frame for both predictors (`SamPredictor`, `OnnxPredictor`).
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def predictor_prompt(
     if box is not None:
         checked = as_boxes(box, original_size)
         if checked.shape[0] != 1:
-            raise ValueError(f"predict takes one box; use predict_torch for {checked.shape[0]} boxes")
+            raise ValueError(f"predict takes one box; for {checked.shape[0]} boxes use SamPredictor.predict_torch")
         boxes = transform.apply_boxes(checked, original_size)
     if mask_input is not None:
         mask = as_mask_input(mask_input, mask_input_size)[None]

@@ -12,17 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..image_state import CurrentImage
 from ..io.images import to_rgb_uint8
 from ..prompts import predictor_prompt
-from ..transforms import ResizeLongestSide, get_preprocess_shape, normalize_and_pad
+from ..transforms import ResizeLongestSide, normalize_and_pad
 from .layout import find_graphs
 from .sessions import OnnxSessions, onnx_points
 
 
-class OnnxPredictor:
+class OnnxPredictor(CurrentImage[np.ndarray]):
     """Embed an image once with the exported encoder, then predict masks from prompts with the exported decoder.
 
-    The methods and return values are `SamPredictor`'s, on numpy arrays;
+    The methods and return values are `SamPredictor`'s, on numpy arrays
+    (`set_image`, `predict`, `features`, `set_embedding`, `reset_image`);
     masks come out of the decoder graph already at the image's size.
 
     Args:
@@ -52,32 +54,7 @@ class OnnxPredictor:
             ) from None
         self.sessions = OnnxSessions(graphs, threads=threads)
         self.transform = ResizeLongestSide(self.img_size)
-        self.reset_image()
-
-    @property
-    def is_image_set(self) -> bool:
-        return self._features is not None
-
-    @property
-    def features(self) -> np.ndarray | None:
-        """(1, C, H, W) embedding of the current image, or None."""
-        return self._features
-
-    @property
-    def original_size(self) -> tuple[int, int] | None:
-        """(H, W) of the current image as given."""
-        return self._original_size
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        """(H, W) of the current image resized for the model, before padding."""
-        return self._input_size
-
-    def reset_image(self) -> None:
-        """Forget the current image and its embedding."""
-        self._features: np.ndarray | None = None
-        self._original_size: tuple[int, int] | None = None
-        self._input_size: tuple[int, int] | None = None
+        super().__init__()
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Compute the embedding of an (H, W, 3) image ("RGB" or "BGR"; other layouts are converted)."""
@@ -85,19 +62,9 @@ class OnnxPredictor:
         if self.image_format == "BGR":
             rgb = rgb[..., ::-1]
         resized = self.transform.apply_image(np.ascontiguousarray(rgb))
-        self.reset_image()
-        self._features = self.sessions.embed(normalize_and_pad(resized, self.pixel_mean, self.pixel_std, self.img_size))
-        self._original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-        self._input_size = (int(resized.shape[0]), int(resized.shape[1]))
-
-    def set_embedding(self, image_embedding: np.ndarray, original_size: tuple[int, int]) -> None:
-        """Make an embedding computed earlier (`features` after `set_image`) the current image."""
-        if image_embedding.ndim != 4 or image_embedding.shape[0] != 1:
-            raise ValueError(f"image_embedding must be (1, C, H, W), got {tuple(image_embedding.shape)}")
-        self.reset_image()
-        self._features = image_embedding
-        self._original_size = (int(original_size[0]), int(original_size[1]))
-        self._input_size = get_preprocess_shape(*self._original_size, self.img_size)
+        self.reset_image()  # a failing encoder leaves no stale image behind
+        features = self.sessions.embed(normalize_and_pad(resized, self.pixel_mean, self.pixel_std, self.img_size))
+        self.set_embedding(features, rgb.shape[:2], resized.shape[:2])
 
     def predict(
         self,
@@ -115,8 +82,7 @@ class OnnxPredictor:
             iou_predictions: (C,) predicted mask quality.
             low_res_logits: (C, 256, 256), to feed back as `mask_input`.
         """
-        if self._features is None:
-            raise RuntimeError("no image is set: call .set_image(image) before predicting")
+        features = self._require_image()
         prompt = predictor_prompt(
             self.transform,
             self._original_size,
@@ -128,16 +94,10 @@ class OnnxPredictor:
         )
         coords, labels = onnx_points(prompt.point_coords, prompt.point_labels, prompt.boxes)
         masks, iou_predictions, low_res_logits = self.sessions.decode(
-            self._features, coords, labels, prompt.mask_input, self._original_size
+            features, coords, labels, prompt.mask_input, self._original_size
         )
         selected = slice(1, None) if multimask_output else slice(0, 1)
         masks = masks[0, selected]
         if not return_logits:
             masks = masks > self.mask_threshold
         return masks, iou_predictions[0, selected], low_res_logits[0, selected]
-
-    def get_image_embedding(self) -> np.ndarray:
-        """The (1, C, H, W) embedding of the current image."""
-        if self._features is None:
-            raise RuntimeError("no image is set: call .set_image(image) before predicting")
-        return self._features
