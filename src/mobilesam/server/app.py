@@ -33,10 +33,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..automatic import SamAutomaticMaskGenerator
+from ..backends import TorchBackend
 from ..io.images import load_image, pixels_digest
 from ..masks import batched_mask_to_box, box_xyxy_to_xywh, coco_encode_rle, mask_to_rle
 from ..modeling import Sam
-from ..backends import TorchBackend
 from ..predictor import SamPredictor
 from ..prompts import as_boxes, as_mask_input, as_points
 from ..registry import count_parameters
