@@ -95,3 +95,9 @@ def test_console_script_runs():
     )
     assert completed.returncode == 0
     assert "models" in completed.stdout and "download" in completed.stdout
+
+
+def test_serve_refuses_a_backend_that_cannot_decode_on_torch(home):
+    result = runner.invoke(app, ["serve", "--model", "vit_t", "--backend", "onnx"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --backend must be one of torch, torch-fast, torch-compile for serve, got 'onnx'"

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from images import generated_image, sample_images  # noqa: E402
 from mobilesam import SamPredictor, build_sam  # noqa: E402
+from mobilesam.backends import make_backend  # noqa: E402
 from mobilesam.server import ServeSettings, SingleFlightLRU, create_app  # noqa: E402
 from reference import randomize  # noqa: E402
 
@@ -130,6 +132,23 @@ def test_segment_matches_the_predictor(client, model, generated_id):
             ys, xs = np.nonzero(decoded)
             assert mask["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
         assert "png" not in mask
+
+
+def test_the_service_embeds_with_the_backend_it_is_given():
+    model = randomize(build_sam("vit_t"), seed=3)  # the module's model counts calls through a patched forward
+    backend = make_backend("torch-fast", model)
+    prompt = {"points": [[200.0, 60.0]], "multimask": False}
+    with TestClient(create_app(model, ServeSettings(), backend)) as fast_client:
+        image_id = upload(fast_client, png_bytes(GENERATED)).json()["image_id"]
+        served = fast_client.app.state.cache.get(image_id).embedding
+        body = fast_client.post(f"/v1/images/{image_id}/segment", json=prompt).json()
+    predictor, eager = SamPredictor(model, backend), SamPredictor(model)
+    predictor.set_image(GENERATED)
+    eager.set_image(GENERATED)
+    assert torch.equal(served, predictor.features) and not torch.equal(served, eager.features)
+    expected, scores, _ = predictor.predict(np.array(prompt["points"]), np.array([1]), multimask_output=False)
+    np.testing.assert_array_equal(decode(body["masks"][0]["segmentation"]), expected[0])
+    assert body["masks"][0]["score"] == pytest.approx(float(scores[0]), abs=1e-6)
 
 
 def test_segment_png_and_mask_input_round_trip(client, generated_id):

@@ -126,6 +126,8 @@ _BACKEND_OPTION = typer.Option(
     help=f"What runs the image encoder: {', '.join(BACKENDS)}. torch-compile is the fastest on CPU "
     "(compiles on the first image); the onnx ones need --onnx-dir.",
 )
+# The service decodes on torch, so its backend must be one of torch's.
+SERVE_BACKENDS = ("torch", "torch-fast", "torch-compile")
 _ONNX_DIR_OPTION = typer.Option(None, "--onnx-dir", help="Folder written by `mobilesam export`, for the onnx backends.")
 
 
@@ -400,6 +402,9 @@ def serve(
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin (repeat for more); none by default."),
     device: str = _DEVICE_OPTION,
     threads: int | None = _THREADS_OPTION,
+    backend: str = typer.Option(
+        "torch", "--backend", help="What embeds uploaded images: torch, torch-fast or torch-compile (the fastest on CPU)."
+    ),
 ) -> None:
     """Run the HTTP service and the click-to-segment page (http://HOST:PORT/; API docs at /docs)."""
     try:
@@ -420,12 +425,15 @@ def serve(
             api_key=api_key,
             cors_origins=tuple(cors_origin),
         )
+        if backend not in SERVE_BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(SERVE_BACKENDS)} for serve, got {backend!r}")
     except ValueError as err:
         _fail(err, code=2)
     sam = _load_model(model, device, threads)
     settings = dataclasses.replace(settings, model_name=weights.detect_model_name(sam.state_dict()))
     typer.echo(f"mobilesam: {settings.model_name} on {sam.device}; page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
-    uvicorn.run(create_app(sam, settings), host=host, port=port, log_level="debug" if _state["verbose"] else "info")
+    service = create_app(sam, settings, _make_backend(backend, sam, None, threads))
+    uvicorn.run(service, host=host, port=port, log_level="debug" if _state["verbose"] else "info")
 
 
 app.command()(export)

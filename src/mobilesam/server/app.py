@@ -155,12 +155,15 @@ def _http_error(status: int, message: str, headers: dict[str, str] | None = None
     return HTTPException(status_code=status, detail=message, headers=headers)
 
 
-def create_app(model: Sam, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(model: Sam, settings: ServeSettings | None = None, backend: TorchBackend | None = None) -> FastAPI:
     """The service for one model.
 
     Args:
         model: The model, in eval mode on its device; only the worker threads run it.
         settings: Limits and sizes; the defaults suit a laptop.
+        backend: What embeds uploaded images (a torch backend of `model`:
+            torch, torch-fast or torch-compile; default eager torch). Prompts
+            are decoded by the model's own modules either way.
 
     Returns:
         The FastAPI app; its worker stops when the app shuts down.
@@ -181,9 +184,9 @@ def create_app(model: Sam, settings: ServeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.worker, app.state.cache, app.state.model = settings, worker, cache, model
-    # One decoder backend for every request: clicks on one image reuse the
-    # image side of the transformer that it keeps for the last embedding.
-    decoder = TorchBackend(model)
+    # One backend for every request: clicks on one image reuse the image side
+    # of the transformer that it keeps for the last embedding.
+    backend = TorchBackend(model) if backend is None else backend
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -211,7 +214,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None) -> FastAPI:
             raise _http_error(503, str(err), {"Retry-After": str(settings.retry_after_s)}) from err
 
     def embed(rgb: np.ndarray, encoded: bytes) -> CachedImage:
-        predictor = SamPredictor(model)
+        predictor = SamPredictor(model, backend)
         predictor.set_image(rgb)
         return CachedImage(predictor.features, predictor.original_size, predictor.input_size, encoded)
 
@@ -314,7 +317,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         image = cached_image(image_id)
         prompts = _check_prompts(body, image, model.prompt_encoder.mask_input_size)
-        masks = await wait_for(submit(_segment, decoder, image, prompts, body.multimask, body.format, body.return_logits))
+        masks = await wait_for(submit(_segment, backend, image, prompts, body.multimask, body.format, body.return_logits))
         h, w = image.original_size
         return SegmentResponse(image_id=image_id, width=w, height=h, masks=masks, milliseconds=_ms_since(started))
 
@@ -334,7 +337,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None) -> FastAPI:
             generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **options)
         except ValueError as err:
             raise _http_error(422, str(err)) from err
-        generator.predictor = _CachedPredictor(model, reuse=(image_id, image))
+        generator.predictor = _CachedPredictor(model, reuse=(image_id, image), backend=backend)
         records = await wait_for(submit(_everything, generator, image, settings.max_pixels))
         h, w = image.original_size
         return EverythingResponse(image_id=image_id, width=w, height=h, masks=records, milliseconds=_ms_since(started))
