@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
+
 from .fast_encoder import fast_encoder_copy
 from .modeling import Sam
 from .modeling.transformer import ImageTokens

@@ -403,7 +403,7 @@ def serve(
     device: str = _DEVICE_OPTION,
     threads: int | None = _THREADS_OPTION,
     backend: str = typer.Option(
-        "torch", "--backend", help="What embeds uploaded images: torch, torch-fast or torch-compile (the fastest on CPU)."
+        "torch", "--backend", help=f"What embeds uploaded images: {', '.join(SERVE_BACKENDS)} (torch-compile is the fastest on CPU)."
     ),
 ) -> None:
     """Run the HTTP service and the click-to-segment page (http://HOST:PORT/; API docs at /docs)."""

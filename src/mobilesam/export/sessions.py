@@ -31,7 +31,6 @@ class OnnxSessions:
         if threads is not None:
             options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
-        self.graphs = graphs
         self.encoder = ort.InferenceSession(str(graphs.encoder), options, providers=providers)
         self.decoder = ort.InferenceSession(str(graphs.decoder), options, providers=providers)
         self.mask_input_size: tuple[int, int] = tuple(self.decoder.get_inputs()[3].shape[2:])
