@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from encoder import machine, parse_args, setup
+from encoder import parse_args, setup
 
-from mobilesam.bench import Row, bench_decoder, format_table
+from mobilesam.bench import Row, bench_decoder, format_table, machine_summary
 from mobilesam.probe import demo_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -35,7 +35,7 @@ def main() -> int:
         ms = bench_decoder(ours, lambda: predictor.predict(**prompt), backends, image, args.repeats)
     rows = [Row("reference", decoder_ms=ms["baseline"], decoder_ratio=1.0)]
     rows += [Row(b.name, decoder_ms=ms[b.name], decoder_ratio=ms["baseline"] / ms[b.name]) for b in backends]
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_summary()}")
     print(f"decoder + upscaling per prompt (one click, multimask), median of {args.repeats} rounds of 20\n")
     print(format_table(rows))
     return 0

@@ -24,7 +24,7 @@ import torch
 
 from mobilesam import load_sam
 from mobilesam.backends import BACKENDS, make_backend
-from mobilesam.bench import bench_encoder, format_table, probe_name
+from mobilesam.bench import bench_encoder, format_table, machine_summary, probe_name
 from mobilesam.export import export_onnx
 from mobilesam.probe import peak_rss_mib, peak_rss_of
 from mobilesam.weights import detect_model_name, save_checkpoint
@@ -64,11 +64,6 @@ def setup(args: argparse.Namespace, workdir: Path):
     return ours, reference, checkpoint, onnx_dir, backends
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return f"{cpu}; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
-
-
 def main() -> int:
     args = parse_args(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +78,7 @@ def main() -> int:
                 else:
                     row.peak_rss_mib = peak_rss_mib(str(checkpoint), probe_name(row.name), onnx_dir, args.threads)
             print(f"peak RSS of importing torch and mobilesam alone: {peak_rss_mib(str(checkpoint), 'import-only'):.0f} MiB")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_summary()}")
     print(
         f"encoder, 1024x1024 input, median of {args.repeats} "
         "(peak RSS: one image + one click, fresh process; onnx rows through OnnxPredictor, without torch)\n"

@@ -8,7 +8,9 @@ weights reject every candidate at the default thresholds, half of them at the
 IoU filter, where our generator saves the most; a real checkpoint keeps more
 masks, so pass one when you have it, or lower both thresholds to send every
 candidate through upscaling, NMS and encoding. Both generators must give the
-same masks, or the timing is void.
+same masks, or the timing is void: the same number, in the same order, each
+pair at mask IoU >= 0.999 (identical where both run the same kernels; on
+AVX-512/AMX CPUs our batched decoder rounds differently, see tests/tolerance.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from skimage import data
 
 from mobilesam import SamAutomaticMaskGenerator, load_sam
+from mobilesam.bench import machine_summary
 from mobilesam.io.images import load_image
 
 # The oracle helpers live with the tests: the reference package and seeded weights.
@@ -47,10 +50,14 @@ def _time(generate, image: np.ndarray, repeats: int) -> tuple[float, list[dict]]
     return statistics.median(seconds), records
 
 
-def _same(ours: list[dict], theirs: list[dict]) -> bool:
-    return len(ours) == len(theirs) and all(
-        np.array_equal(a["segmentation"], b["segmentation"]) and a["bbox"] == b["bbox"] for a, b in zip(ours, theirs)
-    )
+def _agreement(ours: list[dict], theirs: list[dict]) -> tuple[int, float]:
+    """(pixel-identical masks, lowest mask IoU) over the records paired in order."""
+    identical, lowest = 0, 1.0
+    for a, b in zip(ours, theirs):
+        union = np.logical_or(a["segmentation"], b["segmentation"]).sum()
+        lowest = min(lowest, np.logical_and(a["segmentation"], b["segmentation"]).sum() / union if union else 1.0)
+        identical += bool(np.array_equal(a["segmentation"], b["segmentation"]))
+    return identical, float(lowest)
 
 
 def main() -> int:
@@ -80,14 +87,19 @@ def main() -> int:
         ref_s, ref_records = _time(ref_generator.generate, image, args.repeats)
         our_s, our_records = _time(our_generator.generate, image, args.repeats)
 
-    same = _same(our_records, ref_records)
+    identical, lowest_iou = _agreement(our_records, ref_records)
+    same = len(our_records) == len(ref_records) and lowest_iou >= 0.999
+    print(f"machine: {machine_summary()}")
     print(f"image {image.shape[1]}x{image.shape[0]}, {args.points_per_side}x{args.points_per_side} points, "
           f"{args.threads} threads, weights: {args.checkpoint or 'seeded random'}, median of {args.repeats}, "
           f"pred_iou_thresh {args.pred_iou_thresh}, stability_score_thresh {args.stability_score_thresh}")
     print(f"{'generator':<12}{'seconds':>10}{'masks':>8}")
     print(f"{'reference':<12}{ref_s:>10.2f}{len(ref_records):>8}")
     print(f"{'mobilesam':<12}{our_s:>10.2f}{len(our_records):>8}")
-    print(f"speed-up {ref_s / our_s:.2f}x, identical masks: {same}")
+    print(
+        f"speed-up {ref_s / our_s:.2f}x; masks pixel-identical: {identical} of {len(ref_records)}, "
+        f"lowest IoU {lowest_iou:.5f}, same masks: {same}"
+    )
     return 0 if same else 1
 
 

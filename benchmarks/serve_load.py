@@ -29,6 +29,7 @@ from PIL import Image
 from skimage import data
 
 from mobilesam import load_sam
+from mobilesam.bench import machine_summary
 from mobilesam.server import ServeSettings, create_app
 
 
@@ -60,6 +61,7 @@ def main() -> None:
     app = create_app(model, ServeSettings(queue_size=max(16, args.clients)))
     server, thread, url = _serve(app)
     try:
+        print(f"machine: {machine_summary()}")
         image = data.astronaut()
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")

@@ -1,6 +1,13 @@
 """`mobilesam.SamAutomaticMaskGenerator` against `mobile_sam.SamAutomaticMaskGenerator` at the same random weights.
 
-The same masks, in the same order, pixel for pixel; the same scores to 1e-5.
+Where both decode with the same kernels on the same shapes (one prompt per
+batch, one thread), the records are identical: the same masks in the same
+order, pixel for pixel. Elsewhere our batched decoder rounds differently
+from the reference's (`tolerance`), so a candidate whose score, stability or
+box overlap sits within rounding of a threshold may be kept by one and not
+the other: masks are then matched one to one per prompt, every matched pair
+must overlap at IoU >= 0.999, and only candidates near a threshold may be
+unmatched; they are counted and printed.
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ from mobilesam import SamAutomaticMaskGenerator
 from reference import mobile_sam, paired_models
 
 TOL = 1e-5
+# A matched pair: the same prompt's mask on both sides, a few pixels apart at most.
+MATCH_IOU = 0.999
+# Near a threshold: a score within 1e-3 (logits drift by ~1e-5; stability moves
+# by one pixel's share of a mask), a box IoU within 0.02 (one pixel of a 50-pixel box).
+SCORE_MARGIN = 1e-3
+BOX_IOU_MARGIN = 0.02
 # Random weights give unstable masks spread over the whole image, so their
 # boxes nearly coincide: these thresholds keep enough masks to compare while
 # the IoU and stability filters still reject some, and box NMS then drops
@@ -89,6 +102,90 @@ def _decode(segmentation, output_mode: str) -> np.ndarray:
     return flat.reshape(w, h).T
 
 
+def _box_iou(a: list[float], b: list[float]) -> float:
+    """IoU of two XYWH boxes."""
+    w = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - w * h
+    return w * h / union if union > 0 else 1.0
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _near_a_threshold(record: dict, others: list[dict], options: dict) -> str | None:
+    """Why `record` may be kept on one side only, or None if it is clear of every threshold."""
+    pred_iou_thresh = options.get("pred_iou_thresh", 0.88)
+    stability_thresh = options.get("stability_score_thresh", 0.95)
+    nms_thresh = options.get("box_nms_thresh", 0.7)
+    if pred_iou_thresh > 0 and record["predicted_iou"] - pred_iou_thresh <= SCORE_MARGIN:
+        return "predicted IoU"
+    if stability_thresh > 0 and record["stability_score"] - stability_thresh <= SCORE_MARGIN:
+        return "stability"
+    # NMS drops a box whose IoU with a better one exceeds the threshold: never at 1.0.
+    if nms_thresh < 1.0 and any(
+        abs(_box_iou(record["bbox"], other["bbox"]) - nms_thresh) <= BOX_IOU_MARGIN for other in others if other is not record
+    ):
+        return "box NMS"
+    return None
+
+
+def _assert_matching_records(ours: list[dict], theirs: list[dict], options: dict, output_mode: str = "binary_mask") -> None:
+    """Identical records, or a one-to-one match of masks that only candidates near a threshold escape."""
+    if len(ours) == len(theirs) and all(_same_record(our, ref) for our, ref in zip(ours, theirs)):
+        print(f"{len(ours)} masks, identical to the reference's")
+        return
+    our_masks = [_decode(record["segmentation"], output_mode) for record in ours]
+    ref_masks = [_decode(record["segmentation"], output_mode) for record in theirs]
+    pairs = sorted(
+        (
+            (_mask_iou(our_masks[i], ref_masks[j]), i, j)
+            for i, our in enumerate(ours)
+            for j, ref in enumerate(theirs)
+            if our["crop_box"] == ref["crop_box"] and np.allclose(our["point_coords"], ref["point_coords"], rtol=0, atol=1e-9)
+        ),
+        reverse=True,
+    )
+    matched_ours, matched_theirs, lowest = set(), set(), 1.0
+    for iou, i, j in pairs:
+        if iou < MATCH_IOU:
+            break
+        if i in matched_ours or j in matched_theirs:
+            continue
+        matched_ours.add(i)
+        matched_theirs.add(j)
+        lowest = min(lowest, iou)
+        np.testing.assert_allclose(ours[i]["predicted_iou"], theirs[j]["predicted_iou"], rtol=0, atol=TOL)
+        np.testing.assert_allclose(ours[i]["stability_score"], theirs[j]["stability_score"], rtol=0, atol=SCORE_MARGIN)
+        assert our_masks[i].sum() == ours[i]["area"]
+    everyone = ours + theirs
+    unmatched = [("ours", ours[i]) for i in range(len(ours)) if i not in matched_ours]
+    unmatched += [("reference", theirs[j]) for j in range(len(theirs)) if j not in matched_theirs]
+    reasons = [(side, record, _near_a_threshold(record, everyone, options)) for side, record in unmatched]
+    print(
+        f"{len(matched_ours)} masks matched the reference's (lowest IoU {lowest:.5f}); "
+        f"{len(unmatched)} near a threshold kept by one side only: "
+        + ", ".join(f"{side} {reason}" for side, _, reason in reasons)
+    )
+    far = [(side, record["predicted_iou"], record["stability_score"]) for side, record, reason in reasons if reason is None]
+    assert not far, f"unmatched masks clear of every threshold (side, predicted IoU, stability): {far}"
+    assert len(unmatched) <= max(2, len(theirs) // 10), f"{len(unmatched)} of {len(theirs)} masks unmatched"
+
+
+def _same_record(our: dict, ref: dict) -> bool:
+    segmentation_equal = (
+        np.array_equal(our["segmentation"], ref["segmentation"])
+        if isinstance(our["segmentation"], np.ndarray)
+        else our["segmentation"] == ref["segmentation"]
+    )
+    same_numbers = all(
+        np.array_equal(our[key], ref[key], equal_nan=True) for key in ("point_coords", "predicted_iou", "stability_score")
+    )
+    return segmentation_equal and same_numbers and all(our[key] == ref[key] for key in ("bbox", "area", "crop_box"))
+
+
 def _assert_same_records(ours: list[dict], theirs: list[dict], output_mode: str = "binary_mask") -> None:
     assert len(ours) == len(theirs)
     for i, (our, ref) in enumerate(zip(ours, theirs)):
@@ -111,8 +208,18 @@ def _assert_same_records(ours: list[dict], theirs: list[dict], output_mode: str 
 
 
 def test_low_thresholds_match_reference(models, embeddings):
-    ours, theirs = _generate(models, sample_images()["astronaut"], embeddings, points_per_side=6, **LOW_THRESHOLDS)
-    assert 10 <= len(ours) < 6 * 6 * 3, "thresholds should keep some masks and reject some"
+    options = dict(LOW_THRESHOLDS, points_per_side=6)
+    ours, theirs = _generate(models, sample_images()["astronaut"], embeddings, **options)
+    assert 10 <= len(theirs) < 6 * 6 * 3, "thresholds should keep some masks and reject some"
+    _assert_matching_records(ours, theirs, options)
+
+
+def test_one_prompt_per_batch_on_one_thread_is_identical(models, embeddings, one_thread):
+    # One prompt per batch and one thread: our decoder runs the reference's
+    # kernels on the reference's shapes, so the records are the same bits.
+    options = dict(LOW_THRESHOLDS, points_per_side=4, points_per_batch=1)
+    ours, theirs = _generate(models, sample_images()["astronaut"], embeddings, **options)
+    assert len(theirs) > 0
     _assert_same_records(ours, theirs)
 
 
@@ -122,9 +229,10 @@ def test_box_nms_matches_reference(models, embeddings):
     generator = SamAutomaticMaskGenerator(models[0], **options)
     embeddings.install(generator)
     without_nms = generator.generate(image)
-    ours, theirs = _generate(models, image, embeddings, **dict(options, box_nms_thresh=0.7))
+    options = dict(options, box_nms_thresh=0.7)
+    ours, theirs = _generate(models, image, embeddings, **options)
     assert 1 <= len(ours) < len(without_nms)
-    _assert_same_records(ours, theirs)
+    _assert_matching_records(ours, theirs, options)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +252,7 @@ def test_any_batching_matches_reference(models, embeddings, points_per_side, poi
     )
     ours, theirs = _generate(models, sample_images()["generated"], embeddings, **options)
     assert len(ours) > 0
-    _assert_same_records(ours, theirs)
+    _assert_matching_records(ours, theirs, options)
 
 
 def test_output_modes_match_reference(models, embeddings):
@@ -161,7 +269,7 @@ def test_output_modes_match_reference(models, embeddings):
         embeddings.install(our_generator)
         our_records = our_generator.generate(image)
         expected = [dict(record, segmentation=_from_reference_rle(record["segmentation"], mode)) for record in ref_records]
-        _assert_same_records(our_records, expected, mode)
+        _assert_matching_records(our_records, expected, options, mode)
 
 
 def _from_reference_rle(rle: dict, output_mode: str):
@@ -176,7 +284,7 @@ def test_min_mask_region_area_matches_reference(models, embeddings):
     options = dict(points_per_side=4, min_mask_region_area=400, **LOW_THRESHOLDS)
     ours, theirs = _generate(models, sample_images()["chelsea"], embeddings, **options)
     assert len(ours) > 0
-    _assert_same_records(ours, theirs)
+    _assert_matching_records(ours, theirs, options)
 
 
 @pytest.mark.slow
@@ -186,7 +294,7 @@ def test_denser_grid_with_box_nms_matches_reference(models, embeddings):
     options = dict(LOW_THRESHOLDS, points_per_side=10, box_nms_thresh=0.995)
     ours, theirs = _generate(models, sample_images()["coffee"], embeddings, **options)
     assert len(ours) >= 2
-    _assert_same_records(ours, theirs)
+    _assert_matching_records(ours, theirs, options)
 
 
 @pytest.mark.slow
@@ -197,15 +305,16 @@ def test_crop_layers_match_reference(models, embeddings):
     options = dict(points_per_side=4, crop_n_layers=1, crop_n_points_downscale_factor=2, **LOW_THRESHOLDS)
     ours, theirs = _generate(models, sample_images()["generated"], embeddings, **options)
     assert len(ours) > 0
-    _assert_same_records(ours, theirs)
+    _assert_matching_records(ours, theirs, options)
 
 
 @pytest.mark.slow
 def test_default_thresholds_match_reference(models, embeddings):
     # The default thresholds and NMS; an 8 x 8 grid instead of 32 x 32 keeps
     # the reference's run short (its decoder takes ~0.15 s per prompt here).
-    ours, theirs = _generate(models, sample_images()["chelsea"], embeddings, points_per_side=8)
-    _assert_same_records(ours, theirs)
+    options = dict(points_per_side=8)
+    ours, theirs = _generate(models, sample_images()["chelsea"], embeddings, **options)
+    _assert_matching_records(ours, theirs, options)
 
 
 def test_explicit_point_grid(models):
@@ -266,3 +375,19 @@ def test_parallel_batches_restore_the_thread_count(models, embeddings):
             _assert_same_records(records, alone)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("mistake", ["a mask shifted by two pixels", "a confident mask dropped"])
+def test_the_record_matching_catches_small_mistakes(models, embeddings, mistake):
+    options = dict(LOW_THRESHOLDS, points_per_side=4)
+    generator = SamAutomaticMaskGenerator(models[0], **options)
+    embeddings.install(generator)
+    records = generator.generate(sample_images()["generated"])
+    mutated = [dict(record) for record in records]
+    if mistake == "a mask shifted by two pixels":
+        mutated[0]["segmentation"] = np.roll(mutated[0]["segmentation"], 2, axis=1)
+    else:
+        clear = [i for i, record in enumerate(records) if _near_a_threshold(record, records, options) is None]
+        del mutated[clear[0]]
+    with pytest.raises(AssertionError):
+        _assert_matching_records(mutated, records, options)

@@ -2,12 +2,17 @@
 
 torch-fast is compared with our eager torch backend (which test_predictor_oracle
 holds to the reference) on vit_t built for 256x256 inputs: the same modules, 16x cheaper.
+torch-bf16 is held to its stated mask agreement with fp32, on every CPU.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +20,8 @@ import torch
 
 from images import sample_images
 from mobilesam import SamPredictor
-from mobilesam.backends import TorchBackend, TorchFastBackend, cpu_has_native_bf16, make_backend
+from mobilesam.backends import TorchBackend, TorchFastBackend, make_backend
+from mobilesam.bench import bench_encoder
 from mobilesam.fast_encoder import ChunkedMlp, StripedMBConv, fast_encoder_copy, fold_batch_norms
 from mobilesam.modeling.tiny_vit import ConvBN, MBConv
 from mobilesam.registry import TinyViTConfig, build_from_config, get_config
@@ -78,9 +84,7 @@ def test_torch_backend_reuses_image_tokens_only_while_they_are_valid():
 
 def test_torch_fast_embedding_matches_torch(predictors):
     fast, ref = predictors
-    assert fast.backend.name == ("torch-fast-bf16" if cpu_has_native_bf16() else "torch-fast")
-    if fast.backend.bf16:
-        pytest.skip("bf16 is not held to the fp32 tolerance")
+    assert fast.backend.name == "torch-fast" and fast.backend.encoder_dtype == torch.float32
     assert fast.features.is_contiguous() and not fast.features.is_inference()
     assert (fast.features - ref.features).abs().max().item() <= FAST_TOL
 
@@ -137,16 +141,45 @@ def test_fast_encoder_copy_rewrites_a_copy_only(model):
     assert any(isinstance(m, MBConv) for m in model.image_encoder.modules()), "the model itself must stay untouched"
 
 
-def test_torch_fast_copies_the_encoder_and_never_picks_emulated_bf16(model):
+def test_torch_fast_copies_the_encoder_and_stays_fp32_on_every_cpu(model):
     backend = TorchFastBackend(model)
     assert backend.encoder is not model.image_encoder
     assert any(isinstance(m, ConvBN) for m in model.image_encoder.modules()), "the model itself must stay untouched"
-    assert backend.bf16 == cpu_has_native_bf16()
+    assert backend.encoder_dtype == torch.float32
+    assert backend.embed(torch.zeros(1, 3, 256, 256)).dtype == torch.float32
+
+
+def test_torch_bf16_masks_agree_with_fp32_as_stated(model):
+    # README states ~99.7% of mask pixels equal to fp32 (vit_t, the test
+    # photos, 1024 input); at this test's 256 input ~99%. Emulated bf16 rounds
+    # like native bf16, so the figure holds on every CPU.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # emulated bf16 on CPUs without it: slow, same numbers
+        backend = make_backend("torch-bf16", model)
+    assert backend.name == "torch-bf16" and backend.encoder_dtype == torch.bfloat16
+    rows = bench_encoder(model, TorchBackend(model).embed, [backend], list(sample_images().values()), repeats=1)
+    assert 1e-3 < rows[1].embedding_error, "bf16 must not be fp32 under another name"
+    assert rows[1].mask_agreement >= 0.98
+
+
+def test_torch_bf16_warns_where_the_cpu_has_no_native_bf16():
+    # oneDNN capped at AVX2 reports no bf16 on any CPU, as on an AVX2-only EPYC.
+    code = (
+        "import warnings, torch; from mobilesam.backends import make_backend; "
+        "from mobilesam.registry import build_from_config, get_config; import dataclasses; "
+        "model = build_from_config(dataclasses.replace(get_config('vit_t'), image_size=256)).eval(); "
+        "warnings.simplefilter('error'); make_backend('torch-bf16', model)"
+    )
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "RuntimeWarning: backend 'torch-bf16': this CPU has no native bf16" in result.stderr
 
 
 def test_make_backend_rejects_unknown_names(model):
     with pytest.raises(
-        ValueError, match="unknown backend 'tensorrt'; known backends: torch, torch-fast, torch-compile, onnx, onnx-int8"
+        ValueError,
+        match="unknown backend 'tensorrt'; known backends: torch, torch-fast, torch-bf16, torch-compile, onnx, onnx-int8",
     ):
         make_backend("tensorrt", model)
 

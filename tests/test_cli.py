@@ -100,4 +100,4 @@ def test_console_script_runs():
 def test_serve_refuses_a_backend_that_cannot_decode_on_torch(home):
     result = runner.invoke(app, ["serve", "--model", "vit_t", "--backend", "onnx"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --backend must be one of torch, torch-fast, torch-compile for serve, got 'onnx'"
+    assert result.output.strip() == "error: --backend must be one of torch, torch-fast, torch-bf16, torch-compile for serve, got 'onnx'"

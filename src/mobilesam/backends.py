@@ -13,8 +13,12 @@ Backends by name (`make_backend`):
 - ``torch``: the model's own modules, eager fp32: the reference numerics.
 - ``torch-fast``: the encoder copy of `fast_encoder_copy` (BatchNorm
   folded, cache-sized strips of the wide layers, channels-last) in
-  `inference_mode`, with bf16 autocast only where the CPU computes bf16
-  natively (AVX-512 BF16 / AMX); the decoder is the model's own.
+  `inference_mode`, fp32 on every CPU; the decoder is the model's own.
+- ``torch-bf16``: the same encoder copy under bfloat16 autocast, decoder in
+  fp32. Not the reference numerics: its masks agree with fp32 on ~99.7% of
+  pixels (README, "Backends"). Fast only where the hardware computes bf16
+  (AVX-512 BF16 or AMX on CPUs, Ampere and later on CUDA); elsewhere it
+  warns, since emulated bf16 is many times slower than fp32.
 - ``torch-compile``: the same copy compiled by TorchInductor with its
   weights frozen into the graph; the first `embed` compiles (about a minute
   on two cores; inductor caches the kernels on disk for later processes).
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -36,7 +41,7 @@ from .modeling import Sam
 from .modeling.transformer import ImageTokens
 
 
-BACKENDS = ("torch", "torch-fast", "torch-compile", "onnx", "onnx-int8")
+BACKENDS = ("torch", "torch-fast", "torch-bf16", "torch-compile", "onnx", "onnx-int8")
 
 
 class Backend(ABC):
@@ -141,31 +146,47 @@ class TorchBackend(Backend):
 
 
 class TorchFastBackend(TorchBackend):
-    """Eager torch with inference-only rewrites of a copy of the encoder.
+    """Eager torch with inference-only rewrites of a copy of the encoder, in fp32.
 
     The encoder is copied when the backend is made: weights loaded into the
     model afterwards are not seen; make a new backend after loading.
-
-    Args:
-        model: The model (its encoder is copied, its decoder used as is).
-        bf16: Autocast the encoder to bfloat16; None picks it only where the
-            CPU has native bf16 (emulated bf16 is many times slower than fp32).
     """
 
     name = "torch-fast"
+    # The dtype the encoder computes in; the decoder is always fp32.
+    encoder_dtype = torch.float32
 
-    def __init__(self, model: Sam, bf16: bool | None = None) -> None:
+    def __init__(self, model: Sam) -> None:
         super().__init__(model)
-        self.bf16 = cpu_has_native_bf16() if bf16 is None else bf16
         self.encoder = fast_encoder_copy(model)
-        if self.bf16:
-            self.name = "torch-fast-bf16"
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(images.device.type, torch.bfloat16, enabled=self.bf16):
+        autocast = self.encoder_dtype != torch.float32
+        with torch.inference_mode(), torch.autocast(images.device.type, self.encoder_dtype, enabled=autocast):
             embedding = self.encoder(images.contiguous(memory_format=torch.channels_last))
-        # Out of inference mode and back to the plain layout, so callers may use it anywhere.
+        # Out of inference mode and back to the plain fp32 layout, so callers may use it anywhere.
         return embedding.float().contiguous().clone()
+
+
+class TorchBf16Backend(TorchFastBackend):
+    """torch-fast's encoder copy under bfloat16 autocast; the decoder stays fp32.
+
+    Warns (RuntimeWarning) where the model's device has no native bf16.
+    """
+
+    name = "torch-bf16"
+    encoder_dtype = torch.bfloat16
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__(model)
+        device = next(model.parameters()).device
+        if not has_native_bf16(device):
+            warnings.warn(
+                f"backend 'torch-bf16': this {device.type.upper()} has no native bf16 (AVX-512 BF16 or AMX on CPUs), "
+                "so bf16 is emulated and many times slower than fp32; use 'torch-fast' for the same speed-ups in fp32",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 class TorchCompileBackend(TorchBackend):
@@ -193,9 +214,14 @@ class TorchCompileBackend(TorchBackend):
         return embedding.contiguous().clone()
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 in hardware (AVX-512 BF16 or AMX), so bf16 is faster than fp32."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def has_native_bf16(device: torch.device) -> bool:
+    """True where `device` computes bf16 in hardware, so bf16 is faster than fp32 there.
+
+    On a CPU: oneDNN's check for AVX-512 BF16 or AMX; on CUDA: compute capability 8.0 or later.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def make_backend(
@@ -217,6 +243,8 @@ def make_backend(
         return TorchBackend(model)
     if name == "torch-fast":
         return TorchFastBackend(model)
+    if name == "torch-bf16":
+        return TorchBf16Backend(model)
     if name == "torch-compile":
         return TorchCompileBackend(model)
     if name in ("onnx", "onnx-int8"):

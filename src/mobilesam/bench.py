@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .backends import Backend, TorchBackend, make_backend
+from .cpu import cpu_info
 from .modeling import Sam
 from .predictor import SamPredictor
 from .probe import demo_image, demo_prompts, peak_rss_mib
@@ -159,13 +160,21 @@ def run_benchmark(
         if rss_model is not None:
             row.peak_rss_mib = peak_rss_mib(rss_model, probe_name(row.name), onnx_dir, threads)
     lines = [
+        f"machine: {machine_summary()}",
         f"baseline ({BASELINE}): our eager fp32 torch backend, the reference's numerics; "
         "benchmarks/encoder.py and benchmarks/decoder.py time the original mobile_sam",
-        f"torch threads: {torch.get_num_threads()}, {torch.backends.cpu.get_cpu_capability()}",
     ]
     if rss_model is not None:
         lines.append(f"peak RSS of importing torch and mobilesam alone: {peak_rss_mib(rss_model, 'import-only'):.0f} MiB")
     return "\n".join(lines) + "\n\n" + format_table(rows)
+
+
+def machine_summary() -> str:
+    """The CPU, its instruction sets and the torch kernels in use: the header line of every benchmark."""
+    return (
+        f"{cpu_info().describe()}; torch {torch.__version__} "
+        f"(ATen kernels {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+    )
 
 
 def format_table(rows: list[Row]) -> str:
@@ -188,10 +197,8 @@ def format_table(rows: list[Row]) -> str:
 
 
 def probe_name(row_name: str) -> str:
-    """What `peak_rss_mib` runs for a table row of ours ("torch-fast-bf16" is "torch-fast" on a bf16 CPU)."""
-    if row_name == BASELINE:
-        return "torch"
-    return "torch-fast" if row_name.startswith("torch-fast") else row_name
+    """What `peak_rss_mib` runs for a table row of ours: the backend of that name; the baseline is torch."""
+    return "torch" if row_name == BASELINE else row_name
 
 
 def _fmt(value: float | None, spec: str) -> str:

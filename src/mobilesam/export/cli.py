@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ..backends import BACKENDS
+
 
 def export(
     model: str = typer.Option("mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights)."),
@@ -40,7 +42,7 @@ def export(
 
 def bench(
     model: str = typer.Option("vit_t", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights)."),
-    backend: list[str] = typer.Option(["torch-fast"], "--backend", help="Backend to time against eager torch; repeat for several: torch, torch-fast, torch-compile, onnx, onnx-int8."),
+    backend: list[str] = typer.Option(["torch-fast"], "--backend", help="Backend to time against eager torch; repeat for several: " + ", ".join(BACKENDS) + "."),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder from `mobilesam export` (for the onnx backends)."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs per backend; the median is shown."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch and onnxruntime."),

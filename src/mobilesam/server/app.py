@@ -162,7 +162,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Torch
         model: The model, in eval mode on its device; only the worker threads run it.
         settings: Limits and sizes; the defaults suit a laptop.
         backend: What embeds uploaded images (a torch backend of `model`:
-            torch, torch-fast or torch-compile; default eager torch). Prompts
+            torch, torch-fast, torch-bf16 or torch-compile; default eager torch). Prompts
             are decoded by the model's own modules either way.
 
     Returns:
