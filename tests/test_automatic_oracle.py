@@ -12,6 +12,7 @@ unmatched; they are counted and printed.
 
 from __future__ import annotations
 
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,6 +31,9 @@ MATCH_IOU = 0.999
 # by one pixel's share of a mask), a box IoU within 0.02 (one pixel of a 50-pixel box).
 SCORE_MARGIN = 1e-3
 BOX_IOU_MARGIN = 0.02
+_GENERATOR_DEFAULTS = {
+    name: parameter.default for name, parameter in inspect.signature(SamAutomaticMaskGenerator).parameters.items()
+}
 # Random weights give unstable masks spread over the whole image, so their
 # boxes nearly coincide: these thresholds keep enough masks to compare while
 # the IoU and stability filters still reject some, and box NMS then drops
@@ -117,9 +121,9 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _near_a_threshold(record: dict, others: list[dict], options: dict) -> str | None:
     """Why `record` may be kept on one side only, or None if it is clear of every threshold."""
-    pred_iou_thresh = options.get("pred_iou_thresh", 0.88)
-    stability_thresh = options.get("stability_score_thresh", 0.95)
-    nms_thresh = options.get("box_nms_thresh", 0.7)
+    pred_iou_thresh, stability_thresh, nms_thresh = (
+        options.get(name, _GENERATOR_DEFAULTS[name]) for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
+    )
     if pred_iou_thresh > 0 and record["predicted_iou"] - pred_iou_thresh <= SCORE_MARGIN:
         return "predicted IoU"
     if stability_thresh > 0 and record["stability_score"] - stability_thresh <= SCORE_MARGIN:

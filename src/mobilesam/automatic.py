@@ -407,8 +407,9 @@ def _batch_workers(device: torch.device, num_batches: int) -> Iterator[Callable[
 
     The decoder's work per prompt is small matrix products and memory-bound
     element-wise passes, which use two cores poorly inside one op; one batch
-    per core uses them fully. Kernels split work across threads by rows, never
-    inside a sum, so the results are the same bits.
+    per core uses them fully. Results stay within fp32 rounding of the
+    reference's (AVX-512 kernels may block a sum differently at another
+    thread count; `tests/tolerance.py`).
     """
     threads = torch.get_num_threads()
     workers = min(threads, num_batches) if device.type == "cpu" else 1

@@ -15,8 +15,8 @@ Backends by name (`make_backend`):
   folded, cache-sized strips of the wide layers, channels-last) in
   `inference_mode`, fp32 on every CPU; the decoder is the model's own.
 - ``torch-bf16``: the same encoder copy under bfloat16 autocast, decoder in
-  fp32. Not the reference numerics: its masks agree with fp32 on ~99.7% of
-  pixels (README, "Backends"). Fast only where the hardware computes bf16
+  fp32. Not the reference numerics: its masks agree with fp32 on 99.8% of
+  pixels (README, "Numerics on each CPU"). Fast only where the hardware computes bf16
   (AVX-512 BF16 or AMX on CPUs, Ampere and later on CUDA); elsewhere it
   warns, since emulated bf16 is many times slower than fp32.
 - ``torch-compile``: the same copy compiled by TorchInductor with its
