@@ -21,7 +21,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from images import sample_images
-from mobilesam import SamAutomaticMaskGenerator
+from mobilesam import ImageEmbedding, SamAutomaticMaskGenerator, SamPredictor
 from reference import mobile_sam, paired_models
 
 TOL = 1e-5
@@ -46,54 +46,55 @@ def models():
     return paired_models("vit_t", seed=5)
 
 
-class _EmbeddingCache:
-    """Each image (or crop) goes through an encoder once per module; these tests are about the decoder side.
+class _Embeddings:
+    """Each image goes through each encoder once per module; these tests are about the decoder side.
 
-    Both generators call `set_image` on every run; a cached embedding is
-    handed back to our predictor through `set_embedding` and to the
-    reference's through the fields its own `set_image` fills.
+    Ours takes the embedding explicitly (`generate(image, embedding=...)`).
+    The reference's generator calls its predictor's `set_image` itself, so
+    the reference's cache answers there, filling the fields its `set_image` fills.
     """
 
-    def __init__(self) -> None:
-        self.ours: dict[bytes, tuple] = {}
-        self.reference: dict[bytes, tuple] = {}
+    def __init__(self, model) -> None:
+        self._predictor = SamPredictor(model)
+        self._ours: dict[bytes, ImageEmbedding] = {}
+        self._reference: dict[bytes, tuple] = {}
 
-    def install(self, our_generator, ref_generator=None) -> None:
-        _cache_set_image(our_generator.predictor, self.ours, lambda predictor, *kept: predictor.set_embedding(*kept))
-        if ref_generator is not None:
-            _cache_set_image(ref_generator.predictor, self.reference, _restore_reference)
+    def ours(self, image: np.ndarray) -> ImageEmbedding:
+        key = _key(image)
+        if key not in self._ours:
+            self._ours[key] = self._predictor.embed(image)
+        return self._ours[key]
+
+    def install_reference(self, ref_generator) -> None:
+        predictor, set_image, store = ref_generator.predictor, ref_generator.predictor.set_image, self._reference
+
+        def cached(image, image_format="RGB"):
+            key = _key(image)
+            if key not in store:
+                set_image(image, image_format)
+                store[key] = (predictor.features, predictor.original_size, predictor.input_size)
+            predictor.reset_image()
+            predictor.features, predictor.original_size, predictor.input_size = store[key]
+            predictor.is_image_set = True
+
+        predictor.set_image = cached
 
 
-def _cache_set_image(predictor, store: dict, restore) -> None:
-    set_image = predictor.set_image
-
-    def cached(image, image_format="RGB"):
-        key = image.tobytes() + bytes(str(image.shape), "ascii")
-        if key not in store:
-            set_image(image, image_format)
-            store[key] = (predictor.features, predictor.original_size, predictor.input_size)
-        restore(predictor, *store[key])
-
-    predictor.set_image = cached
-
-
-def _restore_reference(predictor, features, original_size, input_size) -> None:
-    predictor.reset_image()
-    predictor.features, predictor.original_size, predictor.input_size = features, original_size, input_size
-    predictor.is_image_set = True
+def _key(image: np.ndarray) -> bytes:
+    return image.tobytes() + bytes(str(image.shape), "ascii")
 
 
 @pytest.fixture(scope="module")
-def embeddings():
-    return _EmbeddingCache()
+def embeddings(models):
+    return _Embeddings(models[0])
 
 
-def _generate(models, image: np.ndarray, embeddings: _EmbeddingCache, **options) -> tuple[list[dict], list[dict]]:
+def _generate(models, image: np.ndarray, embeddings: _Embeddings, **options) -> tuple[list[dict], list[dict]]:
     ours, reference = models
-    our_generator = SamAutomaticMaskGenerator(ours, **options)
     ref_generator = mobile_sam.SamAutomaticMaskGenerator(reference, **options)
-    embeddings.install(our_generator, ref_generator)
-    return our_generator.generate(image), ref_generator.generate(image)
+    embeddings.install_reference(ref_generator)
+    our_records = SamAutomaticMaskGenerator(ours, **options).generate(image, embedding=embeddings.ours(image))
+    return our_records, ref_generator.generate(image)
 
 
 def _decode(segmentation, output_mode: str) -> np.ndarray:
@@ -231,8 +232,7 @@ def test_box_nms_matches_reference(models, embeddings):
     image = sample_images()["generated"]
     options = dict(LOW_THRESHOLDS, points_per_side=6)
     generator = SamAutomaticMaskGenerator(models[0], **options)
-    embeddings.install(generator)
-    without_nms = generator.generate(image)
+    without_nms = generator.generate(image, embedding=embeddings.ours(image))
     options = dict(options, box_nms_thresh=0.7)
     ours, theirs = _generate(models, image, embeddings, **options)
     assert 1 <= len(ours) < len(without_nms)
@@ -265,13 +265,12 @@ def test_output_modes_match_reference(models, embeddings):
     image = sample_images()["generated"]
     options = dict(points_per_side=4, **LOW_THRESHOLDS)
     ref_generator = mobile_sam.SamAutomaticMaskGenerator(reference, output_mode="uncompressed_rle", **options)
-    embeddings.install(SamAutomaticMaskGenerator(ours), ref_generator)
+    embeddings.install_reference(ref_generator)
     ref_records = ref_generator.generate(image)
     assert len(ref_records) > 0
     for mode in ("binary_mask", "uncompressed_rle", "coco_rle"):
         our_generator = SamAutomaticMaskGenerator(ours, output_mode=mode, **options)
-        embeddings.install(our_generator)
-        our_records = our_generator.generate(image)
+        our_records = our_generator.generate(image, embedding=embeddings.ours(image))
         expected = [dict(record, segmentation=_from_reference_rle(record["segmentation"], mode)) for record in ref_records]
         _assert_matching_records(our_records, expected, options, mode)
 
@@ -367,13 +366,12 @@ def test_parallel_batches_restore_the_thread_count(models, embeddings):
         generators = [
             SamAutomaticMaskGenerator(models[0], points_per_side=3, points_per_batch=3, **LOW_THRESHOLDS) for _ in range(2)
         ]
-        for generator in generators:
-            embeddings.install(generator)
         image = sample_images()["generated"]
-        alone = generators[0].generate(image)
+        embedding = embeddings.ours(image)
+        alone = generators[0].generate(image, embedding=embedding)
         assert torch.get_num_threads() == 2
         with ThreadPoolExecutor(2) as pool:
-            overlapping = list(pool.map(lambda generator: generator.generate(image), generators))
+            overlapping = list(pool.map(lambda generator: generator.generate(image, embedding=embedding), generators))
         assert torch.get_num_threads() == 2
         for records in overlapping:
             _assert_same_records(records, alone)
@@ -385,8 +383,8 @@ def test_parallel_batches_restore_the_thread_count(models, embeddings):
 def test_the_record_matching_catches_small_mistakes(models, embeddings, mistake):
     options = dict(LOW_THRESHOLDS, points_per_side=4)
     generator = SamAutomaticMaskGenerator(models[0], **options)
-    embeddings.install(generator)
-    records = generator.generate(sample_images()["generated"])
+    image = sample_images()["generated"]
+    records = generator.generate(image, embedding=embeddings.ours(image))
     mutated = [dict(record) for record in records]
     if mistake == "a mask shifted by two pixels":
         mutated[0]["segmentation"] = np.roll(mutated[0]["segmentation"], 2, axis=1)
@@ -395,3 +393,10 @@ def test_the_record_matching_catches_small_mistakes(models, embeddings, mistake)
         del mutated[clear[0]]
     with pytest.raises(AssertionError):
         _assert_matching_records(mutated, records, options)
+
+
+def test_an_embedding_of_another_image_is_refused(models, embeddings):
+    images = sample_images()
+    generator = SamAutomaticMaskGenerator(models[0], points_per_side=2)
+    with pytest.raises(ValueError, match=r"the embedding is of a 457x123 image resized to .* but the image is 451x300"):
+        generator.generate(images["chelsea"], embedding=embeddings.ours(images["generated"]))

@@ -60,7 +60,7 @@ def test_torch_backend_reuses_image_tokens_only_while_they_are_valid():
 
     def fresh(prompt: dict) -> tuple:
         uncached = SamPredictor(model)
-        uncached.set_embedding(predictor.features, predictor.original_size, predictor.input_size)
+        uncached.set_embedding(predictor.embedding)
         return uncached.predict(**prompt)
 
     def assert_same(got: tuple, want: tuple) -> None:

@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from images import sample_images
-from mobilesam import OnnxPredictor, SamPredictor, build_sam
+from mobilesam import ImageEmbedding, OnnxPredictor, SamPredictor, build_sam
 from mobilesam.backends import make_backend
 from mobilesam.cli import app
 from mobilesam.export import export_onnx
@@ -59,7 +59,7 @@ def _onnx_predictor(exported, torch_predictor, name: str = "onnx") -> SamPredict
     """A predictor on the onnx backend holding the torch embedding, so decoder tests skip the encoder."""
     model, _, folder = exported
     predictor = SamPredictor(model, make_backend(name, model, onnx_dir=folder, threads=2))
-    predictor.set_embedding(torch_predictor.features, torch_predictor.original_size, torch_predictor.input_size)
+    predictor.set_embedding(torch_predictor.embedding)
     return predictor
 
 
@@ -202,7 +202,9 @@ def test_onnx_predictor_predicts_like_sam_predictor(exported, torch_predictor):
     assert (predictor.original_size, predictor.input_size) == (torch_predictor.original_size, torch_predictor.input_size)
     assert np.abs(predictor.features - torch_predictor.features.numpy()).max() <= FP32_TOL
     # On the torch embedding, so the decoder graph and the upscaling are compared alone.
-    predictor.set_embedding(torch_predictor.features.numpy(), torch_predictor.original_size, torch_predictor.input_size)
+    predictor.set_embedding(
+        ImageEmbedding(torch_predictor.features.numpy(), torch_predictor.original_size, torch_predictor.input_size)
+    )
     prompts = _prompts(*torch_predictor.original_size)
     for case, options in [
         ("point", dict(multimask_output=True)),

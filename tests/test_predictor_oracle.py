@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from images import sample_images
-from mobilesam import SamPredictor
+from mobilesam import ImageEmbedding, SamPredictor
 from reference import mobile_sam, paired_models
 from tolerance import assert_close, assert_masks_agree, decoder_layers, encoder_layers
 
@@ -114,11 +114,16 @@ def test_a_kept_embedding_predicts_like_the_image_it_came_from(predictors):
     images = sample_images()
     point = dict(point_coords=np.array([[60.0, 50.0]]), point_labels=np.array([1]))
     ours.set_image(images["generated"])
-    kept = (ours.features, ours.original_size, ours.input_size)
+    kept = ours.embedding
     expected = ours.predict(**point)
     ours.set_image(images["chelsea"])
-    ours.set_embedding(*kept)
+    ours.set_embedding(kept)
     for got, want in zip(ours.predict(**point), expected):
         np.testing.assert_array_equal(got, want)
-    with pytest.raises(ValueError, match=r"image_embedding must be \(1, C, H, W\)"):
-        ours.set_embedding(kept[0][0], *kept[1:])
+    embedded = ours.embed(images["generated"])
+    assert ours.embedding is kept, "embed leaves the current image as it is"
+    assert torch.equal(embedded.features, kept.features) and embedded.original_size == kept.original_size
+    with pytest.raises(ValueError, match=r"image embedding features must be \(1, C, h, w\)"):
+        ImageEmbedding(kept.features[0], kept.original_size, kept.input_size)
+    with pytest.raises(TypeError, match="set_embedding takes an ImageEmbedding"):
+        ours.set_embedding(kept.features)

@@ -140,7 +140,7 @@ def test_the_service_embeds_with_the_backend_it_is_given():
     prompt = {"points": [[200.0, 60.0]], "multimask": False}
     with TestClient(create_app(model, ServeSettings(), backend)) as fast_client:
         image_id = upload(fast_client, png_bytes(GENERATED)).json()["image_id"]
-        served = fast_client.app.state.cache.get(image_id).embedding
+        served = fast_client.app.state.cache.get(image_id).embedding.features
         body = fast_client.post(f"/v1/images/{image_id}/segment", json=prompt).json()
     predictor, eager = SamPredictor(model, backend), SamPredictor(model)
     predictor.set_image(GENERATED)

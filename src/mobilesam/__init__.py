@@ -21,6 +21,7 @@ _EXPORTS = {
     "DownloadError": ".errors",
     "MobileSamError": ".errors",
     "UnknownModelError": ".errors",
+    "ImageEmbedding": ".embedding",
     "OnnxPredictor": ".export.predictor",
     "Sam": ".modeling",
     "SamPredictor": ".predictor",
@@ -36,6 +37,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .api import SAM
     from .automatic import SamAutomaticMaskGenerator
+    from .embedding import ImageEmbedding
     from .errors import CheckpointError, DownloadError, MobileSamError, UnknownModelError
     from .export.predictor import OnnxPredictor
     from .modeling import Sam

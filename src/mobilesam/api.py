@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from .automatic import SamAutomaticMaskGenerator
-from .io.images import ImageSource, load_image
+from .embedding import ImageEmbedding
+from .io.images import ImageSource, load_image, pixels_digest
 from .modeling import Sam
-from .predictor import ReusingPredictor
+from .predictor import SamPredictor
 from .prompts import as_object_prompts
 from .registry import count_parameters, load_sam
 from .results import Results
@@ -36,7 +37,9 @@ class SAM:
 
     def __init__(self, model: str | os.PathLike[str] = "mobile_sam.pt", device: str | torch.device = "cpu") -> None:
         self.model: Sam = load_sam(model, device=device)
-        self.predictor = ReusingPredictor(self.model)
+        self.predictor = SamPredictor(self.model)
+        # The last image's pixel digest and embedding: asking again about it skips the encoder.
+        self._kept: tuple[str, ImageEmbedding[torch.Tensor]] | None = None
 
     def __call__(self, source: ImageSource | Sequence[ImageSource], **kwargs: Any) -> list[Results]:
         return self.predict(source, **kwargs)
@@ -88,14 +91,15 @@ class SAM:
         self, source: ImageSource, generator: SamAutomaticMaskGenerator, image_format: str
     ) -> Results:
         image = load_image(source, image_format)
-        return Results.from_mask_records(image, generator.generate(image), path=_source_path(source))
+        records = generator.generate(image, embedding=self._embedding_of(image))
+        return Results.from_mask_records(image, records, path=_source_path(source))
 
     def _predict_one(
         self, source: ImageSource, points: Any, labels: Any, bboxes: Any, multimask_output: bool, image_format: str
     ) -> Results:
         image = load_image(source, image_format)
         coords, point_labels, boxes = as_object_prompts(points, labels, bboxes, image.shape[:2])
-        self.predictor.set_image(image)
+        self.predictor.set_embedding(self._embedding_of(image))
         transform, size = self.predictor.transform, image.shape[:2]
         device = self.predictor.device
         coords_torch = labels_torch = boxes_torch = None
@@ -117,6 +121,14 @@ class SAM:
             bboxes=None if boxes is None else np.repeat(boxes, per_object, axis=0),
             path=_source_path(source),
         )
+
+    def _embedding_of(self, image: np.ndarray) -> ImageEmbedding[torch.Tensor]:
+        """The embedding of an (H, W, 3) uint8 RGB image: the kept one when these are its pixels."""
+        digest = pixels_digest(image)
+        if self._kept is None or self._kept[0] != digest:
+            self._kept = None  # a failing encoder keeps nothing stale
+            self._kept = (digest, self.predictor.embed(image))
+        return self._kept[1]
 
     def info(self, verbose: bool = True) -> dict[str, int]:
         """Parameter counts of the model and its parts; printed when `verbose`."""

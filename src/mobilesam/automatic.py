@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .backends import Backend
+from .embedding import ImageEmbedding
 from .io.images import to_rgb_uint8
 from .masks import (
     area_from_rle,
@@ -40,6 +41,7 @@ from .masks import (
 from .modeling import Sam
 from .modeling.transformer import ImageTokens
 from .predictor import SamPredictor
+from .transforms import get_preprocess_shape
 
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -184,11 +186,17 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
 
     @torch.no_grad()
-    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+    def generate(self, image: np.ndarray, embedding: ImageEmbedding[torch.Tensor] | None = None) -> list[dict[str, Any]]:
         """Segment everything in an image.
 
         Args:
             image: (H, W, 3) uint8 RGB (other image arrays are converted as in `SamPredictor.set_image`).
+            embedding: The embedding of this very image by this model
+                (`SamPredictor.embed`), for the whole-image crop; computed when None.
+                Smaller crops are always embedded here.
+
+        Raises:
+            ValueError: `embedding` is of an image of another size.
 
         Returns:
             One record per mask, best first within each crop: 'segmentation'
@@ -197,7 +205,15 @@ class SamAutomaticMaskGenerator:
             'stability_score', 'crop_box' (XYWH).
         """
         image = to_rgb_uint8(image)
-        candidates = self._generate_candidates(image)
+        if embedding is not None:
+            expected = get_preprocess_shape(*image.shape[:2], self.predictor.model.img_size)
+            if embedding.original_size != image.shape[:2] or embedding.input_size != expected:
+                raise ValueError(
+                    f"the embedding is of a {embedding.original_size[1]}x{embedding.original_size[0]} image resized to "
+                    f"{embedding.input_size[1]}x{embedding.input_size[0]}, but the image is {image.shape[1]}x{image.shape[0]} "
+                    f"and this model resizes it to {expected[1]}x{expected[0]}"
+                )
+        candidates = self._generate_candidates(image, embedding)
         if self.min_mask_region_area > 0:
             candidates = self._remove_small_regions(candidates)
         if self.output_mode == "coco_rle":
@@ -221,12 +237,14 @@ class SamAutomaticMaskGenerator:
             for i in range(len(candidates))
         ]
 
-    def _generate_candidates(self, image: np.ndarray) -> _Candidates:
+    def _generate_candidates(self, image: np.ndarray, embedding: ImageEmbedding[torch.Tensor] | None) -> _Candidates:
         orig_size = image.shape[:2]
         crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
         candidates = _Candidates()
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
-            candidates.extend(self._process_crop(image, crop_box, layer_idx, orig_size))
+            # Layer 0 is the whole image: the caller's embedding serves it.
+            crop_embedding = embedding if layer_idx == 0 else None
+            candidates.extend(self._process_crop(image, crop_box, layer_idx, orig_size, crop_embedding))
         if len(crop_boxes) > 1:
             # Between crops, prefer the masks of smaller crops.
             crop_boxes = candidates.crop_boxes
@@ -238,12 +256,20 @@ class SamAutomaticMaskGenerator:
         return candidates
 
     def _process_crop(
-        self, image: np.ndarray, crop_box: list[int], layer_idx: int, orig_size: tuple[int, int]
+        self,
+        image: np.ndarray,
+        crop_box: list[int],
+        layer_idx: int,
+        orig_size: tuple[int, int],
+        embedding: ImageEmbedding[torch.Tensor] | None,
     ) -> _Candidates:
         x0, y0, x1, y1 = crop_box
         cropped = image[y0:y1, x0:x1, :]
         crop_size = cropped.shape[:2]
-        self.predictor.set_image(cropped)
+        if embedding is None:
+            self.predictor.set_image(cropped)
+        else:
+            self.predictor.set_embedding(embedding)
         model = self.predictor.model
         # Point prompts bring no mask: one dense embedding serves every prompt,
         # and so does the transformer's first-layer work on the image.

@@ -19,6 +19,7 @@ import torch
 
 from .backends import Backend, TorchBackend, make_backend
 from .cpu import cpu_info
+from .embedding import ImageEmbedding
 from .modeling import Sam
 from .predictor import SamPredictor
 from .probe import demo_image, demo_prompts, peak_rss_mib
@@ -115,11 +116,11 @@ def bench_decoder(
     prompt = demo_prompts(*image.shape[:2])[0]
     embedding_source = SamPredictor(model)
     embedding_source.set_image(image)
-    kept = (embedding_source.features, embedding_source.original_size, embedding_source.input_size)
+    kept = embedding_source.embedding
     calls = {"baseline": lambda: [baseline() for _ in range(prompts_per_round)]}
     for backend in backends:
         predictor = SamPredictor(model, backend)
-        predictor.set_embedding(*kept)
+        predictor.set_embedding(kept)
         calls[backend.name] = lambda p=predictor: [p.predict(**prompt) for _ in range(prompts_per_round)]
     seconds = median_seconds(calls, repeats)
     return {name: 1000 * s / prompts_per_round for name, s in seconds.items()}
@@ -212,5 +213,7 @@ def _model_input(predictor: SamPredictor, image: np.ndarray) -> torch.Tensor:
 
 
 def _masks(predictor: SamPredictor, embedding: torch.Tensor, image: np.ndarray, prompt: dict) -> np.ndarray:
-    predictor.set_embedding(embedding, image.shape[:2], get_preprocess_shape(*image.shape[:2], predictor.model.img_size))
+    predictor.set_embedding(
+        ImageEmbedding(embedding, image.shape[:2], get_preprocess_shape(*image.shape[:2], predictor.model.img_size))
+    )
     return predictor.predict(**prompt)[0]

@@ -1,4 +1,4 @@
-"""The image a predictor holds: its embedding and sizes, shared by `SamPredictor` and `OnnxPredictor`.
+"""The image a predictor holds, as one `ImageEmbedding`; shared by `SamPredictor` and `OnnxPredictor`.
 
 Nothing here imports torch: the embedding is a torch tensor in one
 predictor and a numpy array in the other.
@@ -6,67 +6,72 @@ predictor and a numpy array in the other.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from abc import ABC, abstractmethod
+from typing import Any, Generic
 
-Embedding = TypeVar("Embedding")  # torch.Tensor or np.ndarray, (1, C, H, W)
+from .embedding import Features, ImageEmbedding
 
 
-class CurrentImage(Generic[Embedding]):
-    """The current image's embedding, its size as given and its size resized for the model."""
+class CurrentImage(ABC, Generic[Features]):
+    """The current image's embedding; `features`, `original_size` and `input_size` read from it."""
 
     def __init__(self) -> None:
         self.reset_image()
 
     @property
     def is_image_set(self) -> bool:
-        return self._features is not None
+        return self._embedding is not None
 
     @property
-    def features(self) -> Embedding | None:
+    def embedding(self) -> ImageEmbedding[Features] | None:
+        """The current image's `ImageEmbedding`, to keep and hand back to `set_embedding` later."""
+        return self._embedding
+
+    @property
+    def features(self) -> Features | None:
         """(1, C, H, W) embedding of the current image, or None."""
-        return self._features
+        return None if self._embedding is None else self._embedding.features
 
     @property
     def original_size(self) -> tuple[int, int] | None:
         """(H, W) of the current image as given."""
-        return self._original_size
+        return None if self._embedding is None else self._embedding.original_size
 
     @property
     def input_size(self) -> tuple[int, int] | None:
         """(H, W) of the current image resized for the model, before padding."""
-        return self._input_size
+        return None if self._embedding is None else self._embedding.input_size
 
     def reset_image(self) -> None:
         """Forget the current image and its embedding."""
-        self._features: Embedding | None = None
-        self._original_size: tuple[int, int] | None = None
-        self._input_size: tuple[int, int] | None = None
+        self._embedding: ImageEmbedding[Features] | None = None
 
-    def set_embedding(self, image_embedding: Embedding, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
-        """Make an embedding computed earlier the current image, without running the encoder.
+    def set_embedding(self, embedding: ImageEmbedding[Features]) -> None:
+        """Make an embedding computed earlier (`embed`, or `.embedding` after `set_image`) the current image.
 
-        For caches (a service, an evaluation reusing one embedding for several
-        protocols): keep `features`, `original_size` and `input_size` after
-        `set_image`, and hand them back here.
-
-        Args:
-            image_embedding: (1, C, H, W) embedding of this model's encoder.
-            original_size: (H, W) of the image as given to `set_image`.
-            input_size: (H, W) of the image resized for the model, before padding.
+        Raises:
+            TypeError: `embedding` is not an `ImageEmbedding`.
         """
-        shape: Any = getattr(image_embedding, "shape", None)
-        if shape is None or len(shape) != 4 or shape[0] != 1:
-            raise ValueError(f"image_embedding must be (1, C, H, W), got {None if shape is None else tuple(shape)}")
-        self.reset_image()
-        self._features = image_embedding
-        self._original_size = (int(original_size[0]), int(original_size[1]))
-        self._input_size = (int(input_size[0]), int(input_size[1]))
+        if not isinstance(embedding, ImageEmbedding):
+            raise TypeError(
+                f"set_embedding takes an ImageEmbedding (from .embed(image) or .embedding), got {type(embedding).__name__}"
+            )
+        self._embedding = embedding
 
-    def get_image_embedding(self) -> Embedding:
+    def set_image(self, image: Any, image_format: str = "RGB") -> None:
+        """Compute the embedding of an image (see `embed`) and make it the current image."""
+        self.reset_image()  # a failing encoder leaves no stale image behind
+        self.set_embedding(self.embed(image, image_format))
+
+    @abstractmethod
+    def embed(self, image: Any, image_format: str = "RGB") -> ImageEmbedding[Features]:
+        """The `ImageEmbedding` of an image, leaving the current image as it is."""
+
+    def get_image_embedding(self) -> Features:
         """The (1, C, H, W) embedding of the current image (C=256, H=W=64 for SAM)."""
-        return self._require_image()
+        return self._require_image().features
 
-    def _require_image(self) -> Embedding:
-        if self._features is None:
+    def _require_image(self) -> ImageEmbedding[Features]:
+        if self._embedding is None:
             raise RuntimeError("no image is set: call .set_image(image) before predicting")
-        return self._features
+        return self._embedding

@@ -7,21 +7,18 @@ raise `ValueError` instead of failing deep inside the model.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 import torch
 
 from .backends import Backend, TorchBackend
+from .embedding import ImageEmbedding
 from .image_state import CurrentImage
-from .io.images import pixels_digest, to_rgb_uint8
+from .io.images import to_rgb_uint8
 from .modeling import Sam
 from .prompts import predictor_prompt
 from .transforms import ResizeLongestSide
-
-logger = logging.getLogger(__name__)
-
 
 class SamPredictor(CurrentImage[torch.Tensor]):
     """Computes an image embedding once and predicts masks from prompts on it.
@@ -42,8 +39,8 @@ class SamPredictor(CurrentImage[torch.Tensor]):
     def device(self) -> torch.device:
         return self.model.device
 
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Compute the embedding of an image.
+    def embed(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding[torch.Tensor]:
+        """The embedding of an image, leaving the current image as it is (`set_image` makes it current).
 
         Args:
             image: (H, W, 3) uint8 image; grayscale, RGBA, 16-bit and float
@@ -55,9 +52,8 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             rgb = rgb[..., ::-1]
         resized = self.transform.apply_image(rgb)
         image_torch = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        self.set_torch_image(image_torch, rgb.shape[:2])
+        return self._embed_resized(image_torch, rgb.shape[:2])
 
-    @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
         """Compute the embedding of an image already resized with `self.transform`.
 
@@ -65,13 +61,17 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             transformed_image: (1, 3, H, W) with values in [0, 255] and the long side equal to the model input size.
             original_image_size: (H, W) of the image before resizing.
         """
+        self.reset_image()  # a failing encoder leaves no stale image behind
+        self.set_embedding(self._embed_resized(transformed_image, original_image_size))
+
+    @torch.no_grad()
+    def _embed_resized(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> ImageEmbedding[torch.Tensor]:
         size = self.model.image_encoder.img_size
         shape = tuple(transformed_image.shape)
         if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
             raise ValueError(f"set_torch_image expects a (1, 3, H, W) image whose long side is {size}, got {shape}")
-        self.reset_image()  # a failing encoder leaves no stale image behind
         features = self.backend.embed(self.model.preprocess(transformed_image))
-        self.set_embedding(features, (original_image_size[0], original_image_size[1]), (shape[2], shape[3]))
+        return ImageEmbedding(features, (original_image_size[0], original_image_size[1]), (shape[2], shape[3]))
 
     def predict(
         self,
@@ -97,10 +97,10 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             iou_predictions: (C,) predicted mask quality.
             low_res_logits: (C, 256, 256), to feed back as `mask_input`.
         """
-        self._require_image()
+        embedding = self._require_image()
         prompt = predictor_prompt(
             self.transform,
-            self._original_size,
+            embedding.original_size,
             self.model.prompt_encoder.mask_input_size,
             point_coords,
             point_labels,
@@ -148,7 +148,7 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             masks (B, C, H, W) at the original size, iou_predictions (B, C),
             low_res_logits (B, C, 256, 256).
         """
-        features = self._require_image()
+        embedding = self._require_image()
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
         if point_coords is not None and point_coords.shape[:2] != point_labels.shape[:2]:
@@ -156,36 +156,12 @@ class SamPredictor(CurrentImage[torch.Tensor]):
                 f"point_coords (B, N, 2) and point_labels (B, N) disagree: {tuple(point_coords.shape)} vs {tuple(point_labels.shape)}"
             )
         low_res_logits, iou_predictions = self.backend.decode(
-            features, point_coords, point_labels, boxes, mask_input, multimask_output
+            embedding.features, point_coords, point_labels, boxes, mask_input, multimask_output
         )
-        masks = self.model.postprocess_masks(low_res_logits, self._input_size, self._original_size)
+        masks = self.model.postprocess_masks(low_res_logits, embedding.input_size, embedding.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou_predictions, low_res_logits
-
-
-class ReusingPredictor(SamPredictor):
-    """A `SamPredictor` whose `set_image` skips the encoder when given the pixels it embedded last.
-
-    For callers that may set the same image again: the one-call API asked
-    twice about one photo, or an evaluation running its prompt protocols and
-    then the automatic generator (which calls `set_image` itself) on one image.
-    `reset_image` forgets the current image but not the kept embedding.
-    """
-
-    def __init__(self, sam_model: Sam, backend: Backend | None = None) -> None:
-        super().__init__(sam_model, backend)
-        self._kept: tuple[str, torch.Tensor, tuple[int, int], tuple[int, int]] | None = None
-
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        rgb = to_rgb_uint8(image, image_format)
-        digest = pixels_digest(rgb)
-        if self._kept is not None and self._kept[0] == digest:
-            logger.debug("reusing the embedding of the previous image")
-            self.set_embedding(*self._kept[1:])
-            return
-        super().set_image(rgb)
-        self._kept = (digest, self.features, self.original_size, self.input_size)
 
 
 def _to_numpy(tensor: torch.Tensor) -> Any:

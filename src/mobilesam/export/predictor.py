@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..embedding import ImageEmbedding
 from ..image_state import CurrentImage
 from ..io.images import to_rgb_uint8
 from ..prompts import predictor_prompt
@@ -24,7 +25,7 @@ class OnnxPredictor(CurrentImage[np.ndarray]):
     """Embed an image once with the exported encoder, then predict masks from prompts with the exported decoder.
 
     The methods and return values are `SamPredictor`'s, on numpy arrays
-    (`set_image`, `predict`, `features`, `set_embedding`, `reset_image`);
+    (`set_image`, `embed`, `predict`, `features`, `set_embedding`, `reset_image`);
     masks come out of the decoder graph already at the image's size.
 
     Args:
@@ -56,15 +57,14 @@ class OnnxPredictor(CurrentImage[np.ndarray]):
         self.transform = ResizeLongestSide(self.img_size)
         super().__init__()
 
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Compute the embedding of an (H, W, 3) image ("RGB" or "BGR"; other layouts are converted)."""
+    def embed(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding[np.ndarray]:
+        """The embedding of an (H, W, 3) image ("RGB" or "BGR"; other layouts are converted)."""
         rgb = to_rgb_uint8(image, image_format)
         if self.image_format == "BGR":
             rgb = rgb[..., ::-1]
         resized = self.transform.apply_image(np.ascontiguousarray(rgb))
-        self.reset_image()  # a failing encoder leaves no stale image behind
         features = self.sessions.embed(normalize_and_pad(resized, self.pixel_mean, self.pixel_std, self.img_size))
-        self.set_embedding(features, rgb.shape[:2], resized.shape[:2])
+        return ImageEmbedding(features, rgb.shape[:2], resized.shape[:2])
 
     def predict(
         self,
@@ -82,10 +82,10 @@ class OnnxPredictor(CurrentImage[np.ndarray]):
             iou_predictions: (C,) predicted mask quality.
             low_res_logits: (C, 256, 256), to feed back as `mask_input`.
         """
-        features = self._require_image()
+        embedding = self._require_image()
         prompt = predictor_prompt(
             self.transform,
-            self._original_size,
+            embedding.original_size,
             self.sessions.mask_input_size,
             point_coords,
             point_labels,
@@ -94,7 +94,7 @@ class OnnxPredictor(CurrentImage[np.ndarray]):
         )
         coords, labels = onnx_points(prompt.point_coords, prompt.point_labels, prompt.boxes)
         masks, iou_predictions, low_res_logits = self.sessions.decode(
-            features, coords, labels, prompt.mask_input, self._original_size
+            embedding.features, coords, labels, prompt.mask_input, embedding.original_size
         )
         selected = slice(1, None) if multimask_output else slice(0, 1)
         masks = masks[0, selected]

@@ -34,6 +34,7 @@ from starlette.datastructures import UploadFile
 
 from ..automatic import SamAutomaticMaskGenerator
 from ..backends import TorchBackend
+from ..embedding import ImageEmbedding
 from ..io.images import load_image, pixels_digest
 from ..masks import batched_mask_to_box, box_xyxy_to_xywh, coco_encode_rle, mask_to_rle
 from ..modeling import Sam
@@ -75,7 +76,7 @@ class ServeSettings:
     Args:
         model_name: Name shown by /v1/models and /healthz ("vit_t", ...).
         checkpoint: Where the weights came from, for /v1/models.
-        cache_bytes: Bound on the cached embeddings plus the uploaded files kept with them.
+        cache_bytes: Bound on the cached embeddings plus the decoded pixels kept with them.
         max_upload_bytes: Largest image file accepted.
         max_pixels: Largest width x height accepted (decompression bombs stop here).
         queue_size: Model jobs that may wait; more get 503 with Retry-After.
@@ -108,47 +109,23 @@ class ServeSettings:
 
 @dataclass(frozen=True)
 class CachedImage:
-    """What the service keeps per image: the embedding and the uploaded file."""
+    """What the service keeps per image: its embedding, and its pixels for segment-everything's crops."""
 
-    embedding: torch.Tensor  # (1, C, h, w) on the model's device
-    original_size: tuple[int, int]  # (H, W)
-    input_size: tuple[int, int]  # (H, W) resized for the model, before padding
-    encoded: bytes  # the upload, decoded again only for `everything`
+    embedding: ImageEmbedding[torch.Tensor]  # features on the model's device
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB, as decoded from the upload
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.embedding.original_size
 
     @property
     def nbytes(self) -> int:
-        return self.embedding.element_size() * self.embedding.nelement() + len(self.encoded)
+        return self.embedding.nbytes + self.pixels.nbytes
 
 
 def image_key(rgb: np.ndarray) -> str:
     """The image id: a hash of the (H, W, 3) uint8 pixels, whatever file format they came in."""
     return pixels_digest(rgb)[:32]
-
-
-class _CachedPredictor(SamPredictor):
-    """A `SamPredictor` that takes a cached embedding instead of computing it.
-
-    With `reuse`, `set_image` of exactly that image (checked by its pixel
-    hash) restores the cached embedding; other images are embedded as usual.
-    """
-
-    def __init__(
-        self, model: Sam, reuse: tuple[str, CachedImage] | None = None, backend: TorchBackend | None = None
-    ) -> None:
-        super().__init__(model, backend)
-        self._reuse = reuse
-
-    def restore(self, image: CachedImage) -> None:
-        """Make `image` the current image without running the encoder."""
-        self.set_embedding(image.embedding, image.original_size, image.input_size)
-
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        if self._reuse is not None and image_format == "RGB" and image.dtype == np.uint8 and image.ndim == 3:
-            image_id, cached = self._reuse
-            if image.shape[:2] == cached.original_size and image_key(image) == image_id:
-                self.restore(cached)
-                return
-        super().set_image(image, image_format)
 
 
 def _http_error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -213,10 +190,8 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Torch
         except WorkerBusy as err:
             raise _http_error(503, str(err), {"Retry-After": str(settings.retry_after_s)}) from err
 
-    def embed(rgb: np.ndarray, encoded: bytes) -> CachedImage:
-        predictor = SamPredictor(model, backend)
-        predictor.set_image(rgb)
-        return CachedImage(predictor.features, predictor.original_size, predictor.input_size, encoded)
+    def embed(rgb: np.ndarray) -> CachedImage:
+        return CachedImage(SamPredictor(model, backend).embed(rgb), rgb)
 
     def cached_image(image_id: str) -> CachedImage:
         image = cache.get(image_id)
@@ -290,7 +265,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Torch
         rgb = await run_in_threadpool(decode_image, data, settings.max_pixels)
         image_id = image_key(rgb)
         try:
-            future, lookup = cache.get_or_submit(image_id, lambda: worker.submit(embed, rgb, data))
+            future, lookup = cache.get_or_submit(image_id, lambda: worker.submit(embed, rgb))
         except WorkerBusy as err:
             raise _http_error(503, str(err), {"Retry-After": str(settings.retry_after_s)}) from err
         if lookup == "computed":
@@ -334,11 +309,10 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Torch
         image = cached_image(image_id)
         options = (body or EverythingRequest()).model_dump()
         try:
-            generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **options)
+            generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", backend=backend, **options)
         except ValueError as err:
             raise _http_error(422, str(err)) from err
-        generator.predictor = _CachedPredictor(model, reuse=(image_id, image), backend=backend)
-        records = await wait_for(submit(_everything, generator, image, settings.max_pixels))
+        records = await wait_for(submit(_everything, generator, image))
         h, w = image.original_size
         return EverythingResponse(image_id=image_id, width=w, height=h, masks=records, milliseconds=_ms_since(started))
 
@@ -462,8 +436,8 @@ def _segment(
     backend: TorchBackend, image: CachedImage, prompts: _Prompts, multimask: bool, mask_format: str, return_logits: bool
 ) -> list[SegmentMask]:
     """Decode on the cached embedding and encode the masks, best first (runs on the worker)."""
-    predictor = _CachedPredictor(backend.model, backend=backend)
-    predictor.restore(image)
+    predictor = SamPredictor(backend.model, backend)
+    predictor.set_embedding(image.embedding)
     masks, scores, logits = predictor.predict(prompts.coords, prompts.labels, prompts.box, prompts.mask_input, multimask)
     order = np.argsort(-scores, kind="stable")
     masks_t = torch.from_numpy(masks[order])  # (C, H, W) bool
@@ -484,9 +458,8 @@ def _segment(
     return out
 
 
-def _everything(generator: SamAutomaticMaskGenerator, image: CachedImage, max_pixels: int) -> list[EverythingMask]:
-    """The generator on the uploaded image, its embedding restored from the cache (runs on the worker)."""
-    rgb = decode_image(image.encoded, max_pixels)
+def _everything(generator: SamAutomaticMaskGenerator, image: CachedImage) -> list[EverythingMask]:
+    """The generator on the uploaded image and its cached embedding (runs on the worker)."""
     return [
         EverythingMask(
             segmentation=record["segmentation"],
@@ -497,7 +470,7 @@ def _everything(generator: SamAutomaticMaskGenerator, image: CachedImage, max_pi
             point_coords=record["point_coords"],
             crop_box=record["crop_box"],
         )
-        for record in generator.generate(rgb)
+        for record in generator.generate(image.pixels, embedding=image.embedding)
     ]
 
 

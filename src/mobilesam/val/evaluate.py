@@ -23,7 +23,7 @@ from ..automatic import SamAutomaticMaskGenerator
 from ..io.datasets import Dataset, ImageAnnotations, load_dataset
 from ..io.images import load_image
 from ..modeling import Sam
-from ..predictor import ReusingPredictor
+from ..predictor import SamPredictor
 from ..registry import load_sam
 from ..weights import detect_model_name
 from .clicks import replay_clicks, simulate_clicks
@@ -130,14 +130,14 @@ class _Model:
     """A model under evaluation: its predictor and, for ``everything``, its generator."""
 
     label: str
-    predictor: ReusingPredictor
+    predictor: SamPredictor
     generator: SamAutomaticMaskGenerator | None = None
 
     @classmethod
     def load(cls, model: str | os.PathLike[str] | Sam, device: str | torch.device) -> _Model:
         if isinstance(model, Sam):
-            return cls(f"{detect_model_name(model.state_dict())} (in memory)", ReusingPredictor(model))
-        return cls(os.fspath(model), ReusingPredictor(load_sam(model, device=device)))
+            return cls(f"{detect_model_name(model.state_dict())} (in memory)", SamPredictor(model))
+        return cls(os.fspath(model), SamPredictor(load_sam(model, device=device)))
 
     def add_generator(self, points_per_side: int, pred_iou_thresh: float, stability_score_thresh: float) -> None:
         self.generator = SamAutomaticMaskGenerator(
@@ -147,8 +147,6 @@ class _Model:
             stability_score_thresh=stability_score_thresh,
             output_mode="coco_rle",
         )
-        # Share the predictor, so the generator reuses the image's embedding.
-        self.generator.predictor = self.predictor
 
 
 @dataclass
@@ -241,7 +239,7 @@ def _ground_truth(entry: ImageAnnotations, image_hw: tuple[int, ...]) -> list[np
     return [instance.mask() for instance in entry.instances]
 
 
-def _predict_box(predictor: ReusingPredictor, box: np.ndarray) -> tuple[np.ndarray, float]:
+def _predict_box(predictor: SamPredictor, box: np.ndarray) -> tuple[np.ndarray, float]:
     masks, scores, _ = predictor.predict(box=box, multimask_output=False)
     return masks[0], float(scores[0])
 
@@ -256,12 +254,14 @@ def _everything_scores(
 ) -> list[InstanceScore]:
     """Match each ground truth to the best of each model's generated masks."""
     gt_rles = [encode_mask(gt) for _, gt, _ in kept]
-    records = student.generator.generate(image)
+    # The predictors hold this image's embeddings from the prompted protocols.
+    records = student.generator.generate(image, embedding=student.predictor.embedding)
     candidates = [record["segmentation"] for record in records]
     best, ious = match_masks(candidates, gt_rles)
     teacher_ious = [None] * len(kept)
     if teacher is not None:
-        teacher_candidates = [record["segmentation"] for record in teacher.generator.generate(image)]
+        teacher_records = teacher.generator.generate(image, embedding=teacher.predictor.embedding)
+        teacher_candidates = [record["segmentation"] for record in teacher_records]
         teacher_best, _ = match_masks(teacher_candidates, gt_rles)
         teacher_ious = [
             (rle_iou(candidates[s] if s >= 0 else None, teacher_candidates[t] if t >= 0 else None),)
