@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from images import sample_images
-from mobilesam import ImageEmbedding, OnnxPredictor, SamPredictor, build_sam
+from mobilesam import ImageEmbedding, OnnxPredictor, SamAutomaticMaskGenerator, SamPredictor, build_sam
 from mobilesam.backends import make_backend
 from mobilesam.cli import app
 from mobilesam.export import export_onnx
@@ -157,6 +157,42 @@ def test_onnx_decoder_takes_a_batch_of_boxes(exported, torch_predictor):
         want = torch_predictor.predict_torch(None, None, boxes=boxes, multimask_output=multimask)
         assert ours[0].shape == (3, 3 if multimask else 1, *predictor.original_size)
         _assert_close(tuple(t.numpy() for t in ours), tuple(t.numpy() for t in want), f"boxes multimask={multimask}")
+
+
+def test_segment_everything_decodes_on_the_onnx_backend(exported, torch_predictor):
+    # The generator hands its batches to the backend: onnxruntime decodes them,
+    # the torch decoder is never asked, and the masks are torch's up to fp32 rounding.
+    model, _, folder = exported
+    backend = make_backend("onnx", model, onnx_dir=folder, threads=2)
+    runs = []
+    run = backend.sessions.decoder.run
+    backend.sessions.decoder.run = lambda *args, **kwargs: runs.append(1) or run(*args, **kwargs)
+    options = dict(points_per_side=4, pred_iou_thresh=0.5, stability_score_thresh=0.2, box_nms_thresh=1.0)
+    image, embedding = sample_images()["coffee"], torch_predictor.embedding
+    on_torch = SamAutomaticMaskGenerator(model, **options).generate(image, embedding=embedding)
+    on_onnx = SamAutomaticMaskGenerator(model, backend=backend, **options).generate(image, embedding=embedding)
+    assert len(runs) == 1 and len(on_onnx) == len(on_torch) > 0
+    for ours, theirs in zip(on_onnx, on_torch):
+        union = np.logical_or(ours["segmentation"], theirs["segmentation"]).sum()
+        assert np.logical_and(ours["segmentation"], theirs["segmentation"]).sum() / union >= 0.99
+        assert abs(ours["predicted_iou"] - theirs["predicted_iou"]) <= FP32_TOL
+
+
+def test_image_batches_predict_on_the_onnx_backend(exported):
+    model, _, folder = exported
+    predictor = SamPredictor(model, make_backend("onnx", model, onnx_dir=folder, threads=2))
+    images = [sample_images()["chelsea"], sample_images()["generated"]]
+    predictor.set_image_batch(images)
+    boxes = np.array([[10.0, 20.0, 200.0, 250.0], [150.0, 30.0, 440.0, 290.0]])
+    masks, scores, _ = predictor.predict_batch(
+        [None, np.array([[60.0, 50.0]])], [None, np.array([1])], box_batch=[boxes, None], multimask_output=False
+    )
+    assert masks[0].shape == (2, 1, 300, 451) and masks[1].shape == (1, 123, 457)
+    single = SamPredictor(model, predictor.backend)
+    single.set_image(images[1])
+    expected = single.predict(np.array([[60.0, 50.0]]), np.array([1]), multimask_output=False)
+    np.testing.assert_array_equal(masks[1], expected[0])
+    np.testing.assert_array_equal(scores[1], expected[1])
 
 
 def test_decoder_graph_upscales_to_orig_im_size(exported, torch_predictor):

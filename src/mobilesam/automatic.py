@@ -39,7 +39,6 @@ from .masks import (
     uncrop_points,
 )
 from .modeling import Sam
-from .modeling.transformer import ImageTokens
 from .predictor import SamPredictor
 from .transforms import get_preprocess_shape
 
@@ -47,13 +46,6 @@ OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Full-resolution logits are made this many masks at a time to bound memory.
 _UPSCALE_CHUNK = 16
-# Prompts run through the decoder together. Small batches keep the per-prompt
-# image tokens in cache and are several times faster than 64 on a CPU; every
-# batch size from 2 up gives bit-identical results, but a batch of 1 takes
-# other kernels, so a lone last prompt joins the batch before it.
-_DECODE_CHUNK = 6
-
-
 @dataclass
 class _Candidates:
     """Masks under consideration, one row each; filtered and concatenated together."""
@@ -270,11 +262,6 @@ class SamAutomaticMaskGenerator:
             self.predictor.set_image(cropped)
         else:
             self.predictor.set_embedding(embedding)
-        model = self.predictor.model
-        # Point prompts bring no mask: one dense embedding serves every prompt,
-        # and so does the transformer's first-layer work on the image.
-        _, no_mask_dense = model.prompt_encoder(points=None, boxes=None, masks=None)
-        image = model.mask_decoder.prepare_image(self.predictor.features, model.prompt_encoder.get_dense_pe(), no_mask_dense)
         points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
         batches = [
             points_for_crop[start : start + self.points_per_batch]
@@ -283,10 +270,11 @@ class SamAutomaticMaskGenerator:
 
         def process(points: np.ndarray) -> _Candidates:
             with torch.no_grad():  # grad mode is per thread
-                return self._process_batch(image, points, crop_size, crop_box, orig_size)
+                return self._process_batch(points, crop_size, crop_box, orig_size)
 
         candidates = _Candidates()
-        with _batch_workers(self.predictor.device, len(batches)) as map_batches:
+        parallel = self.predictor.backend.parallel_batches and self.predictor.device.type == "cpu"
+        with _batch_workers(parallel, len(batches)) as map_batches:
             for batch_candidates in map_batches(process, batches):
                 candidates.extend(batch_candidates)
         self.predictor.reset_image()
@@ -302,37 +290,20 @@ class SamAutomaticMaskGenerator:
 
     def _process_batch(
         self,
-        image: ImageTokens,
         points: np.ndarray,
         crop_size: tuple[int, int],
         crop_box: list[int],
         orig_size: tuple[int, int],
     ) -> _Candidates:
         predictor, model = self.predictor, self.predictor.model
-        decoder = model.mask_decoder
         # float64 like the reference, so the prompt encoder normalises the same numbers.
         in_points = torch.as_tensor(predictor.transform.apply_coords(points, crop_size), device=predictor.device)
-        tokens, iou_preds, kept_features = self._run_transformer(image, in_points)
-        iou_preds = iou_preds[:, 1:]  # (B, 3): the multimask outputs
-        keep = self._passes_iou(iou_preds)
+        decoded = predictor.backend.decode_candidates(predictor.features, in_points, self._passes_iou)
+        keep = decoded.kept
         if not keep.any():
             return _Candidates()
-        # The hypernetworks see the whole batch at once, as in the reference:
-        # small matrix products round differently for different row counts.
-        mask_weights = decoder.mask_weights(tokens)  # (B, 4, C/8)
-        # Upscale only the prompts with a candidate left, and only their kept
-        # masks, one transformer chunk at a time: the upscaling's temporaries
-        # then stay small enough for the allocator to reuse instead of mapping
-        # fresh pages. Its results do not depend on the group size.
-        prompts = keep.any(dim=1)
-        low_res = torch.cat(
-            [
-                decoder.masks_from_weights(mask_weights[chunk][prompts[chunk]], features)[:, 1:]
-                for chunk, features in kept_features
-            ]
-        )[keep[prompts]]
-        # low_res: (K, 256, 256), one per kept candidate, prompt-major like the reference
-        iou_preds = iou_preds[keep]
+        low_res = decoded.low_res_logits  # (K, 256, 256), one per kept candidate, prompt-major like the reference
+        iou_preds = decoded.iou_predictions[keep]
         candidate_points = torch.as_tensor(np.repeat(points, keep.shape[1], axis=0))[keep.flatten().cpu()]
 
         masks, scores, passed = [], [], []
@@ -366,41 +337,6 @@ class SamAutomaticMaskGenerator:
             return iou_preds > self.pred_iou_thresh
         return torch.ones_like(iou_preds, dtype=torch.bool)
 
-    def _run_transformer(
-        self, image: ImageTokens, in_points: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[slice, torch.Tensor]]]:
-        """The decoder's transformer for B single-point prompts, in cache-sized chunks.
-
-        Returns the output tokens (B, T, C), the IoU predictions of every mask
-        token (B, 4), and per chunk with any, the chunk's slice of the batch and
-        the image features (K, C, 64, 64) of its K prompts with a candidate
-        that passes the IoU filter: the other prompts' features are dropped as
-        soon as their chunk is done, so a batch never holds all B of them.
-        """
-        model = self.predictor.model
-        decoder = model.mask_decoder
-        batch = len(in_points)
-        tokens, iou_preds, kept_features = [], [], []
-        for chunk in _decoder_chunks(batch):
-            points = in_points[chunk, None, :]
-            labels = torch.ones(points.shape[:2], dtype=torch.int, device=points.device)
-            sparse, _ = model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
-            chunk_tokens, chunk_features = decoder.run_transformer(image, sparse)
-            # The IoU head gets as many rows as the whole batch, like the
-            # reference's: its products round by row count, never by what is
-            # in the other rows.
-            head_input = chunk_tokens.new_zeros((batch, *chunk_tokens.shape[1:]))
-            head_input[: len(chunk_tokens)] = chunk_tokens
-            chunk_iou = decoder.predict_iou(head_input)[: len(chunk_tokens)]  # (chunk, 4)
-            kept = self._passes_iou(chunk_iou[:, 1:]).any(dim=1)
-            if kept.all():
-                kept_features.append((chunk, chunk_features))
-            elif kept.any():
-                kept_features.append((chunk, chunk_features[kept]))
-            tokens.append(chunk_tokens)
-            iou_preds.append(chunk_iou)
-        return torch.cat(tokens), torch.cat(iou_preds), kept_features
-
     def _remove_small_regions(self, candidates: _Candidates) -> _Candidates:
         """Fill small holes and drop small islands, then drop new duplicates (NMS prefers untouched masks)."""
         if len(candidates) == 0:
@@ -428,8 +364,8 @@ class SamAutomaticMaskGenerator:
 
 
 @contextlib.contextmanager
-def _batch_workers(device: torch.device, num_batches: int) -> Iterator[Callable[..., Iterator[Any]]]:
-    """A `map` that processes prompt batches side by side, each running torch on one core.
+def _batch_workers(parallel: bool, num_batches: int) -> Iterator[Callable[..., Iterator[Any]]]:
+    """A `map` that processes prompt batches side by side (when `parallel`), each running torch on one core.
 
     The decoder's work per prompt is small matrix products and memory-bound
     element-wise passes, which use two cores poorly inside one op; one batch
@@ -437,8 +373,7 @@ def _batch_workers(device: torch.device, num_batches: int) -> Iterator[Callable[
     reference's (AVX-512 kernels may block a sum differently at another
     thread count; `tests/tolerance.py`).
     """
-    threads = torch.get_num_threads()
-    workers = min(threads, num_batches) if device.type == "cpu" else 1
+    workers = min(torch.get_num_threads(), num_batches) if parallel else 1
     if workers <= 1:
         yield map
         return
@@ -471,14 +406,6 @@ def _one_thread_per_op() -> Iterator[None]:
             _single_threaded_runs -= 1
             if _single_threaded_runs == 0:
                 torch.set_num_threads(_threads_before)
-
-
-def _decoder_chunks(n: int) -> list[slice]:
-    """Slices of at most `_DECODE_CHUNK` prompts covering range(n), none of size 1 unless n == 1."""
-    starts = list(range(0, n, _DECODE_CHUNK))
-    if len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()
-    return [slice(start, end) for start, end in zip(starts, starts[1:] + [n])]
 
 
 def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:

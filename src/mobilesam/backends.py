@@ -1,12 +1,15 @@
 """Backends: what runs the image encoder and the prompt decoder behind a `SamPredictor`.
 
-A backend does two things, on tensors already in the model frame:
+A backend does all the model's work, on tensors already in the model frame:
 
 - `embed`: (1, 3, S, S) normalised, padded image -> (1, C, S/16, S/16) embedding;
-- `decode`: embedding + prompts -> (B, M, 256, 256) low-res logits and (B, M) IoU.
+- `decode`: embedding + prompts -> (B, M, 256, 256) low-res logits and (B, M) IoU;
+- `decode_candidates`: segment-everything's batches of single-point prompts,
+  with the IoU filter applied before any mask is made.
 
 Pre- and post-processing (`Sam.preprocess`, `Sam.postprocess_masks`) stay in
-the predictor, so every backend gives masks through the same code.
+the predictor and the generator, so every backend gives masks through the
+same code, and every backend serves every command.
 
 Backends by name (`make_backend`):
 
@@ -30,8 +33,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,12 +48,40 @@ from .modeling.transformer import ImageTokens
 
 
 BACKENDS = ("torch", "torch-fast", "torch-bf16", "torch-compile", "onnx", "onnx-int8")
+# Segment-everything's prompts run through the decoder this many at a time.
+# Small batches keep the per-prompt image tokens in cache and are several
+# times faster than 64 on a CPU; a batch of 1 takes other kernels, so a lone
+# last prompt joins the batch before it.
+_DECODE_CHUNK = 6
+
+
+# Segment-everything's filter: (B, 3) predicted IoU of the multimask outputs -> (B, 3) bool, True to keep.
+CandidateFilter = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Segment-everything's decoded batch: every prompt's scores, the masks only of those kept.
+
+    Attributes:
+        iou_predictions: (B, 3) predicted IoU of each prompt's multimask outputs.
+        kept: (B, 3) bool, what the filter kept.
+        low_res_logits: (K, 4H, 4W) one per kept candidate, prompt-major (K = kept.sum()).
+    """
+
+    iou_predictions: torch.Tensor
+    kept: torch.Tensor
+    low_res_logits: torch.Tensor
 
 
 class Backend(ABC):
     """Runs the encoder and the prompt decoder of one model."""
 
     name: str
+    # Whether segment-everything should decode its batches side by side on
+    # one-thread workers: torch's small decoder ops use two cores poorly,
+    # while onnxruntime already spreads one batch over every core.
+    parallel_batches: bool = False
 
     @abstractmethod
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -77,6 +111,21 @@ class Backend(ABC):
             low_res_logits (B, M, 4H, 4W) and iou_predictions (B, M), M = 3 or 1, float32.
         """
 
+    def decode_candidates(
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter
+    ) -> Candidates:
+        """Segment everything's batch: B single foreground points, multimask, filtered by `keep`.
+
+        Args:
+            image_embeddings: (1, C, H, W) from `embed`.
+            point_coords: (B, 2) XY, model frame.
+            keep: The filter on predicted IoU; masks are returned only for what it keeps.
+        """
+        labels = torch.ones((len(point_coords), 1), dtype=torch.int, device=point_coords.device)
+        low_res_logits, iou_predictions = self.decode(image_embeddings, point_coords[:, None], labels, None, None, True)
+        kept = keep(iou_predictions)
+        return Candidates(iou_predictions, kept, low_res_logits[kept])
+
 
 class TorchBackend(Backend):
     """The model's own modules in eager fp32: the reference numerics.
@@ -89,10 +138,12 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    parallel_batches = True
 
     def __init__(self, model: Sam) -> None:
         self.model = model
         self._kept_image: tuple[torch.Tensor, tuple[int, ...], ImageTokens] | None = None
+        self._kept_lock = threading.Lock()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.image_encoder(images)
@@ -119,16 +170,70 @@ class TorchBackend(Backend):
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return low_res_logits[:, selected], iou_predictions[:, selected]
 
+    def decode_candidates(
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter
+    ) -> Candidates:
+        """The IoU head runs first; masks are made only for prompts with a kept candidate.
+
+        The transformer runs in cache-sized chunks; a chunk's image features
+        are dropped as soon as it is done unless one of its prompts has a
+        kept candidate. The IoU head and the hypernetworks see as many rows
+        as the whole batch, as in the reference: small matrix products round
+        by row count, never by what is in the other rows.
+        """
+        prompt_encoder, decoder = self.model.prompt_encoder, self.model.mask_decoder
+        batch = len(point_coords)
+        _, no_mask_dense = prompt_encoder(points=None, boxes=None, masks=None)
+        if torch.is_grad_enabled():
+            image = decoder.prepare_image(image_embeddings, prompt_encoder.get_dense_pe(), no_mask_dense)
+        else:
+            image = self._image_tokens(image_embeddings, no_mask_dense)
+        tokens, iou_predictions, kept_features = [], [], []
+        for chunk in _decoder_chunks(batch):
+            points = point_coords[chunk, None, :]
+            labels = torch.ones(points.shape[:2], dtype=torch.int, device=points.device)
+            sparse, _ = prompt_encoder(points=(points, labels), boxes=None, masks=None)
+            chunk_tokens, chunk_features = decoder.run_transformer(image, sparse)
+            head_input = chunk_tokens.new_zeros((batch, *chunk_tokens.shape[1:]))
+            head_input[: len(chunk_tokens)] = chunk_tokens
+            chunk_iou = decoder.predict_iou(head_input)[: len(chunk_tokens), 1:]  # (chunk, 3) multimask outputs
+            chunk_kept = keep(chunk_iou).any(dim=1)
+            if chunk_kept.all():
+                kept_features.append((chunk, chunk_features))
+            elif chunk_kept.any():
+                kept_features.append((chunk, chunk_features[chunk_kept]))
+            tokens.append(chunk_tokens)
+            iou_predictions.append(chunk_iou)
+        iou_predictions_t = torch.cat(iou_predictions)
+        kept = keep(iou_predictions_t)
+        if not kept.any():
+            return Candidates(iou_predictions_t, kept, iou_predictions_t.new_zeros((0, *prompt_encoder.mask_input_size)))
+        mask_weights = decoder.mask_weights(torch.cat(tokens))  # (B, 4, C/8)
+        # Upscale only the prompts with a candidate left, and only their kept
+        # masks, one transformer chunk at a time: the upscaling's temporaries
+        # then stay small enough for the allocator to reuse instead of mapping
+        # fresh pages. Its results do not depend on the group size.
+        prompts = kept.any(dim=1)
+        low_res_logits = torch.cat(
+            [
+                decoder.masks_from_weights(mask_weights[chunk][prompts[chunk]], features)[:, 1:]
+                for chunk, features in kept_features
+            ]
+        )[kept[prompts]]
+        return Candidates(iou_predictions_t, kept, low_res_logits)
+
     def _image_tokens(self, image_embeddings: torch.Tensor, no_mask_dense: torch.Tensor) -> ImageTokens:
         """`prepare_image` for prompts without a mask, from the kept copy when it is still valid."""
         stamp = self._stamp(image_embeddings)
-        kept = self._kept_image
-        if stamp is not None and kept is not None and kept[0] is image_embeddings and kept[1] == stamp:
-            return kept[2]
-        image = self.model.mask_decoder.prepare_image(
-            image_embeddings, self.model.prompt_encoder.get_dense_pe(), no_mask_dense
-        )
-        self._kept_image = None if stamp is None else (image_embeddings, stamp, image)
+        # Segment-everything's workers ask at once: the first computes, the others wait and reuse.
+        with self._kept_lock:
+            kept = self._kept_image
+            if stamp is not None and kept is not None and kept[0] is image_embeddings and kept[1] == stamp:
+                return kept[2]
+            image = self.model.mask_decoder.prepare_image(
+                image_embeddings, self.model.prompt_encoder.get_dense_pe(), no_mask_dense
+            )
+            self._kept_image = None if stamp is None else (image_embeddings, stamp, image)
         return image
 
     def _stamp(self, image_embeddings: torch.Tensor) -> tuple[int, ...] | None:
@@ -212,6 +317,14 @@ class TorchCompileBackend(TorchBackend):
         with inductor_config.patch(freezing=True), torch.inference_mode():
             embedding = self.encoder(images.contiguous(memory_format=torch.channels_last))
         return embedding.contiguous().clone()
+
+
+def _decoder_chunks(n: int) -> list[slice]:
+    """Slices of at most `_DECODE_CHUNK` prompts covering range(n), none of size 1 unless n == 1."""
+    starts = list(range(0, n, _DECODE_CHUNK))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, end) for start, end in zip(starts, starts[1:] + [n])]
 
 
 def has_native_bf16(device: torch.device) -> bool:

@@ -7,6 +7,7 @@ raise `ValueError` instead of failing deep inside the model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from .embedding import ImageEmbedding
 from .image_state import CurrentImage
 from .io.images import to_rgb_uint8
 from .modeling import Sam
-from .prompts import predictor_prompt
+from .prompts import ModelFramePrompt, predictor_prompt
 from .transforms import ResizeLongestSide
 
 class SamPredictor(CurrentImage[torch.Tensor]):
@@ -73,6 +74,73 @@ class SamPredictor(CurrentImage[torch.Tensor]):
         features = self.backend.embed(self.model.preprocess(transformed_image))
         return ImageEmbedding(features, (original_image_size[0], original_image_size[1]), (shape[2], shape[3]))
 
+    def reset_image(self) -> None:
+        """Forget the current image and the images of `set_image_batch`."""
+        super().reset_image()
+        self._batch: list[ImageEmbedding[torch.Tensor]] | None = None
+
+    def set_image_batch(self, images: Sequence[np.ndarray], image_format: str = "RGB") -> None:
+        """Embed several images for `predict_batch`, each as `set_image` would (sam2's predictor API).
+
+        Args:
+            images: A list of (H, W, 3) images, of any sizes.
+            image_format: "RGB" or "BGR", for all of them.
+
+        Raises:
+            ValueError: Not a non-empty list, or an image `set_image` would refuse.
+        """
+        if not isinstance(images, (list, tuple)) or not images:
+            raise ValueError(f"set_image_batch takes a non-empty list of (H, W, 3) images, got {type(images).__name__}")
+        self.reset_image()
+        self._batch = [self.embed(image, image_format) for image in images]
+
+    def predict_batch(
+        self,
+        point_coords_batch: Sequence[Any] | None = None,
+        point_labels_batch: Sequence[Any] | None = None,
+        box_batch: Sequence[Any] | None = None,
+        mask_input_batch: Sequence[Any] | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """Predict masks on every image of `set_image_batch`, each with its own prompts (sam2's API).
+
+        Each `*_batch` is None or holds one entry per image (None where that
+        image lacks the kind of prompt). Per image, as in `predict` for one
+        object: points (N, 2), labels (N,), a box (4,), a mask (1, 256, 256);
+        or for B objects at once: points (B, N, 2), labels (B, N), boxes (B, 4),
+        masks (B, 1, 256, 256). Images may have different numbers of objects.
+
+        Returns:
+            Per image: masks (C, H, W), or (B, C, H, W) for B objects given as
+            such; iou_predictions (C,) or (B, C); low_res_logits (C, 256, 256) or (B, C, 256, 256).
+
+        Raises:
+            RuntimeError: `set_image_batch` was not called.
+            ValueError: A list of the wrong length, or a prompt `predict` would refuse (naming the image).
+        """
+        if self._batch is None:
+            raise RuntimeError("no image batch is set: call .set_image_batch(images) before predict_batch")
+        per_image = []
+        for name, values in (
+            ("point_coords_batch", point_coords_batch),
+            ("point_labels_batch", point_labels_batch),
+            ("box_batch", box_batch),
+            ("mask_input_batch", mask_input_batch),
+        ):
+            if values is not None and len(values) != len(self._batch):
+                raise ValueError(f"{name} has {len(values)} entries for {len(self._batch)} images")
+            per_image.append([None] * len(self._batch) if values is None else list(values))
+        outputs: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        for index, (embedding, *prompt) in enumerate(zip(self._batch, *per_image)):
+            try:
+                predicted = self._predict_objects(embedding, *prompt, multimask_output, return_logits)
+            except ValueError as err:
+                raise ValueError(f"image {index} of the batch: {err}") from None
+            for output, value in zip(outputs, predicted):
+                output.append(value)
+        return outputs
+
     def predict(
         self,
         point_coords: np.ndarray | None = None,
@@ -98,30 +166,12 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             low_res_logits: (C, 256, 256), to feed back as `mask_input`.
         """
         embedding = self._require_image()
-        prompt = predictor_prompt(
-            self.transform,
-            embedding.original_size,
-            self.model.prompt_encoder.mask_input_size,
-            point_coords,
-            point_labels,
-            box,
-            mask_input,
-        )
-        coords_torch, labels_torch, box_torch, mask_torch = (
-            None if value is None else torch.as_tensor(value, dtype=dtype, device=self.device)
-            for value, dtype in (
-                (prompt.point_coords, torch.float),
-                (prompt.point_labels, torch.int),
-                (prompt.boxes, torch.float),
-                (prompt.mask_input, torch.float),
-            )
-        )
-        masks, iou_predictions, low_res_logits = self.predict_torch(
-            coords_torch, labels_torch, box_torch, mask_torch, multimask_output, return_logits=return_logits
+        prompt = self._model_frame_prompt(embedding, point_coords, point_labels, box, mask_input)
+        masks, iou_predictions, low_res_logits = self._decode(
+            embedding, *self._tensors(prompt), multimask_output, return_logits
         )
         return _to_numpy(masks[0]), _to_numpy(iou_predictions[0]), _to_numpy(low_res_logits[0])
 
-    @torch.no_grad()
     def predict_torch(
         self,
         point_coords: torch.Tensor | None,
@@ -148,13 +198,85 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             masks (B, C, H, W) at the original size, iou_predictions (B, C),
             low_res_logits (B, C, 256, 256).
         """
-        embedding = self._require_image()
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
         if point_coords is not None and point_coords.shape[:2] != point_labels.shape[:2]:
             raise ValueError(
                 f"point_coords (B, N, 2) and point_labels (B, N) disagree: {tuple(point_coords.shape)} vs {tuple(point_labels.shape)}"
             )
+        return self._decode(
+            self._require_image(), point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
+        )
+
+    def _predict_objects(
+        self,
+        embedding: ImageEmbedding[torch.Tensor],
+        point_coords: Any,
+        point_labels: Any,
+        box: Any,
+        mask_input: Any,
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`predict` on `embedding`, for one object or for B objects given with a leading batch axis."""
+        objects = _object_count(point_coords, box, mask_input)
+        if objects is None:
+            prompts = [self._model_frame_prompt(embedding, point_coords, point_labels, box, mask_input)]
+        else:
+            prompts = [
+                self._model_frame_prompt(
+                    embedding,
+                    None if point_coords is None else np.asarray(point_coords)[b],
+                    None if point_labels is None else np.asarray(point_labels)[b],
+                    None if box is None else np.asarray(box)[b],
+                    None if mask_input is None else np.asarray(mask_input)[b],
+                )
+                for b in range(objects)
+            ]
+        parts = [None if value is None else np.concatenate(value) for value in _transpose(prompts)]
+        masks, iou_predictions, low_res_logits = (
+            _to_numpy(t) for t in self._decode(embedding, *self._tensors(ModelFramePrompt(*parts)), multimask_output, return_logits)
+        )
+        if objects is None:
+            return masks[0], iou_predictions[0], low_res_logits[0]
+        return masks, iou_predictions, low_res_logits
+
+    def _model_frame_prompt(
+        self, embedding: ImageEmbedding[torch.Tensor], point_coords: Any, point_labels: Any, box: Any, mask_input: Any
+    ) -> ModelFramePrompt:
+        return predictor_prompt(
+            self.transform,
+            embedding.original_size,
+            self.model.prompt_encoder.mask_input_size,
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+        )
+
+    def _tensors(self, prompt: ModelFramePrompt) -> tuple[torch.Tensor | None, ...]:
+        return tuple(
+            None if value is None else torch.as_tensor(value, dtype=dtype, device=self.device)
+            for value, dtype in (
+                (prompt.point_coords, torch.float),
+                (prompt.point_labels, torch.int),
+                (prompt.boxes, torch.float),
+                (prompt.mask_input, torch.float),
+            )
+        )
+
+    @torch.no_grad()
+    def _decode(
+        self,
+        embedding: ImageEmbedding[torch.Tensor],
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The backend's decoder on `embedding`, masks upscaled to its image: `predict_torch`'s outputs."""
         low_res_logits, iou_predictions = self.backend.decode(
             embedding.features, point_coords, point_labels, boxes, mask_input, multimask_output
         )
@@ -162,6 +284,26 @@ class SamPredictor(CurrentImage[torch.Tensor]):
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou_predictions, low_res_logits
+
+
+def _object_count(point_coords: Any, box: Any, mask_input: Any) -> int | None:
+    """B where a prompt of `predict_batch` has a leading objects axis, None for one object as in `predict`."""
+    counts = set()
+    if point_coords is not None and np.ndim(point_coords) == 3:
+        counts.add(np.shape(point_coords)[0])
+    if box is not None and np.ndim(box) == 2 and np.shape(box)[0] > 1:
+        counts.add(np.shape(box)[0])
+    if mask_input is not None and np.ndim(mask_input) == 4:
+        counts.add(np.shape(mask_input)[0])
+    if len(counts) > 1:
+        raise ValueError(f"the prompts disagree on the number of objects: {sorted(counts)}")
+    return counts.pop() if counts else None
+
+
+def _transpose(prompts: list[ModelFramePrompt]) -> list[list[np.ndarray] | None]:
+    """Per field of `ModelFramePrompt`, the objects' arrays (None where the objects have none)."""
+    fields = zip(*((p.point_coords, p.point_labels, p.boxes, p.mask_input) for p in prompts))
+    return [None if any(value is None for value in values) else list(values) for values in fields]
 
 
 def _to_numpy(tensor: torch.Tensor) -> Any:
