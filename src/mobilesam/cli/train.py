@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import typer
 
 from ..errors import MobileSamError
-from .config import CacheConfig, ConfigError, DistillConfig, FinetuneConfig, load_config, read_yaml
+from .common import fail
 
 train_app = typer.Typer(help="Distil a MobileSAM encoder from a SAM teacher and fine-tune the decoder.", no_args_is_help=True)
 
@@ -36,20 +37,17 @@ _LOG_EVERY = typer.Option(None, "--log-every", help="Steps between metric rows."
 _TENSORBOARD = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log to run/tensorboard (default on).")
 
 
-def _fail(err: BaseException, code: int = 1) -> NoReturn:
-    # Imported here: the main command imports this module.
-    from .. import cli
-
-    cli._fail(err, code)
-
-
 def _echo(text: str) -> None:
+    """Print on rank 0 only, so a `torchrun` job reports once."""
     if os.environ.get("RANK", "0") == "0":
         typer.echo(text)
 
 
 def _settings(cls: type, config_file: Path | None, resume: bool, out: Path | None, **flags: Any) -> Any:
     """Load a configuration; on resume the run's saved config is the base, less its `max_steps`."""
+    # Imported on use: the training stack loads only for `mobilesam train`.
+    from ..train.config import load_config, read_yaml
+
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
     if resume and config_file is None and out is not None and (out / "config.yaml").is_file():
         saved = read_yaml(out / "config.yaml")
@@ -63,13 +61,16 @@ def _run(
     job: Callable[[Any], Any], cls: type, config_file: Path | None, resume: bool, out: Path | None, **flags: Any
 ) -> tuple[Any, Any]:
     """(settings, job(settings)); a bad configuration exits 2, any other failure 1, each with one line."""
+    # Imported on use: the training stack loads only for `mobilesam train`.
+    from ..train import ConfigError
+
     try:
         settings = _settings(cls, config_file, resume, out, **flags)
         return settings, job(settings)
     except ConfigError as err:
-        _fail(err, code=2)
+        fail(err, code=2)
     except (MobileSamError, OSError, ValueError, ImportError) as err:
-        _fail(err)
+        fail(err)
 
 
 @train_app.command("cache-teacher")
@@ -87,7 +88,8 @@ def cache_teacher_command(
     quiet: bool = _QUIET,
 ) -> None:
     """Run the teacher once per image and store its embeddings as fp16 shards (resumable)."""
-    from .cache import cache_teacher
+    # Imported on use: the training stack loads only for `mobilesam train`.
+    from ..train import CacheConfig, cache_teacher
 
     settings, summary = _run(
         lambda settings: cache_teacher(settings, progress=not quiet), CacheConfig, config, False, out,
@@ -128,7 +130,8 @@ def distill_command(
     quiet: bool = _QUIET,
 ) -> None:
     """Train a student encoder to reproduce the cached teacher embeddings (MSE)."""
-    from .distill import distill
+    # Imported on use: the training stack loads only for `mobilesam train`.
+    from ..train import DistillConfig, distill
 
     _, summary = _run(
         lambda settings: distill(settings, resume=resume, progress=not quiet), DistillConfig, config, resume, out,
@@ -168,7 +171,8 @@ def finetune_command(
     quiet: bool = _QUIET,
 ) -> None:
     """Fine-tune the prompt encoder and mask decoder on masks with simulated prompts; the encoder stays frozen."""
-    from .finetune import finetune_decoder
+    # Imported on use: the training stack loads only for `mobilesam train`.
+    from ..train import FinetuneConfig, finetune_decoder
 
     _, summary = _run(
         lambda settings: finetune_decoder(settings, resume=resume, progress=not quiet), FinetuneConfig, config, resume,
@@ -181,6 +185,7 @@ def finetune_command(
 
 
 def _report(summary: Any) -> None:
+    """The last step's metrics and where the model went (or how to continue)."""
     values = " ".join(f"{name} {value:.4g}" for name, value in summary.metrics.items())
     where = f"model: {summary.model_path}" if summary.model_path else "stopped early; continue with --resume"
     _echo(f"step {summary.step}/{summary.total_steps} {values}; {where}")

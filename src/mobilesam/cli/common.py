@@ -1,0 +1,108 @@
+"""What the commands share: the error exit, the shared options, model and backend loading, the batch runner."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+import typer
+
+from ..backends import BACKENDS, Backend, make_backend
+from ..errors import MobileSamError
+from ..io.sources import ImageJob
+from ..labeling import RunSummary, Segmenter, label_images
+from ..modeling import Sam
+from ..registry import load_sam
+
+MODEL_OPTION = typer.Option("mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights).")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (failures are still listed).")
+DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps.")
+THREADS_OPTION = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice).")
+
+_state = {"verbose": False}
+
+
+class UsageError(ValueError):
+    """A command-line argument with the wrong syntax (exit status 2)."""
+
+
+def set_verbose(verbose: bool) -> None:
+    """Apply --verbose: debug logs, and `fail` re-raises so the traceback shows."""
+    _state["verbose"] = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def is_verbose() -> bool:
+    """Whether this run was given --verbose."""
+    return _state["verbose"]
+
+
+def fail(err: BaseException, code: int = 1) -> NoReturn:
+    """One line on stderr and exit `code`; the traceback only with --verbose."""
+    if is_verbose():
+        raise err
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(code)
+
+
+def load_model(model: str, device: str, threads: int | None) -> Sam:
+    """The --model on the --device, with --threads applied; any failure exits 1."""
+    try:
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return load_sam(model, device=torch_device)
+    except (MobileSamError, OSError, RuntimeError, ValueError) as err:
+        fail(err)
+
+
+def choose_backend(name: str, sam: Sam, onnx_dir: Path | None, threads: int | None) -> Backend:
+    """The --backend for `sam`; a bad name or a missing export is a usage error (exit 2)."""
+    if name not in BACKENDS:
+        fail(UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}"), code=2)
+    if name.startswith("onnx") and onnx_dir is None:
+        fail(UsageError(f"--backend {name} needs --onnx-dir, the folder written by `mobilesam export`"), code=2)
+    try:
+        return make_backend(name, sam, onnx_dir=onnx_dir, threads=threads)
+    except (OSError, ImportError, ValueError) as err:
+        fail(err)
+
+
+def run_batch(jobs: list[ImageJob], segment: Segmenter, out: Path, formats: list[str], overwrite: bool, quiet: bool) -> None:
+    """Run, print the summary, list failures; exit 1 if any image failed, 130 when interrupted."""
+    try:
+        with _sigterm_as_interrupt():
+            summary: RunSummary = label_images(jobs, segment, out, formats, overwrite=overwrite, progress=not quiet)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished images are kept; run the same command again to continue", err=True)
+        raise typer.Exit(130) from None
+    except (OSError, RuntimeError) as err:
+        # The output folder is unusable or the model failed (e.g. out of GPU memory): images done so far are kept.
+        fail(err)
+    if not quiet:
+        typer.echo(f"{summary.describe()}; outputs in {out}")
+    for path, reason in summary.failures:
+        typer.echo(f"failed: {path}: {reason}", err=True)
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let `kill` stop a run the way Ctrl-C does, so temporary files are cleaned up."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

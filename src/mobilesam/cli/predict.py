@@ -1,0 +1,173 @@
+"""`mobilesam predict` and `everything`: label images from prompts or from a grid of points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from ..automatic import SamAutomaticMaskGenerator
+from ..backends import BACKENDS
+from ..io.sources import ImageJob, ObjectPrompt, find_jobs
+from ..io.writers import OUTPUT_FORMATS
+from ..labeling import segment_objects
+from ..predictor import SamPredictor
+from ..results import Results
+from .common import (
+    DEVICE_OPTION,
+    MODEL_OPTION,
+    QUIET_OPTION,
+    THREADS_OPTION,
+    UsageError,
+    choose_backend,
+    fail,
+    load_model,
+    run_batch,
+)
+
+_OUT_OPTION = typer.Option(Path("masks_out"), "--out", "-o", help="Output folder.")
+_FORMAT_OPTION = typer.Option(
+    ["png", "overlay"],
+    "--format",
+    "-f",
+    help=f"Output format, repeat or comma-separate for several: {', '.join(OUTPUT_FORMATS)}.",
+)
+_OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Redo images whose outputs already exist.")
+_BACKEND_OPTION = typer.Option(
+    "torch",
+    "--backend",
+    help=f"What runs the image encoder: {', '.join(BACKENDS)}. torch-compile is the fastest fp32 one on CPU "
+    "(compiles on the first image); torch-bf16 is faster where the CPU has BF16/AMX, its masks ~99.8% equal "
+    "to fp32; the onnx ones need --onnx-dir.",
+)
+_ONNX_DIR_OPTION = typer.Option(None, "--onnx-dir", help="Folder written by `mobilesam export`, for the onnx backends.")
+
+
+def predict(
+    source: str = typer.Argument(..., help="Image file, folder, glob (quote it), or a .json/.csv prompts file."),
+    point: list[str] = typer.Option([], "--point", "-p", help="X,Y or X,Y,LABEL (1 foreground, 0 background); repeat for more points on the object."),
+    box: list[str] = typer.Option([], "--box", "-b", help="X1,Y1,X2,Y2; repeat for one object per box."),
+    multimask: bool = typer.Option(False, "--multimask", help="Three candidate masks per object instead of the best one."),
+    model: str = MODEL_OPTION,
+    out: Path = _OUT_OPTION,
+    output_format: list[str] = _FORMAT_OPTION,
+    overwrite: bool = _OVERWRITE_OPTION,
+    quiet: bool = QUIET_OPTION,
+    device: str = DEVICE_OPTION,
+    threads: int | None = THREADS_OPTION,
+    backend: str = _BACKEND_OPTION,
+    onnx_dir: Path | None = _ONNX_DIR_OPTION,
+) -> None:
+    """Segment the objects that points or boxes show, in one image or many.
+
+    The points (with an optional box) describe one object; each further box
+    is another object. For different prompts per image, give a prompts file.
+    """
+    try:
+        formats = _parse_formats(output_format)
+        objects = _parse_objects(point, box)
+        jobs = find_jobs(source, exclude=out)
+        if objects is None and any(job.objects is None for job in jobs):
+            raise UsageError("predict needs --point or --box (or a prompts file); to segment everything use `mobilesam everything`")
+        if objects is not None and any(job.objects is not None for job in jobs):
+            raise UsageError("give prompts either in the prompts file or with --point/--box, not both")
+    except UsageError as err:
+        fail(err, code=2)
+    except (OSError, ValueError) as err:
+        fail(err)
+    sam = load_model(model, device, threads)
+    predictor = SamPredictor(sam, choose_backend(backend, sam, onnx_dir, threads))
+
+    def segment(job: ImageJob, image: np.ndarray) -> Results:
+        return segment_objects(predictor, image, job.objects or objects, multimask, path=str(job.path))
+
+    run_batch(jobs, segment, out, formats, overwrite, quiet)
+
+
+def everything(
+    source: str = typer.Argument(..., help="Image file, folder, or glob (quote it)."),
+    points_per_side: int = typer.Option(32, min=1, help="Grid of points per image side."),
+    points_per_batch: int = typer.Option(64, min=1, help="Prompts decoded together (memory vs speed)."),
+    pred_iou_thresh: float = typer.Option(0.88, help="Keep masks with predicted IoU above this."),
+    stability_score_thresh: float = typer.Option(0.95, help="Keep masks with stability score above this."),
+    box_nms_thresh: float = typer.Option(0.7, help="Box IoU above which the weaker of two masks is dropped."),
+    crop_n_layers: int = typer.Option(0, min=0, help="Also segment 4^k crops per layer k (finds small objects)."),
+    min_mask_region_area: int = typer.Option(0, min=0, help="Remove holes and islands smaller than this (pixels)."),
+    model: str = MODEL_OPTION,
+    out: Path = _OUT_OPTION,
+    output_format: list[str] = _FORMAT_OPTION,
+    overwrite: bool = _OVERWRITE_OPTION,
+    quiet: bool = QUIET_OPTION,
+    device: str = DEVICE_OPTION,
+    threads: int | None = THREADS_OPTION,
+    backend: str = _BACKEND_OPTION,
+    onnx_dir: Path | None = _ONNX_DIR_OPTION,
+) -> None:
+    """Segment everything in one image or many: a grid of point prompts, filtered and de-duplicated."""
+    try:
+        formats = _parse_formats(output_format)
+        jobs = find_jobs(source, exclude=out)
+        if any(job.objects is not None for job in jobs):
+            raise UsageError("everything takes images, not a prompts file; use `mobilesam predict` for prompts")
+    except UsageError as err:
+        fail(err, code=2)
+    except (OSError, ValueError) as err:
+        fail(err)
+    sam = load_model(model, device, threads)
+    try:
+        generator = SamAutomaticMaskGenerator(
+            sam,
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers,
+            min_mask_region_area=min_mask_region_area,
+            backend=choose_backend(backend, sam, onnx_dir, threads),
+        )
+    except ValueError as err:
+        fail(err, code=2)
+
+    def segment(job: ImageJob, image: np.ndarray) -> Results:
+        return Results.from_mask_records(image, generator.generate(image), path=str(job.path))
+
+    run_batch(jobs, segment, out, formats, overwrite, quiet)
+
+
+def _parse_formats(values: list[str]) -> list[str]:
+    """--format values, comma-split, lower-cased and de-duplicated in order; an unknown name is a usage error."""
+    formats = [name.strip().lower() for value in values for name in value.split(",") if name.strip()]
+    unknown = [name for name in formats if name not in OUTPUT_FORMATS]
+    if unknown or not formats:
+        raise UsageError(f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(OUTPUT_FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
+def _parse_objects(points: list[str], boxes: list[str]) -> tuple[ObjectPrompt, ...] | None:
+    """--point/--box values as objects: the points (and a single box) make one object; several boxes, one object each."""
+    coords = [_parse_numbers(text, "--point", (2, 3), "X,Y or X,Y,LABEL") for text in points]
+    corners = [_parse_numbers(text, "--box", (4,), "X1,Y1,X2,Y2") for text in boxes]
+    if not coords and not corners:
+        return None
+    if coords and len(corners) > 1:
+        raise UsageError("points with several boxes are ambiguous; use a prompts file to give each box its points")
+    point_array = labels = None
+    if coords:
+        point_array = np.array([c[:2] for c in coords])
+        labels = np.array([c[2] if len(c) == 3 else 1.0 for c in coords])
+    if len(corners) <= 1:
+        return (ObjectPrompt(point_array, labels, np.array(corners[0]) if corners else None),)
+    return tuple(ObjectPrompt(box=np.array(c)) for c in corners)
+
+
+def _parse_numbers(text: str, option: str, lengths: tuple[int, ...], syntax: str) -> list[float]:
+    """One comma-separated option value as finite numbers, as many as one of `lengths`; else a usage error."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in lengths or not np.isfinite(values).all():
+        raise UsageError(f"{option} must be {syntax} (numbers, no spaces), got {text!r}")
+    return values

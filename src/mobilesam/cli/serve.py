@@ -1,0 +1,61 @@
+"""`mobilesam serve`: the HTTP service and the click-to-segment page."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typer
+
+from .. import weights
+from .common import DEVICE_OPTION, MODEL_OPTION, THREADS_OPTION, UsageError, choose_backend, fail, is_verbose, load_model
+
+# The service decodes on torch, so its backend must be one of torch's.
+SERVE_BACKENDS = ("torch", "torch-fast", "torch-bf16", "torch-compile")
+
+
+def serve(
+    model: str = MODEL_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes the service to the network)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    cache_mb: float = typer.Option(512.0, "--cache-mb", min=0.0, help="Memory for cached image embeddings (and their files), MiB."),
+    queue_size: int = typer.Option(16, "--queue-size", min=1, help="Model jobs that may wait; beyond that requests get 503 + Retry-After."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Threads running the model (1 suits a CPU)."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest image file accepted, MiB."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1, help="Largest image accepted, width x height."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="MOBILESAM_API_KEY", help="Require this key in the X-API-Key header (prefer the environment variable)."),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin (repeat for more); none by default."),
+    device: str = DEVICE_OPTION,
+    threads: int | None = THREADS_OPTION,
+    backend: str = typer.Option(
+        "torch", "--backend", help=f"What embeds uploaded images: {', '.join(SERVE_BACKENDS)} (torch-compile is the fastest on CPU)."
+    ),
+) -> None:
+    """Run the HTTP service and the click-to-segment page (http://HOST:PORT/; API docs at /docs)."""
+    # Imported here: FastAPI and uvicorn are the optional `serve` extra, which the other commands do without.
+    try:
+        import uvicorn
+
+        from ..server import ServeSettings, create_app
+    except ImportError as err:
+        fail(ImportError(f"serve needs FastAPI and uvicorn: pip install 'mobilesam[serve]' ({err})"))
+    try:
+        settings = ServeSettings(
+            model_name="",
+            checkpoint=model,
+            cache_bytes=int(cache_mb * 2**20),
+            max_upload_bytes=int(max_upload_mb * 2**20),
+            max_pixels=max_pixels,
+            queue_size=queue_size,
+            worker_threads=workers,
+            api_key=api_key,
+            cors_origins=tuple(cors_origin),
+        )
+        if backend not in SERVE_BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(SERVE_BACKENDS)} for serve, got {backend!r}")
+    except ValueError as err:
+        fail(err, code=2)
+    sam = load_model(model, device, threads)
+    settings = dataclasses.replace(settings, model_name=weights.detect_model_name(sam.state_dict()))
+    typer.echo(f"mobilesam: {settings.model_name} on {sam.device}; page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
+    service = create_app(sam, settings, choose_backend(backend, sam, None, threads))
+    uvicorn.run(service, host=host, port=port, log_level="debug" if is_verbose() else "info")
