@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from mobilesam import load_sam
-from mobilesam.backends import BACKENDS, make_backend
+from mobilesam.backends import BACKEND_SPECS, BACKENDS, make_backend
 from mobilesam.bench import bench_encoder, format_table, machine_summary, probe_name
 from mobilesam.export import export_onnx
 from mobilesam.probe import peak_rss_mib, peak_rss_of
@@ -57,7 +57,7 @@ def setup(args: argparse.Namespace, workdir: Path):
         checkpoint = save_checkpoint(ours, workdir / "random_vit_t.pt")
     names = args.backend or list(BACKENDS)
     onnx_dir = args.onnx_dir
-    if onnx_dir is None and any(name.startswith("onnx") for name in names):
+    if onnx_dir is None and any(BACKEND_SPECS[name].needs_export for name in names):
         onnx_dir = workdir / "onnx"
         export_onnx(ours, onnx_dir, model_name=detect_model_name(ours.state_dict()), weights=checkpoint, quantize="int8")
     backends = [make_backend(name, ours, onnx_dir=onnx_dir, threads=args.threads) for name in names]

@@ -20,7 +20,7 @@ import torch
 
 from images import sample_images
 from mobilesam import SamPredictor
-from mobilesam.backends import TorchBackend, TorchFastBackend, make_backend
+from mobilesam.backends import BACKEND_SPECS, TorchBackend, TorchFastBackend, make_backend
 from mobilesam.bench import bench_encoder
 from mobilesam.fast_encoder import ChunkedMlp, StripedMBConv, fast_encoder_copy, fold_batch_norms
 from mobilesam.modeling.tiny_vit import ConvBN, MBConv
@@ -213,3 +213,17 @@ def test_torch_compile_predicts_like_torch():
     for got, expected in zip(compiled.predict(**point), ref.predict(**point)):
         assert np.abs(got - expected).max() <= FAST_TOL
     assert any(isinstance(m, ConvBN) for m in model.image_encoder.modules()), "the model itself must stay untouched"
+
+
+def test_every_backend_says_what_it_is(model):
+    # Capabilities are data on the backend: callers ask the spec, never the name's spelling.
+    for name in ("torch", "torch-fast", "torch-bf16"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            backend = make_backend(name, model)
+        assert backend.spec == BACKEND_SPECS[name] and backend.spec.runtime == "torch"
+    assert [name for name, spec in BACKEND_SPECS.items() if spec.reference_numerics] == ["torch"]
+    assert {name for name, spec in BACKEND_SPECS.items() if spec.precision != "fp32"} == {"torch-bf16", "onnx-int8"}
+    assert {name for name, spec in BACKEND_SPECS.items() if spec.needs_export} == {"onnx", "onnx-int8"}
+    with pytest.raises(ValueError, match="backend 'onnx' needs the folder written by `mobilesam export`"):
+        make_backend("onnx", model)

@@ -23,7 +23,7 @@ from mobilesam import ImageEmbedding, OnnxPredictor, SamAutomaticMaskGenerator, 
 from mobilesam.backends import make_backend
 from mobilesam.cli import app
 from mobilesam.export import export_onnx
-from mobilesam.export.runtime import OnnxBackend
+from mobilesam.backends import OnnxBackend
 from mobilesam.registry import build_from_config, get_config
 from mobilesam.weights import save_checkpoint, sha256_file
 from reference import randomize

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends.specs import BACKEND_SPECS
+
 
 def demo_image(h: int = 768, w: int = 1024) -> np.ndarray:
     """A deterministic (h, w, 3) uint8 image: gradients and discs (for when no photo is given)."""
@@ -67,10 +69,11 @@ def current_peak_rss_mib() -> float:
 def _probe(model_name: str, backend: str, onnx_dir: str, threads: int) -> float:
     image = demo_image()
     prompt = demo_prompts(*image.shape[:2])[0]
-    if backend in ("onnx", "onnx-int8"):
+    spec = BACKEND_SPECS.get(backend)
+    if spec is not None and spec.needs_export:
         from .export.predictor import OnnxPredictor
 
-        quantize = "int8" if backend == "onnx-int8" else None
+        quantize = "int8" if spec.precision == "int8" else None
         predictor = OnnxPredictor(onnx_dir, quantize=quantize, threads=threads or None)
         predictor.set_image(image)
         predictor.predict(**prompt)

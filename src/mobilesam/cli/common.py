@@ -12,7 +12,7 @@ from typing import NoReturn
 import torch
 import typer
 
-from ..backends import BACKENDS, Backend, make_backend
+from ..backends import BACKEND_SPECS, BACKENDS, Backend, make_backend
 from ..errors import MobileSamError
 from ..io.sources import ImageJob
 from ..labeling import RunSummary, Segmenter, label_images
@@ -65,9 +65,9 @@ def load_model(model: str, device: str, threads: int | None) -> Sam:
 
 def choose_backend(name: str, sam: Sam, onnx_dir: Path | None, threads: int | None) -> Backend:
     """The --backend for `sam`; a bad name or a missing export is a usage error (exit 2)."""
-    if name not in BACKENDS:
+    if name not in BACKEND_SPECS:
         fail(UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}"), code=2)
-    if name.startswith("onnx") and onnx_dir is None:
+    if BACKEND_SPECS[name].needs_export and onnx_dir is None:
         fail(UsageError(f"--backend {name} needs --onnx-dir, the folder written by `mobilesam export`"), code=2)
     try:
         return make_backend(name, sam, onnx_dir=onnx_dir, threads=threads)

@@ -1,130 +1,23 @@
-"""Backends: what runs the image encoder and the prompt decoder behind a `SamPredictor`.
-
-A backend does all the model's work, on tensors already in the model frame:
-
-- `embed`: (1, 3, S, S) normalised, padded image -> (1, C, S/16, S/16) embedding;
-- `decode`: embedding + prompts -> (B, M, 256, 256) low-res logits and (B, M) IoU;
-- `decode_candidates`: segment-everything's batches of single-point prompts,
-  with the IoU filter applied before any mask is made.
-
-Pre- and post-processing (`Sam.preprocess`, `Sam.postprocess_masks`) stay in
-the predictor and the generator, so every backend gives masks through the
-same code, and every backend serves every command.
-
-Backends by name (`make_backend`):
-
-- ``torch``: the model's own modules, eager fp32: the reference numerics.
-- ``torch-fast``: the encoder copy of `fast_encoder_copy` (BatchNorm
-  folded, cache-sized strips of the wide layers, channels-last) in
-  `inference_mode`, fp32 on every CPU; the decoder is the model's own.
-- ``torch-bf16``: the same encoder copy under bfloat16 autocast, decoder in
-  fp32. Not the reference numerics: its masks agree with fp32 on 99.8% of
-  pixels (README, "Numerics on each CPU"). Fast only where the hardware computes bf16
-  (AVX-512 BF16 or AMX on CPUs, Ampere and later on CUDA); elsewhere it
-  warns, since emulated bf16 is many times slower than fp32.
-- ``torch-compile``: the same copy compiled by TorchInductor with its
-  weights frozen into the graph; the first `embed` compiles (about a minute
-  on two cores; inductor caches the kernels on disk for later processes).
-- ``onnx``, ``onnx-int8``: onnxruntime over the graphs of `mobilesam export`
-  (see `mobilesam.export.runtime.OnnxBackend`).
-"""
+"""The torch backends: eager fp32 (the reference numerics), and rewritten or compiled encoder copies."""
 
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import warnings
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from .fast_encoder import fast_encoder_copy
-from .modeling import Sam
-from .modeling.transformer import ImageTokens
+from ..fast_encoder import fast_encoder_copy
+from ..modeling import Sam
+from ..modeling.transformer import ImageTokens
+from .base import Backend, CandidateFilter, Candidates
 
-
-BACKENDS = ("torch", "torch-fast", "torch-bf16", "torch-compile", "onnx", "onnx-int8")
 # Segment-everything's prompts run through the decoder this many at a time.
 # Small batches keep the per-prompt image tokens in cache and are several
 # times faster than 64 on a CPU; a batch of 1 takes other kernels, so a lone
 # last prompt joins the batch before it.
 _DECODE_CHUNK = 6
-
-
-# Segment-everything's filter: (B, 3) predicted IoU of the multimask outputs -> (B, 3) bool, True to keep.
-CandidateFilter = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Segment-everything's decoded batch: every prompt's scores, the masks only of those kept.
-
-    Attributes:
-        iou_predictions: (B, 3) predicted IoU of each prompt's multimask outputs.
-        kept: (B, 3) bool, what the filter kept.
-        low_res_logits: (K, 4H, 4W) one per kept candidate, prompt-major (K = kept.sum()).
-    """
-
-    iou_predictions: torch.Tensor
-    kept: torch.Tensor
-    low_res_logits: torch.Tensor
-
-
-class Backend(ABC):
-    """Runs the encoder and the prompt decoder of one model."""
-
-    name: str
-    # Whether segment-everything should decode its batches side by side on
-    # one-thread workers: torch's small decoder ops use two cores poorly,
-    # while onnxruntime already spreads one batch over every core.
-    parallel_batches: bool = False
-
-    @abstractmethod
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(1, 3, S, S) normalised, zero-padded image -> (1, C, H, W) float32 embedding."""
-
-    @abstractmethod
-    def decode(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        mask_input: torch.Tensor | None,
-        multimask_output: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks for B prompts on one embedding.
-
-        Args:
-            image_embeddings: (1, C, H, W) from `embed`.
-            point_coords: (B, N, 2) XY, model frame, or None.
-            point_labels: (B, N) 1 foreground, 0 background, or None.
-            boxes: (B, 4) XYXY, model frame, or None.
-            mask_input: (B, 1, 4H, 4W) low-res logits, or None.
-            multimask_output: 3 masks per prompt instead of 1.
-
-        Returns:
-            low_res_logits (B, M, 4H, 4W) and iou_predictions (B, M), M = 3 or 1, float32.
-        """
-
-    def decode_candidates(
-        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter
-    ) -> Candidates:
-        """Segment everything's batch: B single foreground points, multimask, filtered by `keep`.
-
-        Args:
-            image_embeddings: (1, C, H, W) from `embed`.
-            point_coords: (B, 2) XY, model frame.
-            keep: The filter on predicted IoU; masks are returned only for what it keeps.
-        """
-        labels = torch.ones((len(point_coords), 1), dtype=torch.int, device=point_coords.device)
-        low_res_logits, iou_predictions = self.decode(image_embeddings, point_coords[:, None], labels, None, None, True)
-        kept = keep(iou_predictions)
-        return Candidates(iou_predictions, kept, low_res_logits[kept])
 
 
 class TorchBackend(Backend):
@@ -335,36 +228,3 @@ def has_native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def make_backend(
-    name: str, model: Sam, *, onnx_dir: str | os.PathLike[str] | None = None, threads: int | None = None
-) -> Backend:
-    """The backend called `name` for `model`.
-
-    Args:
-        name: One of `BACKENDS`.
-        model: The torch model; ONNX backends still use its pre/post-processing.
-        onnx_dir: Folder written by `mobilesam export` (ONNX backends only).
-        threads: Intra-op threads for onnxruntime (torch uses `torch.set_num_threads`).
-
-    Raises:
-        ValueError: Unknown name, or an ONNX backend without `onnx_dir`.
-        FileNotFoundError: The export lacks the graph the backend needs.
-    """
-    if name == "torch":
-        return TorchBackend(model)
-    if name == "torch-fast":
-        return TorchFastBackend(model)
-    if name == "torch-bf16":
-        return TorchBf16Backend(model)
-    if name == "torch-compile":
-        return TorchCompileBackend(model)
-    if name in ("onnx", "onnx-int8"):
-        if onnx_dir is None:
-            raise ValueError(f"backend {name!r} needs the folder written by `mobilesam export` (onnx_dir)")
-        from .export.runtime import OnnxBackend
-
-        quantize = "int8" if name == "onnx-int8" else None
-        return OnnxBackend.from_export(Path(onnx_dir), quantize=quantize, threads=threads)
-    raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backends import Backend
-from .layout import ExportedGraphs, find_graphs
-from .sessions import IOU_PREDICTIONS, LOW_RES_MASKS, OnnxSessions, onnx_points
+from ..export.layout import ExportedGraphs, find_graphs
+from ..export.sessions import IOU_PREDICTIONS, LOW_RES_MASKS, OnnxSessions, onnx_points
+from .base import Backend
 
 
 class OnnxBackend(Backend):

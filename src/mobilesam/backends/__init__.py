@@ -1,0 +1,98 @@
+"""Backends: what runs the image encoder and the prompt decoder behind a `SamPredictor`.
+
+A backend does all the model's work, on tensors already in the model frame:
+
+- `embed`: (1, 3, S, S) normalised, padded image -> (1, C, S/16, S/16) embedding;
+- `decode`: embedding + prompts -> (B, M, 256, 256) low-res logits and (B, M) IoU;
+- `decode_candidates`: segment-everything's batches of single-point prompts,
+  with the IoU filter applied before any mask is made.
+
+Pre- and post-processing (`Sam.preprocess`, `Sam.postprocess_masks`) stay in
+the predictor and the generator, so every backend gives masks through the
+same code, and every backend serves every command.
+
+Backends by name (`make_backend`):
+
+- ``torch``: the model's own modules, eager fp32: the reference numerics.
+- ``torch-fast``: the encoder copy of `fast_encoder_copy` (BatchNorm
+  folded, cache-sized strips of the wide layers, channels-last) in
+  `inference_mode`, fp32 on every CPU; the decoder is the model's own.
+- ``torch-bf16``: the same encoder copy under bfloat16 autocast, decoder in
+  fp32. Not the reference numerics: its masks agree with fp32 on 99.8% of
+  pixels (README, "Numerics on each CPU"). Fast only where the hardware computes bf16
+  (AVX-512 BF16 or AMX on CPUs, Ampere and later on CUDA); elsewhere it
+  warns, since emulated bf16 is many times slower than fp32.
+- ``torch-compile``: the same copy compiled by TorchInductor with its
+  weights frozen into the graph; the first `embed` compiles (about a minute
+  on two cores; inductor caches the kernels on disk for later processes).
+- ``onnx``, ``onnx-int8``: onnxruntime over the graphs of `mobilesam export`
+  (`mobilesam.backends.onnx.OnnxBackend`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
+from .specs import BACKEND_SPECS, BACKENDS, BackendSpec, backend_spec
+
+# Public name -> the module that defines it; imported on first use, so the
+# specs are readable without torch (the torch-free RSS probe reads them).
+_EXPORTS = {
+    "Backend": ".base",
+    "CandidateFilter": ".base",
+    "Candidates": ".base",
+    "OnnxBackend": ".onnx",
+    "TorchBackend": ".torch",
+    "TorchBf16Backend": ".torch",
+    "TorchCompileBackend": ".torch",
+    "TorchFastBackend": ".torch",
+    "has_native_bf16": ".torch",
+}
+
+__all__ = sorted([*_EXPORTS, "BACKENDS", "BACKEND_SPECS", "BackendSpec", "backend_spec", "make_backend"])
+
+if TYPE_CHECKING:
+    from ..modeling import Sam
+    from .base import Backend, CandidateFilter, Candidates
+    from .onnx import OnnxBackend
+    from .torch import TorchBackend, TorchBf16Backend, TorchCompileBackend, TorchFastBackend, has_native_bf16
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+
+
+def make_backend(
+    name: str, model: Sam, *, onnx_dir: str | os.PathLike[str] | None = None, threads: int | None = None
+) -> Backend:
+    """The backend called `name` for `model`.
+
+    Args:
+        name: One of `BACKENDS`.
+        model: The torch model; ONNX backends still use its pre/post-processing.
+        onnx_dir: Folder written by `mobilesam export` (backends whose spec `needs_export`).
+        threads: Intra-op threads for onnxruntime (torch uses `torch.set_num_threads`).
+
+    Raises:
+        ValueError: Unknown name, or an ONNX backend without `onnx_dir`.
+        FileNotFoundError: The export lacks the graph the backend needs.
+    """
+    spec = backend_spec(name)
+    if spec.needs_export:
+        if onnx_dir is None:
+            raise ValueError(f"backend {name!r} needs the folder written by `mobilesam export` (onnx_dir)")
+        from .onnx import OnnxBackend
+
+        quantize = "int8" if spec.precision == "int8" else None
+        return OnnxBackend.from_export(Path(onnx_dir), quantize=quantize, threads=threads)
+    from . import torch as torch_backends
+
+    classes = {
+        "torch": torch_backends.TorchBackend,
+        "torch-fast": torch_backends.TorchFastBackend,
+        "torch-bf16": torch_backends.TorchBf16Backend,
+        "torch-compile": torch_backends.TorchCompileBackend,
+    }
+    return classes[name](model)
