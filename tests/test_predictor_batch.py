@@ -10,6 +10,7 @@ import torch
 
 from images import sample_images
 from mobilesam import SamPredictor
+from mobilesam.prompts import check_prompt
 from mobilesam.registry import build_from_config, get_config
 from reference import randomize
 
@@ -77,3 +78,18 @@ def test_batch_errors_say_what_is_wrong(predictor):
         predictor.predict_batch([np.zeros((2, 1, 2)), None], [np.ones((2, 1)), None], box_batch=[np.zeros((3, 4)), None])
     with pytest.raises(RuntimeError, match="no image is set"):
         predictor.predict(point_coords=np.array([[1.0, 1.0]]), point_labels=np.array([1]))
+
+
+def test_a_prompt_checked_at_the_boundary_predicts_like_predict(predictor):
+    image = sample_images()["coffee"]
+    predictor.set_image(image)
+    mask_size = predictor.model.prompt_encoder.mask_input_size
+    prompt = check_prompt(image.shape[:2], mask_size, [[300, 200], [100, 50]], [1, 0], [50, 40, 500, 380])
+    assert prompt.point_coords.dtype == np.float64 and prompt.point_labels.tolist() == [1, 0] and prompt.box.shape == (4,)
+    expected = predictor.predict(np.array([[300, 200], [100, 50]]), np.array([1, 0]), np.array([50, 40, 500, 380]))
+    for got, want in zip(predictor.predict_prompt(prompt), expected):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="point_labels were given without point_coords"):
+        check_prompt(image.shape[:2], mask_size, None, [1])
+    with pytest.raises(ValueError, match="lies far outside the 600x400 image"):
+        check_prompt(image.shape[:2], mask_size, [[5000, 10]], [1])

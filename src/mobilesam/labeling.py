@@ -20,7 +20,7 @@ from .io.prefetch import prefetch_images
 from .io.sources import ImageJob, ObjectPrompt
 from .io.writers import merge_coco_outputs, output_paths, write_outputs
 from .predictor import SamPredictor
-from .prompts import as_boxes, as_points
+from .prompts import check_prompt
 from .results import Results
 
 logger = logging.getLogger(__name__)
@@ -128,17 +128,13 @@ def segment_objects(
     """
     if not objects:
         raise ValueError("no objects to segment: give points or a box")
-    for obj in objects:  # before the costly embedding, so a bad prompt fails fast
-        if obj.points is not None:
-            as_points(obj.points, obj.labels, image.shape[:2])
-        if obj.box is not None:
-            as_boxes(obj.box, image.shape[:2])
+    # Checked once, before the costly embedding, so a bad prompt fails fast.
+    mask_size = predictor.model.prompt_encoder.mask_input_size
+    prompts = [check_prompt(image.shape[:2], mask_size, obj.points, obj.labels, obj.box) for obj in objects]
     predictor.set_image(image)
     masks, scores, points, labels, boxes = [], [], [], [], []
-    for obj in objects:
-        object_masks, object_scores, _ = predictor.predict(
-            point_coords=obj.points, point_labels=obj.labels, box=obj.box, multimask_output=multimask_output
-        )
+    for obj, prompt in zip(objects, prompts):
+        object_masks, object_scores, _ = predictor.predict_prompt(prompt, multimask_output=multimask_output)
         masks.append(object_masks)
         scores.append(object_scores)
         points.extend([np.zeros((0, 2)) if obj.points is None else obj.points] * len(object_masks))

@@ -18,7 +18,7 @@ from .embedding import ImageEmbedding
 from .image_state import CurrentImage
 from .io.images import to_rgb_uint8
 from .modeling import Sam
-from .prompts import ModelFramePrompt, predictor_prompt
+from .prompts import ModelFramePrompt, Prompt, check_prompt, to_model_frame
 from .transforms import ResizeLongestSide
 
 class SamPredictor(CurrentImage[torch.Tensor]):
@@ -166,9 +166,23 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             low_res_logits: (C, 256, 256), to feed back as `mask_input`.
         """
         embedding = self._require_image()
-        prompt = self._model_frame_prompt(embedding, point_coords, point_labels, box, mask_input)
+        prompt = check_prompt(
+            embedding.original_size, self.model.prompt_encoder.mask_input_size, point_coords, point_labels, box, mask_input
+        )
+        return self.predict_prompt(prompt, multimask_output, return_logits)
+
+    def predict_prompt(
+        self, prompt: Prompt, multimask_output: bool = True, return_logits: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`predict` for a prompt already checked against the current image (`mobilesam.prompts.check_prompt`).
+
+        For callers that check their prompts at their own boundary (a prompts
+        file, the service) before the image is embedded.
+        """
+        embedding = self._require_image()
+        framed = to_model_frame(prompt, self.transform, embedding.original_size)
         masks, iou_predictions, low_res_logits = self._decode(
-            embedding, *self._tensors(prompt), multimask_output, return_logits
+            embedding, *self._tensors(framed), multimask_output, return_logits
         )
         return _to_numpy(masks[0]), _to_numpy(iou_predictions[0]), _to_numpy(low_res_logits[0])
 
@@ -244,15 +258,9 @@ class SamPredictor(CurrentImage[torch.Tensor]):
     def _model_frame_prompt(
         self, embedding: ImageEmbedding[torch.Tensor], point_coords: Any, point_labels: Any, box: Any, mask_input: Any
     ) -> ModelFramePrompt:
-        return predictor_prompt(
-            self.transform,
-            embedding.original_size,
-            self.model.prompt_encoder.mask_input_size,
-            point_coords,
-            point_labels,
-            box,
-            mask_input,
-        )
+        mask_size = self.model.prompt_encoder.mask_input_size
+        prompt = check_prompt(embedding.original_size, mask_size, point_coords, point_labels, box, mask_input)
+        return to_model_frame(prompt, self.transform, embedding.original_size)
 
     def _tensors(self, prompt: ModelFramePrompt) -> tuple[torch.Tensor | None, ...]:
         return tuple(

@@ -2,8 +2,9 @@
 
 Everything here checks prompts in the original image frame, on numpy
 arrays, and raises `ValueError` with a message that says what was received
-and expected; `predictor_prompt` then maps one checked prompt into the model
-frame for both predictors (`SamPredictor`, `OnnxPredictor`).
+and expected. One object's prompt is checked once, by `check_prompt`, into
+the one `Prompt` type; `to_model_frame` then maps it for both predictors
+(`SamPredictor`, `OnnxPredictor`).
 """
 
 from __future__ import annotations
@@ -136,8 +137,53 @@ def as_object_prompts(
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """One object's prompt, checked against its image: made by `check_prompt`, nowhere else.
+
+    Attributes:
+        point_coords: (N, 2) float64 XY pixels of the original image, or None.
+        point_labels: (N,) int64, 1 foreground / 0 background (None exactly when there are no points).
+        box: (4,) float64 XYXY pixels of the original image, or None.
+        mask_input: (1, h, w) float32 low-res logits from an earlier prediction, or None.
+    """
+
+    point_coords: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask_input: np.ndarray | None = None
+
+
+def check_prompt(
+    image_hw: tuple[int, int],
+    mask_input_size: tuple[int, int],
+    point_coords: Any = None,
+    point_labels: Any = None,
+    box: Any = None,
+    mask_input: Any = None,
+) -> Prompt:
+    """Check one object's prompt (`SamPredictor.predict`'s arguments) against its image: the one check.
+
+    Raises:
+        ValueError: What is wrong with which part, and what was expected.
+    """
+    coords = labels = checked_box = mask = None
+    if point_coords is not None:
+        coords, labels = as_points(point_coords, point_labels, image_hw)
+    elif point_labels is not None:
+        raise ValueError("point_labels were given without point_coords")
+    if box is not None:
+        boxes = as_boxes(box, image_hw)
+        if boxes.shape[0] != 1:
+            raise ValueError(f"predict takes one box; for {boxes.shape[0]} boxes use SamPredictor.predict_torch")
+        checked_box = boxes[0]
+    if mask_input is not None:
+        mask = as_mask_input(mask_input, mask_input_size)
+    return Prompt(coords, labels, checked_box, mask)
+
+
+@dataclass(frozen=True)
 class ModelFramePrompt:
-    """One object's prompt for the decoder, checked and mapped into the model frame; absent parts are None."""
+    """A checked `Prompt` mapped into the model frame for the decoder, with a batch axis of 1."""
 
     point_coords: np.ndarray | None  # (1, N, 2) float64 XY
     point_labels: np.ndarray | None  # (1, N) int64
@@ -145,27 +191,14 @@ class ModelFramePrompt:
     mask_input: np.ndarray | None  # (1, 1, h, w) float32 low-res logits
 
 
-def predictor_prompt(
-    transform: ResizeLongestSide,
-    original_size: tuple[int, int],
-    mask_input_size: tuple[int, int],
-    point_coords: Any = None,
-    point_labels: Any = None,
-    box: Any = None,
-    mask_input: Any = None,
-) -> ModelFramePrompt:
-    """Check the arguments of `SamPredictor.predict` and map them into the model frame with `transform`."""
+def to_model_frame(prompt: Prompt, transform: ResizeLongestSide, original_size: tuple[int, int]) -> ModelFramePrompt:
+    """`prompt`'s coordinates resized with `transform`, as both predictors hand them to the decoder."""
     coords = labels = boxes = mask = None
-    if point_coords is not None:
-        points, point_labels = as_points(point_coords, point_labels, original_size)
-        coords, labels = transform.apply_coords(points, original_size)[None], point_labels[None]
-    elif point_labels is not None:
-        raise ValueError("point_labels were given without point_coords")
-    if box is not None:
-        checked = as_boxes(box, original_size)
-        if checked.shape[0] != 1:
-            raise ValueError(f"predict takes one box; for {checked.shape[0]} boxes use SamPredictor.predict_torch")
-        boxes = transform.apply_boxes(checked, original_size)
-    if mask_input is not None:
-        mask = as_mask_input(mask_input, mask_input_size)[None]
+    if prompt.point_coords is not None:
+        coords = transform.apply_coords(prompt.point_coords, original_size)[None]
+        labels = prompt.point_labels[None]
+    if prompt.box is not None:
+        boxes = transform.apply_boxes(prompt.box[None], original_size)
+    if prompt.mask_input is not None:
+        mask = prompt.mask_input[None]
     return ModelFramePrompt(coords, labels, boxes, mask)

@@ -15,7 +15,7 @@ import numpy as np
 from ..embedding import ImageEmbedding
 from ..image_state import CurrentImage
 from ..io.images import to_rgb_uint8
-from ..prompts import predictor_prompt
+from ..prompts import check_prompt, to_model_frame
 from ..transforms import ResizeLongestSide, normalize_and_pad
 from .layout import find_graphs
 from .sessions import OnnxSessions, onnx_points
@@ -83,15 +83,10 @@ class OnnxPredictor(CurrentImage[np.ndarray]):
             low_res_logits: (C, 256, 256), to feed back as `mask_input`.
         """
         embedding = self._require_image()
-        prompt = predictor_prompt(
-            self.transform,
-            embedding.original_size,
-            self.sessions.mask_input_size,
-            point_coords,
-            point_labels,
-            box,
-            mask_input,
+        checked = check_prompt(
+            embedding.original_size, self.sessions.mask_input_size, point_coords, point_labels, box, mask_input
         )
+        prompt = to_model_frame(checked, self.transform, embedding.original_size)
         coords, labels = onnx_points(prompt.point_coords, prompt.point_labels, prompt.boxes)
         masks, iou_predictions, low_res_logits = self.sessions.decode(
             embedding.features, coords, labels, prompt.mask_input, embedding.original_size
