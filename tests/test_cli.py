@@ -97,7 +97,9 @@ def test_console_script_runs():
     assert "models" in completed.stdout and "download" in completed.stdout
 
 
-def test_serve_refuses_a_backend_that_cannot_decode_on_torch(home):
+def test_serve_checks_the_backend_before_loading_the_model(home):
     result = runner.invoke(app, ["serve", "--model", "vit_t", "--backend", "onnx"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --backend must be one of torch, torch-fast, torch-bf16, torch-compile for serve, got 'onnx'"
+    assert result.output.strip() == "error: --backend onnx needs --onnx-dir, the folder written by `mobilesam export`"
+    result = runner.invoke(app, ["serve", "--model", "no_such.pt", "--backend", "tensorrt"])
+    assert result.exit_code == 2 and "--backend must be one of torch, torch-fast" in result.output

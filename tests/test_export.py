@@ -8,6 +8,7 @@ command-line export of the real 1024 model is one slow test.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from images import sample_images
@@ -317,3 +319,28 @@ def test_export_cli_writes_the_1024_model_with_its_checksum(tmp_path):
     assert metadata["weights"]["sha256"] == sha256_file(checkpoint) and metadata["image_size"] == 1024
     assert metadata["quantize"] is None and sorted(metadata["files"]) == ["decoder", "encoder"]
     onnx.checker.check_model(str(tmp_path / "onnx" / "encoder.onnx"))
+
+
+def test_the_service_runs_on_the_onnx_backend(exported):
+    # Every backend serves every command: uploads, clicks and segment-everything on onnxruntime.
+    from fastapi.testclient import TestClient
+
+    from mobilesam.server import ServeSettings, create_app
+
+    model, _, folder = exported
+    backend = make_backend("onnx", model, onnx_dir=folder, threads=2)
+    image = sample_images()["chelsea"]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    with TestClient(create_app(model, ServeSettings(), backend)) as client:
+        uploaded = client.post("/v1/images", files={"file": ("chelsea.png", buffer.getvalue(), "image/png")})
+        image_id = uploaded.json()["image_id"]
+        clicked = client.post(f"/v1/images/{image_id}/segment", json={"points": [[200, 150]], "multimask": False})
+        everything = client.post(f"/v1/images/{image_id}/everything", json={"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0})
+    assert uploaded.status_code == clicked.status_code == everything.status_code == 200
+    predictor = SamPredictor(model, backend)
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(np.array([[200, 150]]), np.array([1]), multimask_output=False)
+    assert clicked.json()["masks"][0]["score"] == pytest.approx(float(scores[0]), abs=1e-6)
+    assert clicked.json()["masks"][0]["area"] == int(masks[0].sum())
+    assert len(everything.json()["masks"]) > 0

@@ -1,4 +1,4 @@
-"""masks.py against the reference's utils/amg.py: identical results on constructed masks."""
+"""masks.py against the reference's utils/amg.py (identical results on constructed masks) and pycocotools."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from images import generated_image
+from mobilesam import SamAutomaticMaskGenerator, SamPredictor, build_sam
 from mobilesam import masks as ours
 from reference import mobile_sam  # noqa: F401  (imports the reference quietly)
+from reference import randomize
 from mobile_sam.utils import amg as ref
 
 
@@ -48,6 +51,53 @@ def test_empty_inputs():
     empty = torch.zeros((0, 5, 6), dtype=torch.bool)
     assert ours.batched_mask_to_box(empty).shape == (0, 4)
     assert ours.mask_to_rle(empty) == []
+
+
+def test_encoder_matches_pycocotools_and_the_parts_it_replaces():
+    masks = _blobs(9, 37, 53, seed=5)
+    scores = torch.linspace(0.9, 0.1, 9)
+    encoded = ours.encode_masks(masks, scores)
+    assert ours.encode_masks(masks.numpy(), scores.numpy()) == encoded
+    boxes = ours.batched_mask_to_box(masks)
+    for mask, box, score, code in zip(masks, boxes, scores, encoded):
+        rle = ours.mask_to_rle(mask[None])[0]
+        assert code.uncompressed_rle == rle and code.rle == ours.coco_encode_rle(rle)
+        compressed = dict(code.rle, counts=code.rle["counts"].encode())
+        assert code.area == int(mask.sum()) == int(mask_utils.area(compressed))
+        assert code.box == tuple(box.tolist()) and all(isinstance(v, int) for v in code.box)
+        assert code.bbox == ours.box_xyxy_to_xywh(box).tolist()
+        assert code.coco_bbox == mask_utils.toBbox(compressed).tolist()
+        assert code.score == score.item()
+
+
+def test_encoder_keeps_given_boxes_and_checks_lengths():
+    masks = _blobs(3, 20, 30, seed=1)
+    given = np.array([[1.5, 2, 3, 4]] * 3, np.float32)
+    assert [code.box for code in ours.encode_masks(masks, [0.5] * 3, boxes=given)] == [(1.5, 2.0, 3.0, 4.0)] * 3
+    assert ours.encode_masks(torch.zeros((0, 4, 5), dtype=torch.bool), []) == []
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        ours.encode_masks(masks[0], [0.5])
+    with pytest.raises(ValueError, match="3 masks, 3 boxes, 2 scores"):
+        ours.encode_masks(masks, [0.5, 0.5])
+
+
+def test_encoder_reproduces_the_generator_records():
+    """What SamAutomaticMaskGenerator.generate builds from its RLEs and XYXY boxes, the encoder builds too."""
+    model = randomize(build_sam("vit_t"), seed=3)
+    image = generated_image(96, 160, seed=2)
+    embedding = SamPredictor(model).embed(image)
+    options = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_mask_region_area=20)
+    coco, raw = (
+        SamAutomaticMaskGenerator(model, output_mode=mode, **options).generate(image, embedding=embedding)
+        for mode in ("coco_rle", "uncompressed_rle")
+    )
+    assert len(coco) == len(raw) > 0
+    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in raw)])  # the XYXY it held
+    encoded = ours.encode_rles([record["segmentation"] for record in raw], boxes, [r["predicted_iou"] for r in raw])
+    for code, record in zip(encoded, coco):
+        assert code.rle == record["segmentation"] and code.area == record["area"]
+        assert code.bbox == record["bbox"] and code.score == record["predicted_iou"]
+        assert [type(v) for v in code.bbox] == [type(v) for v in record["bbox"]]
 
 
 def test_stability_score_matches_reference():

@@ -9,6 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from mobilesam.io import mask_png
@@ -189,6 +190,13 @@ def test_coco_loads_and_decodes_to_the_masks(tmp_path):
     assert annotations[0]["bbox"] == [x1, y1, x2 - x1 + 1, y2 - y1 + 1]
     assert annotations[0]["prompt"]["labels"] == [1, 0] and annotations[1]["prompt"]["labels"] == [1]
     assert coco.cats == {1: {"id": 1, "name": "object", "supercategory": "object"}}
+
+
+def test_coco_area_and_bbox_are_pycocotools_own():
+    for annotation in coco_document(make_result(), "dog.png")["annotations"]:
+        rle = dict(annotation["segmentation"], counts=annotation["segmentation"]["counts"].encode())
+        assert annotation["area"] == int(mask_utils.area(rle))
+        assert annotation["bbox"] == mask_utils.toBbox(rle).tolist()  # [0, 0, 0, 0] for the empty mask too
 
 
 def test_coco_of_no_masks_has_no_annotations():

@@ -23,12 +23,11 @@ from .backends import Backend
 from .embedding import ImageEmbedding
 from .io.images import to_rgb_uint8
 from .masks import (
-    area_from_rle,
     batched_mask_to_box,
     box_xyxy_to_xywh,
     build_all_layer_point_grids,
     calculate_stability_score,
-    coco_encode_rle,
+    encode_rles,
     generate_crop_boxes,
     is_box_near_crop_edge,
     mask_to_rle,
@@ -208,25 +207,25 @@ class SamAutomaticMaskGenerator:
         candidates = self._generate_candidates(image, embedding)
         if self.min_mask_region_area > 0:
             candidates = self._remove_small_regions(candidates)
+        encoded = encode_rles(candidates.rles, candidates.boxes, candidates.iou_preds)
         if self.output_mode == "coco_rle":
-            segmentations: list[Any] = [coco_encode_rle(rle) for rle in candidates.rles]
+            segmentations: list[Any] = [mask.rle for mask in encoded]
         elif self.output_mode == "binary_mask":
             segmentations = [rle_to_mask(rle) for rle in candidates.rles]
         else:
             segmentations = candidates.rles
-        boxes = candidates.boxes.numpy()
         crop_boxes = candidates.crop_boxes.numpy()
         return [
             {
                 "segmentation": segmentations[i],
-                "area": area_from_rle(candidates.rles[i]),
-                "bbox": box_xyxy_to_xywh(boxes[i]).tolist(),
-                "predicted_iou": candidates.iou_preds[i].item(),
+                "area": mask.area,
+                "bbox": mask.bbox,
+                "predicted_iou": mask.score,
                 "point_coords": [candidates.points[i].tolist()],
                 "stability_score": candidates.stability_score[i].item(),
                 "crop_box": box_xyxy_to_xywh(crop_boxes[i]).tolist(),
             }
-            for i in range(len(candidates))
+            for i, mask in enumerate(encoded)
         ]
 
     def _generate_candidates(self, image: np.ndarray, embedding: ImageEmbedding[torch.Tensor] | None) -> _Candidates:

@@ -3,11 +3,18 @@
 Plain functions over tensors and arrays, shared by the automatic mask
 generator, the writers and validation. RLE follows pycocotools' convention:
 column-major runs that start with a run of zeros.
+
+`encode_masks` / `encode_rles` are the one encoder of masks for every output
+(Results JSON, COCO files, the service, the generator's records): RLE, box,
+area and score per mask.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from itertools import product
 from typing import Any, Literal
 
@@ -194,3 +201,99 @@ def remove_small_regions(
         if not fill_labels:
             fill_labels = [int(np.argmax(sizes)) + 1]
     return np.isin(regions, fill_labels), True
+
+
+@dataclass(frozen=True)
+class EncodedMask:
+    """One mask as every output format writes it.
+
+    Attributes:
+        uncompressed_rle: {'size': [H, W], 'counts': [...]}, column-major runs starting with zeros.
+        area: Pixels in the mask.
+        box: XYXY around the mask, inclusive pixel indices ((0, 0, 0, 0) for an empty
+            mask); ints when computed from the mask, else the values given.
+        score: The mask's score (predicted IoU).
+    """
+
+    uncompressed_rle: dict[str, Any]
+    area: int
+    box: tuple[float, float, float, float]
+    score: float
+
+    @cached_property
+    def rle(self) -> dict[str, Any]:
+        """COCO compressed RLE with `counts` as str (JSON-ready)."""
+        return coco_encode_rle(self.uncompressed_rle)
+
+    @property
+    def bbox(self) -> list[float]:
+        """XYWH as segment_anything reports it: width x2 - x1, so a one-pixel mask has width 0."""
+        x1, y1, x2, y2 = self.box
+        return [x1, y1, x2 - x1, y2 - y1]
+
+    @property
+    def coco_bbox(self) -> list[float]:
+        """XYWH as COCO tools compute it (`pycocotools.mask.toBbox`): widths count pixels, x2 - x1 + 1."""
+        if self.area == 0:
+            return [0.0, 0.0, 0.0, 0.0]
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        return [x1, y1, x2 - x1 + 1, y2 - y1 + 1]
+
+
+def encode_masks(
+    masks: torch.Tensor | np.ndarray,
+    scores: torch.Tensor | np.ndarray | Sequence[float],
+    boxes: torch.Tensor | np.ndarray | None = None,
+) -> list[EncodedMask]:
+    """Encode masks: RLE, box, area and score each, in mask order.
+
+    Args:
+        masks: (N, H, W) bool masks.
+        scores: (N,) a score per mask.
+        boxes: (N, 4) XYXY boxes to report instead of computing them from the masks.
+
+    Returns:
+        One `EncodedMask` per mask.
+
+    Raises:
+        ValueError: `masks` is not (N, H, W), or `scores` / `boxes` do not have N rows.
+    """
+    masks_t = torch.as_tensor(masks)
+    if masks_t.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {tuple(masks_t.shape)}")
+    return encode_rles(mask_to_rle(masks_t), batched_mask_to_box(masks_t) if boxes is None else boxes, scores)
+
+
+def encode_rles(
+    rles: Sequence[dict[str, Any]],
+    boxes: torch.Tensor | np.ndarray,
+    scores: torch.Tensor | np.ndarray | Sequence[float],
+) -> list[EncodedMask]:
+    """Encode masks already run-length encoded (`mask_to_rle`), with their XYXY boxes.
+
+    Args:
+        rles: N uncompressed RLEs.
+        boxes: (N, 4) XYXY boxes around the masks (`batched_mask_to_box`).
+        scores: (N,) a score per mask.
+
+    Returns:
+        One `EncodedMask` per mask; boxes keep their type (ints from `batched_mask_to_box`).
+
+    Raises:
+        ValueError: `boxes` or `scores` do not have one row per RLE.
+    """
+    box_rows = _as_list(boxes)
+    score_list = [float(score) for score in _as_list(scores)]
+    if not len(box_rows) == len(score_list) == len(rles):
+        raise ValueError(
+            f"need one box and one score per mask: {len(rles)} masks, {len(box_rows)} boxes, {len(score_list)} scores"
+        )
+    return [
+        EncodedMask(uncompressed_rle=rle, area=area_from_rle(rle), box=tuple(box), score=score)
+        for rle, box, score in zip(rles, box_rows, score_list)
+    ]
+
+
+def _as_list(values: torch.Tensor | np.ndarray | Sequence[Any]) -> list[Any]:
+    # tolist() gives Python numbers of the stored values: ints stay ints, float32 widens exactly.
+    return values.tolist() if isinstance(values, (torch.Tensor, np.ndarray)) else list(values)

@@ -1,18 +1,29 @@
-"""`Results`: the masks of one image with their boxes, scores and prompts (Ultralytics style)."""
+"""`Results`: the masks of one image with their boxes, scores and prompts (Ultralytics style).
+
+`Results.masks` and `Results.boxes` are `Masks` and `Boxes`: Ultralytics' attributes
+(`masks.data`, `masks.xy`, `boxes.xyxy`, `boxes.conf`, ...; see
+https://docs.ultralytics.com/modes/predict/#working-with-results) over plain arrays,
+which they also behave as: an (N, H, W) bool array and an (N, 4) XYXY array.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from .io.atomic import atomic_path, write_text_atomic
-from .masks import batched_mask_to_box, coco_encode_rle, mask_to_rle
+from .io.polygons import mask_to_polygons
+from .masks import batched_mask_to_box, encode_masks
 
 # Distinct, colour-blind friendly (Okabe-Ito, then Tableau) RGB colours for masks.
 PALETTE = np.array(
@@ -28,15 +39,254 @@ _BACKGROUND = (230, 0, 0)
 _BOX = (255, 255, 255)
 
 
+def _picks_rows(index: Any) -> bool:
+    """Whether `array[index]` selects whole rows (a slice, an index list, a boolean mask), not one item or a part."""
+    if isinstance(index, (int, np.integer, tuple)):
+        return False
+    return not (isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim == 0)
+
+
+def _numpy_index(index: Any) -> Any:
+    return index.cpu().numpy() if isinstance(index, torch.Tensor) else index
+
+
+def _to_numpy(values: Any, dtype: Any = None) -> np.ndarray:
+    """An array of `values` (a tensor on any device, an array, a list), without a copy when it already is one."""
+    return np.asarray(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=dtype)
+
+
+class Masks:
+    """The masks of one image as Ultralytics' `Masks`, and as the (N, H, W) bool array itself.
+
+    Ultralytics' attributes give tensors (`data`) until `numpy()` is called, as
+    there. Used as an array (`np.asarray`, iteration, `len`, `shape`, `dtype`)
+    it is the (N, H, W) bool masks; an int index gives one (H, W) mask array,
+    an index that picks rows (slice, list, boolean) gives a `Masks` of those.
+
+    Args:
+        masks: (N, H, W) bool masks in the image's pixels.
+        orig_shape: (H, W) of the image.
+        as_numpy: Whether `data` is the numpy array rather than a tensor.
+    """
+
+    def __init__(self, masks: np.ndarray | torch.Tensor, orig_shape: tuple[int, int], as_numpy: bool = False) -> None:
+        self._masks = _to_numpy(masks)
+        self.orig_shape = (int(orig_shape[0]), int(orig_shape[1]))
+        self._as_numpy = as_numpy
+
+    @property
+    def data(self) -> torch.Tensor | np.ndarray:
+        """(N, H, W) bool masks: a tensor sharing their memory, or the array after `numpy()`."""
+        return self._masks if self._as_numpy else torch.from_numpy(self._masks)
+
+    @cached_property
+    def xy(self) -> list[np.ndarray]:
+        """One (K, 2) float32 XY polygon per mask in pixels; (0, 2) for an empty mask.
+
+        As in Ultralytics, a mask in several parts gives one polygon through all
+        their outer outlines, joined by zero-width seams; holes are not traced.
+        """
+        return [_join_outlines(mask_to_polygons(mask)) for mask in self._masks]
+
+    @property
+    def xyn(self) -> list[np.ndarray]:
+        """`xy` divided by the image's width and height."""
+        h, w = self.orig_shape
+        return [polygon / np.array([w, h], dtype=np.float32) for polygon in self.xy]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._masks.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._masks.dtype
+
+    def cpu(self) -> Masks:
+        """A copy whose attributes are CPU tensors."""
+        return Masks(self._masks.copy(), self.orig_shape)
+
+    def numpy(self) -> Masks:
+        """A copy whose attributes are numpy arrays."""
+        return Masks(self._masks.copy(), self.orig_shape, as_numpy=True)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.array(self._masks, dtype=dtype, copy=copy)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._masks)
+
+    def __getitem__(self, index: Any) -> Masks | np.ndarray:
+        picked = self._masks[_numpy_index(index)]
+        return Masks(picked, self.orig_shape, self._as_numpy) if _picks_rows(index) else picked
+
+    def __repr__(self) -> str:
+        return f"Masks(shape={self.shape}, orig_shape={self.orig_shape})"
+
+
+class Boxes:
+    """The boxes of one image's masks as Ultralytics' `Boxes`, and as the (N, 4) XYXY array itself.
+
+    Ultralytics' attributes give tensors until `numpy()` is called, as there:
+    `data` is (N, 6) rows [x1, y1, x2, y2, conf, cls]. SAM's masks have no class,
+    so `cls` is all zeros, and no track, so `id` is None. Used as an array
+    (`np.asarray`, iteration, `len`, `shape`, `dtype`) it is the (N, 4) float32
+    XYXY boxes; an int index gives one (4,) box array, an index that picks rows
+    gives a `Boxes` of those.
+
+    Args:
+        xyxy: (N, 4) XYXY boxes in pixels (inclusive, as `batched_mask_to_box`).
+        conf: (N,) the masks' scores.
+        orig_shape: (H, W) of the image.
+        as_numpy: Whether the attributes are numpy arrays rather than tensors.
+    """
+
+    def __init__(
+        self,
+        xyxy: np.ndarray | torch.Tensor,
+        conf: np.ndarray | torch.Tensor,
+        orig_shape: tuple[int, int],
+        as_numpy: bool = False,
+    ) -> None:
+        self._xyxy = _to_numpy(xyxy, np.float32).reshape(-1, 4)
+        self._conf = _to_numpy(conf, np.float32).reshape(-1)
+        self.orig_shape = (int(orig_shape[0]), int(orig_shape[1]))
+        self._as_numpy = as_numpy
+
+    def _out(self, array: np.ndarray) -> torch.Tensor | np.ndarray:
+        return array if self._as_numpy else torch.from_numpy(array)
+
+    @property
+    def data(self) -> torch.Tensor | np.ndarray:
+        """(N, 6) float32 rows [x1, y1, x2, y2, conf, cls]."""
+        cls = np.zeros_like(self._conf)
+        return self._out(np.concatenate([self._xyxy, self._conf[:, None], cls[:, None]], axis=1))
+
+    @property
+    def xyxy(self) -> torch.Tensor | np.ndarray:
+        """(N, 4) XYXY in pixels."""
+        return self._out(self._xyxy)
+
+    @property
+    def conf(self) -> torch.Tensor | np.ndarray:
+        """(N,) the masks' scores (predicted IoU)."""
+        return self._out(self._conf)
+
+    @property
+    def cls(self) -> torch.Tensor | np.ndarray:
+        """(N,) zeros: SAM's masks have no class."""
+        return self._out(np.zeros_like(self._conf))
+
+    @property
+    def id(self) -> None:
+        """Track ids: None, as for Ultralytics boxes that were not tracked."""
+        return None
+
+    @property
+    def xywh(self) -> torch.Tensor | np.ndarray:
+        """(N, 4) Ultralytics' XYWH: box centre, width and height (x2 - x1, y2 - y1), in pixels."""
+        return self._out(self._centre_xywh())
+
+    @property
+    def xyxyn(self) -> torch.Tensor | np.ndarray:
+        """`xyxy` divided by the image's width and height."""
+        return self._out(self._xyxy / self._wh_scale())
+
+    @property
+    def xywhn(self) -> torch.Tensor | np.ndarray:
+        """`xywh` divided by the image's width and height."""
+        return self._out(self._centre_xywh() / self._wh_scale())
+
+    def _centre_xywh(self) -> np.ndarray:
+        x1, y1, x2, y2 = self._xyxy.T
+        return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
+
+    def _wh_scale(self) -> np.ndarray:
+        h, w = self.orig_shape
+        return np.array([w, h, w, h], dtype=np.float32)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._xyxy.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._xyxy.dtype
+
+    def cpu(self) -> Boxes:
+        """A copy whose attributes are CPU tensors."""
+        return Boxes(self._xyxy.copy(), self._conf.copy(), self.orig_shape)
+
+    def numpy(self) -> Boxes:
+        """A copy whose attributes are numpy arrays."""
+        return Boxes(self._xyxy.copy(), self._conf.copy(), self.orig_shape, as_numpy=True)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.array(self._xyxy, dtype=dtype, copy=copy)
+
+    def __len__(self) -> int:
+        return len(self._xyxy)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._xyxy)
+
+    def __getitem__(self, index: Any) -> Boxes | np.ndarray:
+        rows = _numpy_index(index)
+        if _picks_rows(index):
+            return Boxes(self._xyxy[rows], self._conf[rows], self.orig_shape, self._as_numpy)
+        return self._xyxy[rows]
+
+    def __repr__(self) -> str:
+        xyxy, conf = (np.array2string(values, separator=", ") for values in (self._xyxy, self._conf))
+        return f"Boxes(xyxy={xyxy}, conf={conf}, orig_shape={self.orig_shape})"
+
+
+def _join_outlines(outlines: list[np.ndarray]) -> np.ndarray:
+    """One (K, 2) float32 polygon through all `outlines`, Ultralytics' polygon for a mask in several parts.
+
+    Each outline is linked to the next at their closest pair of vertices. The
+    path goes out along the chain (first and last outlines all the way round,
+    the others from the vertex it arrived at to the one leaving for the next)
+    and comes back over the rest of each outline, so every link is a seam
+    walked once each way and the polygon encloses the parts and nothing else.
+    """
+    if len(outlines) < 2:
+        return outlines[0].astype(np.float32) if outlines else np.zeros((0, 2), dtype=np.float32)
+    # links[i]: (vertex of outline i, vertex of outline i + 1) closest to each other.
+    links = [_closest_vertices(a, b) for a, b in zip(outlines[:-1], outlines[1:])]
+    last = len(outlines) - 1
+    out, back = [], []
+    for i, outline in enumerate(outlines):
+        entry = links[0][0] if i == 0 else links[i - 1][1]
+        loop = np.roll(outline, -entry, axis=0)  # starts at the entry vertex
+        if i in (0, last):
+            out.append(np.concatenate([loop, loop[:1]]))
+            continue
+        leave = (links[i][0] - entry) % len(outline)
+        out.append(loop[: leave + 1])
+        back.append(np.concatenate([loop[leave:], loop[:1]]))
+    return np.concatenate(out + back[::-1]).astype(np.float32)
+
+
+def _closest_vertices(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    distances = ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1)  # (len(a), len(b))
+    i, j = np.unravel_index(int(np.argmin(distances)), distances.shape)
+    return int(i), int(j)
+
+
 @dataclass
 class Results:
     """Masks for one image.
 
     Attributes:
         orig_img: (H, W, 3) uint8 RGB image the masks belong to.
-        masks: (N, H, W) bool.
+        masks: (N, H, W) bool as `Masks` (an array or tensor given here is wrapped).
         scores: (N,) float32 predicted IoU of each mask.
-        boxes: (N, 4) float32 XYXY boxes around the masks (zeros for an empty mask).
+        boxes: (N, 4) float32 XYXY boxes around the masks (zeros for an empty mask) as
+            `Boxes`, with `scores` as their `conf`; computed from the masks when None.
         points: (N, P, 2) XY point prompts per mask, or None.
         labels: (N, P) labels of those points (1 foreground, 0 background, -1 padding
             where masks had fewer than P points), or None.
@@ -45,17 +295,20 @@ class Results:
     """
 
     orig_img: np.ndarray
-    masks: np.ndarray
+    masks: Masks
     scores: np.ndarray
-    boxes: np.ndarray | None = None
+    boxes: Boxes | None = None
     points: np.ndarray | None = None
     labels: np.ndarray | None = None
     bboxes: np.ndarray | None = None
     path: str | None = None
 
     def __post_init__(self) -> None:
-        if self.boxes is None:
-            self.boxes = batched_mask_to_box(torch.from_numpy(self.masks)).numpy().astype(np.float32).reshape(-1, 4)
+        if not isinstance(self.masks, Masks):
+            self.masks = Masks(self.masks, self.orig_shape)
+        if not isinstance(self.boxes, Boxes):
+            xyxy = batched_mask_to_box(torch.from_numpy(np.asarray(self.masks))) if self.boxes is None else self.boxes
+            self.boxes = Boxes(xyxy, self.scores, self.orig_shape)
 
     @classmethod
     def from_mask_records(cls, image: np.ndarray, records: list[dict], path: str | None = None) -> Results:
@@ -85,7 +338,15 @@ class Results:
 
     def areas(self) -> np.ndarray:
         """(N,) number of pixels in each mask."""
-        return self.masks.reshape(len(self.masks), -1).sum(axis=1)
+        return np.asarray(self.masks).sum(axis=(1, 2))
+
+    def cpu(self) -> Results:
+        """A copy whose `masks` and `boxes` give CPU tensors, as Ultralytics' `Results.cpu()`."""
+        return dataclasses.replace(self, masks=self.masks.cpu(), boxes=self.boxes.cpu())
+
+    def numpy(self) -> Results:
+        """A copy whose `masks` and `boxes` give numpy arrays, as Ultralytics' `Results.numpy()`."""
+        return dataclasses.replace(self, masks=self.masks.numpy(), boxes=self.boxes.numpy())
 
     def prompt(self, index: int) -> dict:
         """The prompt behind mask `index` as JSON-ready lists: "points" and "labels" and/or "box" (absent when unused)."""
@@ -131,20 +392,15 @@ class Results:
 
     def to_dict(self) -> dict:
         """JSON-ready summary: image size and, per mask, COCO RLE, box, score and area."""
-        rles = mask_to_rle(torch.from_numpy(self.masks)) if len(self.masks) else []
         h, w = self.orig_shape
+        encoded = encode_masks(np.asarray(self.masks), self.scores, boxes=np.asarray(self.boxes))
         return {
             "path": self.path,
             "height": h,
             "width": w,
             "masks": [
-                {
-                    "segmentation": coco_encode_rle(rle),
-                    "bbox_xyxy": box.tolist(),
-                    "score": float(score),
-                    "area": int(area),
-                }
-                for rle, box, score, area in zip(rles, self.boxes, self.scores, self.areas())
+                {"segmentation": mask.rle, "bbox_xyxy": list(mask.box), "score": mask.score, "area": mask.area}
+                for mask in encoded
             ],
         }
 

@@ -22,6 +22,7 @@ from ..registry import load_sam
 MODEL_OPTION = typer.Option("mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights).")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (failures are still listed).")
 DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps.")
+ONNX_DIR_OPTION = typer.Option(None, "--onnx-dir", help="Folder written by `mobilesam export`, for the onnx backends.")
 THREADS_OPTION = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice).")
 
 _state = {"verbose": False}
@@ -63,12 +64,17 @@ def load_model(model: str, device: str, threads: int | None) -> Sam:
         fail(err)
 
 
-def choose_backend(name: str, sam: Sam, onnx_dir: Path | None, threads: int | None) -> Backend:
-    """The --backend for `sam`; a bad name or a missing export is a usage error (exit 2)."""
+def check_backend_options(name: str, onnx_dir: Path | None) -> None:
+    """--backend and --onnx-dir, checked before the model loads: a bad name or a missing export exits 2."""
     if name not in BACKEND_SPECS:
         fail(UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}"), code=2)
     if BACKEND_SPECS[name].needs_export and onnx_dir is None:
         fail(UsageError(f"--backend {name} needs --onnx-dir, the folder written by `mobilesam export`"), code=2)
+
+
+def choose_backend(name: str, sam: Sam, onnx_dir: Path | None, threads: int | None) -> Backend:
+    """The --backend for `sam`; a bad name or a missing export is a usage error (exit 2)."""
+    check_backend_options(name, onnx_dir)
     try:
         return make_backend(name, sam, onnx_dir=onnx_dir, threads=threads)
     except (OSError, ImportError, ValueError) as err:

@@ -17,6 +17,7 @@ from ..results import Results
 from .common import (
     DEVICE_OPTION,
     MODEL_OPTION,
+    ONNX_DIR_OPTION,
     QUIET_OPTION,
     THREADS_OPTION,
     UsageError,
@@ -41,7 +42,6 @@ _BACKEND_OPTION = typer.Option(
     "(compiles on the first image); torch-bf16 is faster where the CPU has BF16/AMX, its masks ~99.8% equal "
     "to fp32; the onnx ones need --onnx-dir.",
 )
-_ONNX_DIR_OPTION = typer.Option(None, "--onnx-dir", help="Folder written by `mobilesam export`, for the onnx backends.")
 
 
 def predict(
@@ -57,7 +57,7 @@ def predict(
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = _BACKEND_OPTION,
-    onnx_dir: Path | None = _ONNX_DIR_OPTION,
+    onnx_dir: Path | None = ONNX_DIR_OPTION,
 ) -> None:
     """Segment the objects that points or boxes show, in one image or many.
 
@@ -102,7 +102,7 @@ def everything(
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = _BACKEND_OPTION,
-    onnx_dir: Path | None = _ONNX_DIR_OPTION,
+    onnx_dir: Path | None = ONNX_DIR_OPTION,
 ) -> None:
     """Segment everything in one image or many: a grid of point prompts, filtered and de-duplicated."""
     try:

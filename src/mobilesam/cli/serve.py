@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import typer
 
 from .. import weights
-from .common import DEVICE_OPTION, MODEL_OPTION, THREADS_OPTION, UsageError, choose_backend, fail, is_verbose, load_model
-
-# The service decodes on torch, so its backend must be one of torch's.
-SERVE_BACKENDS = ("torch", "torch-fast", "torch-bf16", "torch-compile")
+from ..backends import BACKENDS
+from .common import (
+    DEVICE_OPTION,
+    MODEL_OPTION,
+    ONNX_DIR_OPTION,
+    THREADS_OPTION,
+    check_backend_options,
+    choose_backend,
+    fail,
+    is_verbose,
+    load_model,
+)
 
 
 def serve(
@@ -27,8 +36,9 @@ def serve(
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = typer.Option(
-        "torch", "--backend", help=f"What embeds uploaded images: {', '.join(SERVE_BACKENDS)} (torch-compile is the fastest on CPU)."
+        "torch", "--backend", help=f"What embeds and decodes: {', '.join(BACKENDS)} (torch-compile is the fastest fp32 one on CPU)."
     ),
+    onnx_dir: Path | None = ONNX_DIR_OPTION,
 ) -> None:
     """Run the HTTP service and the click-to-segment page (http://HOST:PORT/; API docs at /docs)."""
     # Imported here: FastAPI and uvicorn are the optional `serve` extra, which the other commands do without.
@@ -50,12 +60,11 @@ def serve(
             api_key=api_key,
             cors_origins=tuple(cors_origin),
         )
-        if backend not in SERVE_BACKENDS:
-            raise UsageError(f"--backend must be one of {', '.join(SERVE_BACKENDS)} for serve, got {backend!r}")
     except ValueError as err:
         fail(err, code=2)
+    check_backend_options(backend, onnx_dir)
     sam = load_model(model, device, threads)
     settings = dataclasses.replace(settings, model_name=weights.detect_model_name(sam.state_dict()))
     typer.echo(f"mobilesam: {settings.model_name} on {sam.device}; page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
-    service = create_app(sam, settings, choose_backend(backend, sam, None, threads))
+    service = create_app(sam, settings, choose_backend(backend, sam, onnx_dir, threads))
     uvicorn.run(service, host=host, port=port, log_level="debug" if is_verbose() else "info")

@@ -8,10 +8,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from pycocotools import mask as mask_utils
+import numpy as np
 
-from ..masks import coco_encode_rle, mask_to_rle
+from ..masks import encode_masks
 from .atomic import write_text_atomic
 
 if TYPE_CHECKING:
@@ -37,21 +36,20 @@ def coco_document(result: Results, file_name: str, image_id: int = 1) -> dict[st
         A JSON-ready dict with "images", "annotations" and "categories".
     """
     h, w = result.orig_shape
-    rles = [coco_encode_rle(rle) for rle in mask_to_rle(torch.from_numpy(result.masks))] if len(result) else []
     annotations = [
         {
             "id": index + 1,
             "image_id": image_id,
             "category_id": 1,
-            "segmentation": rle,
-            "area": int(mask_utils.area(rle)),
+            "segmentation": mask.rle,
+            "area": mask.area,
             # XYWH with width and height counted in pixels (x2 - x1 + 1), as COCO tools expect.
-            "bbox": mask_utils.toBbox(rle).tolist(),
+            "bbox": mask.coco_bbox,
             "iscrowd": 0,
-            "score": float(result.scores[index]),
+            "score": mask.score,
             "prompt": result.prompt(index),
         }
-        for index, rle in enumerate(rles)
+        for index, mask in enumerate(encode_masks(np.asarray(result.masks), result.scores))
     ]
     return {
         "images": [{"id": image_id, "file_name": file_name, "height": h, "width": w}],

@@ -33,13 +33,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..automatic import SamAutomaticMaskGenerator
-from ..backends import TorchBackend
+from ..backends import Backend, TorchBackend
 from ..embedding import ImageEmbedding
 from ..io.images import load_image, pixels_digest
-from ..masks import batched_mask_to_box, box_xyxy_to_xywh, coco_encode_rle, mask_to_rle
+from ..masks import encode_masks
 from ..modeling import Sam
 from ..predictor import SamPredictor
-from ..prompts import as_boxes, as_mask_input, as_points
+from ..prompts import Prompt, check_prompt
 from ..registry import count_parameters
 from .cache import SingleFlightLRU
 from .schemas import (
@@ -132,15 +132,14 @@ def _http_error(status: int, message: str, headers: dict[str, str] | None = None
     return HTTPException(status_code=status, detail=message, headers=headers)
 
 
-def create_app(model: Sam, settings: ServeSettings | None = None, backend: TorchBackend | None = None) -> FastAPI:
+def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backend | None = None) -> FastAPI:
     """The service for one model.
 
     Args:
         model: The model, in eval mode on its device; only the worker threads run it.
         settings: Limits and sizes; the defaults suit a laptop.
-        backend: What embeds uploaded images (a torch backend of `model`:
-            torch, torch-fast, torch-bf16 or torch-compile; default eager torch). Prompts
-            are decoded by the model's own modules either way.
+        backend: What embeds uploads and decodes prompts and segment-everything
+            (any backend of `model`, `mobilesam.backends.make_backend`; default eager torch).
 
     Returns:
         The FastAPI app; its worker stops when the app shuts down.
@@ -291,8 +290,8 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Torch
         """Masks for one object from points, a box and/or a previous mask, on the cached embedding."""
         started = time.perf_counter()
         image = cached_image(image_id)
-        prompts = _check_prompts(body, image, model.prompt_encoder.mask_input_size)
-        masks = await wait_for(submit(_segment, backend, image, prompts, body.multimask, body.format, body.return_logits))
+        prompt = _check_prompt(body, image, model.prompt_encoder.mask_input_size)
+        masks = await wait_for(submit(_segment, model, backend, image, prompt, body.multimask, body.format, body.return_logits))
         h, w = image.original_size
         return SegmentResponse(image_id=image_id, width=w, height=h, masks=masks, milliseconds=_ms_since(started))
 
@@ -392,32 +391,18 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return load_image(image)
 
 
-@dataclass(frozen=True)
-class _Prompts:
-    coords: np.ndarray | None
-    labels: np.ndarray | None
-    box: np.ndarray | None
-    mask_input: np.ndarray | None
-
-
-def _check_prompts(body: SegmentRequest, image: CachedImage, mask_size: tuple[int, int]) -> _Prompts:
-    """The library's prompt checks, as 422s."""
+def _check_prompt(body: SegmentRequest, image: CachedImage, mask_size: tuple[int, int]) -> Prompt:
+    """The request's prompt, checked once (the library's `check_prompt`, plus the service's own rules), as 422s."""
     try:
         if body.points is None and body.labels is not None:
             raise ValueError("labels were given without points")
         if body.points is None and body.box is None and body.mask_input is None:
             raise ValueError("give at least one prompt: points (with labels), a box, or mask_input")
-        coords = labels = box = mask_input = None
-        if body.points is not None:
-            labels_in = body.labels if body.labels is not None else [1] * len(body.points)
-            coords, labels = as_points(body.points, labels_in, image.original_size)
-        if body.box is not None:
-            box = as_boxes(body.box, image.original_size)[0]
-        if body.mask_input is not None:
-            mask_input = as_mask_input(_decode_logits(body.mask_input, mask_size), mask_size)
+        labels = body.labels if body.labels is not None or body.points is None else [1] * len(body.points)
+        mask_input = None if body.mask_input is None else _decode_logits(body.mask_input, mask_size)
+        return check_prompt(image.original_size, mask_size, body.points, labels, body.box, mask_input)
     except ValueError as err:
         raise _http_error(422, str(err)) from err
-    return _Prompts(coords, labels, box, mask_input)
 
 
 def _decode_logits(value: str | list[list[float]], size: tuple[int, int]) -> Any:
@@ -433,29 +418,25 @@ def _decode_logits(value: str | list[list[float]], size: tuple[int, int]) -> Any
 
 
 def _segment(
-    backend: TorchBackend, image: CachedImage, prompts: _Prompts, multimask: bool, mask_format: str, return_logits: bool
+    model: Sam, backend: Backend, image: CachedImage, prompt: Prompt, multimask: bool, mask_format: str, return_logits: bool
 ) -> list[SegmentMask]:
     """Decode on the cached embedding and encode the masks, best first (runs on the worker)."""
-    predictor = SamPredictor(backend.model, backend)
+    predictor = SamPredictor(model, backend)
     predictor.set_embedding(image.embedding)
-    masks, scores, logits = predictor.predict(prompts.coords, prompts.labels, prompts.box, prompts.mask_input, multimask)
+    masks, scores, logits = predictor.predict_prompt(prompt, multimask)
     order = np.argsort(-scores, kind="stable")
-    masks_t = torch.from_numpy(masks[order])  # (C, H, W) bool
-    boxes = batched_mask_to_box(masks_t)
-    rles = mask_to_rle(masks_t) if mask_format == "coco_rle" else [None] * len(order)
-    out = []
-    for i, index in enumerate(order.tolist()):
-        out.append(
-            SegmentMask(
-                score=float(scores[index]),
-                area=int(masks_t[i].sum()),
-                bbox=[float(v) for v in box_xyxy_to_xywh(boxes[i]).tolist()],
-                segmentation=coco_encode_rle(rles[i]) if rles[i] is not None else None,
-                png=_png_base64(masks_t[i].numpy()) if mask_format == "png" else None,
-                low_res_logits=base64.b64encode(logits[index].astype("<f4").tobytes()).decode() if return_logits else None,
-            )
+    masks = masks[order]  # (C, H, W) bool, best first
+    return [
+        SegmentMask(
+            score=encoded.score,
+            area=encoded.area,
+            bbox=[float(v) for v in encoded.bbox],
+            segmentation=encoded.rle if mask_format == "coco_rle" else None,
+            png=_png_base64(mask) if mask_format == "png" else None,
+            low_res_logits=base64.b64encode(logits[index].astype("<f4").tobytes()).decode() if return_logits else None,
         )
-    return out
+        for encoded, mask, index in zip(encode_masks(masks, scores[order]), masks, order.tolist())
+    ]
 
 
 def _everything(generator: SamAutomaticMaskGenerator, image: CachedImage) -> list[EverythingMask]:
