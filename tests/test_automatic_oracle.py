@@ -400,3 +400,22 @@ def test_an_embedding_of_another_image_is_refused(models, embeddings):
     generator = SamAutomaticMaskGenerator(models[0], points_per_side=2)
     with pytest.raises(ValueError, match=r"the embedding is of a 457x123 image resized to .* but the image is 451x300"):
         generator.generate(images["chelsea"], embedding=embeddings.ours(images["generated"]))
+
+
+def test_every_entry_point_takes_the_generator_defaults_from_one_table():
+    import dataclasses
+
+    from mobilesam.automatic import GENERATOR_DEFAULTS
+    from mobilesam.server.schemas import EverythingRequest
+    from mobilesam.val import evaluate
+
+    assert dataclasses.asdict(GENERATOR_DEFAULTS) == {
+        name: parameter.default
+        for name, parameter in inspect.signature(SamAutomaticMaskGenerator).parameters.items()
+        if name in {field.name for field in dataclasses.fields(GENERATOR_DEFAULTS)}
+    }
+    assert EverythingRequest().model_dump() == dataclasses.asdict(GENERATOR_DEFAULTS)
+    evaluate_defaults = {name: p.default for name, p in inspect.signature(evaluate).parameters.items()}
+    assert all(evaluate_defaults[name] == getattr(GENERATOR_DEFAULTS, name) for name in ("points_per_side", "pred_iou_thresh"))
+    # segment_anything's values, which the generator's drop-in promise depends on.
+    assert (GENERATOR_DEFAULTS.points_per_side, GENERATOR_DEFAULTS.pred_iou_thresh, GENERATOR_DEFAULTS.stability_score_thresh) == (32, 0.88, 0.95)

@@ -45,6 +45,30 @@ OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Full-resolution logits are made this many masks at a time to bound memory.
 _UPSCALE_CHUNK = 16
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """The generator's numeric options; `GENERATOR_DEFAULTS` holds segment_anything's defaults.
+
+    The one table of them: the generator's signature, the CLI, the service's
+    request schema and `val` all take their defaults from it.
+    """
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+
+
+GENERATOR_DEFAULTS = GeneratorOptions()
+
+
 @dataclass
 class _Candidates:
     """Masks under consideration, one row each; filtered and concatenated together."""
@@ -99,26 +123,25 @@ class SamAutomaticMaskGenerator:
         point_grids: Explicit (N, 2) grids in [0, 1] per crop layer.
         min_mask_region_area: If > 0, fill holes and remove islands smaller than this many pixels.
         output_mode: "binary_mask", "uncompressed_rle" or "coco_rle".
-        backend: What computes the image embedding (`mobilesam.backends`);
-            default eager torch. The prompts are decoded by the model's own
-            modules whatever the backend.
+        backend: What embeds the crops and decodes the prompt batches
+            (`mobilesam.backends`); default eager torch.
     """
 
     def __init__(
         self,
         model: Sam,
-        points_per_side: int | None = 32,
-        points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
-        stability_score_offset: float = 1.0,
-        box_nms_thresh: float = 0.7,
-        crop_n_layers: int = 0,
-        crop_nms_thresh: float = 0.7,
-        crop_overlap_ratio: float = 512 / 1500,
-        crop_n_points_downscale_factor: int = 1,
+        points_per_side: int | None = GENERATOR_DEFAULTS.points_per_side,
+        points_per_batch: int = GENERATOR_DEFAULTS.points_per_batch,
+        pred_iou_thresh: float = GENERATOR_DEFAULTS.pred_iou_thresh,
+        stability_score_thresh: float = GENERATOR_DEFAULTS.stability_score_thresh,
+        stability_score_offset: float = GENERATOR_DEFAULTS.stability_score_offset,
+        box_nms_thresh: float = GENERATOR_DEFAULTS.box_nms_thresh,
+        crop_n_layers: int = GENERATOR_DEFAULTS.crop_n_layers,
+        crop_nms_thresh: float = GENERATOR_DEFAULTS.crop_nms_thresh,
+        crop_overlap_ratio: float = GENERATOR_DEFAULTS.crop_overlap_ratio,
+        crop_n_points_downscale_factor: int = GENERATOR_DEFAULTS.crop_n_points_downscale_factor,
         point_grids: list[np.ndarray] | None = None,
-        min_mask_region_area: int = 0,
+        min_mask_region_area: int = GENERATOR_DEFAULTS.min_mask_region_area,
         output_mode: OutputMode = "binary_mask",
         *,
         backend: Backend | None = None,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 from ..automatic import SamAutomaticMaskGenerator
 from ..backends import BACKENDS
 from ..io.sources import ImageJob, ObjectPrompt, find_jobs
@@ -87,13 +88,13 @@ def predict(
 
 def everything(
     source: str = typer.Argument(..., help="Image file, folder, or glob (quote it)."),
-    points_per_side: int = typer.Option(32, min=1, help="Grid of points per image side."),
-    points_per_batch: int = typer.Option(64, min=1, help="Prompts decoded together (memory vs speed)."),
-    pred_iou_thresh: float = typer.Option(0.88, help="Keep masks with predicted IoU above this."),
-    stability_score_thresh: float = typer.Option(0.95, help="Keep masks with stability score above this."),
-    box_nms_thresh: float = typer.Option(0.7, help="Box IoU above which the weaker of two masks is dropped."),
-    crop_n_layers: int = typer.Option(0, min=0, help="Also segment 4^k crops per layer k (finds small objects)."),
-    min_mask_region_area: int = typer.Option(0, min=0, help="Remove holes and islands smaller than this (pixels)."),
+    points_per_side: int = typer.Option(_DEFAULTS.points_per_side, min=1, help="Grid of points per image side."),
+    points_per_batch: int = typer.Option(_DEFAULTS.points_per_batch, min=1, help="Prompts decoded together (memory vs speed)."),
+    pred_iou_thresh: float = typer.Option(_DEFAULTS.pred_iou_thresh, help="Keep masks with predicted IoU above this."),
+    stability_score_thresh: float = typer.Option(_DEFAULTS.stability_score_thresh, help="Keep masks with stability score above this."),
+    box_nms_thresh: float = typer.Option(_DEFAULTS.box_nms_thresh, help="Box IoU above which the weaker of two masks is dropped."),
+    crop_n_layers: int = typer.Option(_DEFAULTS.crop_n_layers, min=0, help="Also segment 4^k crops per layer k (finds small objects)."),
+    min_mask_region_area: int = typer.Option(_DEFAULTS.min_mask_region_area, min=0, help="Remove holes and islands smaller than this (pixels)."),
     model: str = MODEL_OPTION,
     out: Path = _OUT_OPTION,
     output_format: list[str] = _FORMAT_OPTION,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 from ..io.datasets import load_dataset
 from ..val import PROTOCOL_SYNTAX, evaluate, parse_protocols
 from .common import DEVICE_OPTION, MODEL_OPTION, QUIET_OPTION, THREADS_OPTION, UsageError, fail, load_model
@@ -21,9 +22,9 @@ def val(
     teacher: str | None = typer.Option(None, "--teacher", "-t", help="Also score the masks against this model's masks for the same prompts."),
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Evaluate only the first N annotated images."),
     seed: int = typer.Option(0, "--seed", help="Seed of the box jitter (box:JITTER)."),
-    points_per_side: int = typer.Option(32, min=1, help="everything: grid of points per image side."),
-    pred_iou_thresh: float = typer.Option(0.88, help="everything: keep masks with predicted IoU above this."),
-    stability_score_thresh: float = typer.Option(0.95, help="everything: keep masks with stability score above this."),
+    points_per_side: int = typer.Option(_DEFAULTS.points_per_side, min=1, help="everything: grid of points per image side."),
+    pred_iou_thresh: float = typer.Option(_DEFAULTS.pred_iou_thresh, help="everything: keep masks with predicted IoU above this."),
+    stability_score_thresh: float = typer.Option(_DEFAULTS.stability_score_thresh, help="everything: keep masks with stability score above this."),
     model: str = MODEL_OPTION,
     out: Path = typer.Option(Path("val_report.json"), "--out", "-o", help="The JSON report; the IoU-vs-clicks plot goes beside it."),
     quiet: bool = QUIET_OPTION,

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
+
 
 class ImageUpload(BaseModel):
     """An image sent as JSON instead of a multipart upload."""
@@ -76,17 +78,17 @@ class EverythingRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    points_per_side: int = Field(32, ge=1, le=128, description="Grid of points per image side.")
-    points_per_batch: int = Field(64, ge=1, le=1024)
-    pred_iou_thresh: float = Field(0.88, description="Keep masks with predicted IoU above this.")
-    stability_score_thresh: float = Field(0.95, description="Keep masks at least this stable.")
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = Field(0.7, description="Box IoU above which the weaker of two masks is dropped.")
-    crop_n_layers: int = Field(0, ge=0, le=3, description="Extra layers of crops (finds small objects, slower).")
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = Field(0, description="Remove holes and islands smaller than this (pixels).")
+    points_per_side: int = Field(_DEFAULTS.points_per_side, ge=1, le=128, description="Grid of points per image side.")
+    points_per_batch: int = Field(_DEFAULTS.points_per_batch, ge=1, le=1024)
+    pred_iou_thresh: float = Field(_DEFAULTS.pred_iou_thresh, description="Keep masks with predicted IoU above this.")
+    stability_score_thresh: float = Field(_DEFAULTS.stability_score_thresh, description="Keep masks at least this stable.")
+    stability_score_offset: float = _DEFAULTS.stability_score_offset
+    box_nms_thresh: float = Field(_DEFAULTS.box_nms_thresh, description="Box IoU above which the weaker of two masks is dropped.")
+    crop_n_layers: int = Field(_DEFAULTS.crop_n_layers, ge=0, le=3, description="Extra layers of crops (finds small objects, slower).")
+    crop_nms_thresh: float = _DEFAULTS.crop_nms_thresh
+    crop_overlap_ratio: float = _DEFAULTS.crop_overlap_ratio
+    crop_n_points_downscale_factor: int = _DEFAULTS.crop_n_points_downscale_factor
+    min_mask_region_area: int = Field(_DEFAULTS.min_mask_region_area, description="Remove holes and islands smaller than this (pixels).")
 
 
 class EverythingMask(BaseModel):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..automatic import SamAutomaticMaskGenerator
+from ..automatic import GENERATOR_DEFAULTS, SamAutomaticMaskGenerator
 from ..io.datasets import Dataset, ImageAnnotations, load_dataset
 from ..io.images import load_image
 from ..modeling import Sam
@@ -43,9 +43,9 @@ def evaluate(
     teacher: str | os.PathLike[str] | Sam | None = None,
     max_images: int | None = None,
     seed: int = 0,
-    points_per_side: int = 32,
-    pred_iou_thresh: float = 0.88,
-    stability_score_thresh: float = 0.95,
+    points_per_side: int = GENERATOR_DEFAULTS.points_per_side,
+    pred_iou_thresh: float = GENERATOR_DEFAULTS.pred_iou_thresh,
+    stability_score_thresh: float = GENERATOR_DEFAULTS.stability_score_thresh,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> ValReport:
