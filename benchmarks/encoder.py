@@ -27,7 +27,8 @@ from mobilesam.backends import BACKEND_SPECS, BACKENDS, make_backend
 from mobilesam.bench import bench_encoder, format_table, machine_summary, probe_name
 from mobilesam.export import export_onnx
 from mobilesam.probe import peak_rss_mib, peak_rss_of
-from mobilesam.weights import detect_model_name, save_checkpoint
+from mobilesam.registry import detect_model_name
+from mobilesam.weights import save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from images import sample_images  # noqa: E402

@@ -15,7 +15,7 @@ import torch
 
 from mobilesam import load_sam
 from mobilesam.probe import current_peak_rss_mib, demo_image, demo_prompts
-from mobilesam.weights import detect_model_name
+from mobilesam.registry import detect_model_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from reference import mobile_sam, sync_reference  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import pickle
@@ -13,11 +14,11 @@ import torch
 
 from mobilesam import build_sam, load_sam, sam_model_registry
 from mobilesam.errors import CheckpointError, DownloadError, UnknownModelError
+from mobilesam.registry import MODEL_CONFIGS, build_from_config, detect_model_name, get_config
 from mobilesam.weights import (
     KNOWN_CHECKPOINTS,
     KnownCheckpoint,
     cache_dir,
-    detect_model_name,
     download,
     read_state_dict,
     resolve_checkpoint,
@@ -305,3 +306,16 @@ def test_failed_download_keeps_existing_destination(tmp_path, server):
         download(f"{base}/nope.pt", dest, progress=False)
     assert dest.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.pt"]
+
+
+def test_model_kind_is_read_off_the_registry_for_every_model():
+    # detect_model_name derives from MODEL_CONFIGS: each config's own tensors name it,
+    # and a ViT with another depth than its width's config is refused.
+    for name in MODEL_CONFIGS:
+        with torch.device("meta"):
+            state_dict = build_from_config(get_config(name)).state_dict()
+        assert detect_model_name(state_dict) == name
+    with torch.device("meta"):
+        shallow = build_from_config(dataclasses.replace(get_config("vit_b"), encoder=dataclasses.replace(get_config("vit_b").encoder, depth=3)))
+    with pytest.raises(CheckpointError, match="width 768 means vit_b with 12 blocks, but the file has 3"):
+        detect_model_name(shallow.state_dict())

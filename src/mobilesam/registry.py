@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -210,11 +212,39 @@ def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu
     return _with_weights(get_config(found), state_dict, path, device)
 
 
+def detect_model_name(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Which of `MODEL_CONFIGS` a state dict belongs to, read off its encoder's shapes.
+
+    TinyViT encoders are told apart by their first stage's width, SAM's ViTs
+    by their width, and a ViT's depth must then be its config's.
+
+    Raises:
+        CheckpointError: Not a SAM / MobileSAM state dict.
+    """
+    first_mbconv = state_dict.get("image_encoder.layers.0.blocks.0.conv1.c.weight")  # (hidden, width, 1, 1)
+    if first_mbconv is not None:
+        for config in MODEL_CONFIGS.values():
+            if isinstance(config.encoder, TinyViTConfig) and config.encoder.embed_dims[0] == first_mbconv.shape[1]:
+                return config.name
+    pos_embed = state_dict.get("image_encoder.pos_embed")  # (1, H/16, W/16, width)
+    vits = {c.encoder.embed_dim: c for c in MODEL_CONFIGS.values() if isinstance(c.encoder, ViTConfig)}
+    if pos_embed is not None and pos_embed.shape[-1] in vits:
+        config = vits[pos_embed.shape[-1]]
+        blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+        if len(blocks) != config.encoder.depth:
+            raise CheckpointError(
+                f"width {pos_embed.shape[-1]} means {config.name} with {config.encoder.depth} blocks, but the file has {len(blocks)}"
+            )
+        return config.name
+    sample = ", ".join(list(state_dict)[:5])
+    raise CheckpointError(f"not a SAM or MobileSAM checkpoint: no image encoder found (first keys: {sample})")
+
+
 def _read_checkpoint(checkpoint: str | os.PathLike[str]) -> tuple[Path, dict[str, torch.Tensor], str]:
     """Resolve, read and identify a checkpoint: (path, state dict, model name)."""
     path = weights.resolve_checkpoint(checkpoint)
     state_dict = weights.read_state_dict(path)
-    return path, state_dict, weights.detect_model_name(state_dict)
+    return path, state_dict, detect_model_name(state_dict)
 
 
 def _with_weights(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: Path, device: str | torch.device) -> Sam:

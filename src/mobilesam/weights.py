@@ -89,8 +89,6 @@ _PREFIXES = ("module.", "model.", "_orig_mod.")
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 # Tensors some files carry that are derived from others, never learned.
 _DERIVED_KEYS = re.compile(r"(attention_bias_idxs|\.ab)$")
-# ViT width and depth of each SAM encoder, to tell them apart.
-_VIT_SHAPES = {768: ("vit_b", 12), 1024: ("vit_l", 24), 1280: ("vit_h", 32)}
 
 
 def cache_dir() -> Path:
@@ -240,25 +238,6 @@ def _has_tensors(mapping: Mapping) -> bool:
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
-def detect_model_name(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """Which registered model a state dict belongs to, from its keys and shapes.
-
-    Raises:
-        CheckpointError: Not a SAM / MobileSAM state dict.
-    """
-    if "image_encoder.layers.0.blocks.0.conv1.c.weight" in state_dict:
-        return "vit_t"
-    pos_embed = state_dict.get("image_encoder.pos_embed")
-    if pos_embed is not None and pos_embed.shape[-1] in _VIT_SHAPES:
-        name, depth = _VIT_SHAPES[pos_embed.shape[-1]]
-        blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
-        if len(blocks) != depth:
-            raise CheckpointError(f"width {pos_embed.shape[-1]} means {name} with {depth} blocks, but the file has {len(blocks)}")
-        return name
-    sample = ", ".join(list(state_dict)[:5])
-    raise CheckpointError(f"not a SAM or MobileSAM checkpoint: no image encoder found (first keys: {sample})")
 
 
 def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:

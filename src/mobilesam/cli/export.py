@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from .. import weights
+from ..registry import detect_model_name
 from .common import MODEL_OPTION, UsageError, fail, load_model
 
 
@@ -29,7 +30,7 @@ def export(
         paths = export_onnx(
             sam,
             out,
-            model_name=weights.detect_model_name(sam.state_dict()),
+            model_name=detect_model_name(sam.state_dict()),
             weights=source,
             quantize=quantize,
             opset=OPSET if opset is None else opset,

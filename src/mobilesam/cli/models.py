@@ -9,7 +9,7 @@ import typer
 
 from .. import weights
 from ..errors import MobileSamError
-from ..registry import MODEL_CONFIGS, build_from_config, count_parameters, get_config
+from ..registry import MODEL_CONFIGS, build_from_config, count_parameters, detect_model_name, get_config
 from .common import fail
 
 
@@ -46,7 +46,7 @@ def info(checkpoint: Path = typer.Argument(..., help="A checkpoint file (.pt, .p
     """Describe a checkpoint file: model, tensors, parameters, checksum."""
     try:
         state_dict = weights.read_state_dict(checkpoint)
-        model_name = weights.detect_model_name(state_dict)
+        model_name = detect_model_name(state_dict)
         digest = weights.sha256_file(checkpoint)
     except (MobileSamError, OSError, ValueError) as err:
         fail(err)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from .. import weights
 from ..backends import BACKENDS
+from ..registry import detect_model_name
 from .common import (
     DEVICE_OPTION,
     MODEL_OPTION,
@@ -64,7 +64,7 @@ def serve(
         fail(err, code=2)
     check_backend_options(backend, onnx_dir)
     sam = load_model(model, device, threads)
-    settings = dataclasses.replace(settings, model_name=weights.detect_model_name(sam.state_dict()))
+    settings = dataclasses.replace(settings, model_name=detect_model_name(sam.state_dict()))
     typer.echo(f"mobilesam: {settings.model_name} on {sam.device}; page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
     service = create_app(sam, settings, choose_backend(backend, sam, onnx_dir, threads))
     uvicorn.run(service, host=host, port=port, log_level="debug" if is_verbose() else "info")

@@ -10,7 +10,7 @@ import torch
 from .. import weights
 from ..errors import CheckpointError
 from ..modeling import Sam
-from ..registry import ModelConfig, build_from_config
+from ..registry import ModelConfig, build_from_config, detect_model_name as detect_state_dict_model
 
 # The parts of a SAM checkpoint that distillation takes over from the teacher unchanged.
 PROMPT_PARTS = ("prompt_encoder.", "mask_decoder.")
@@ -40,7 +40,7 @@ def resolve_weights(checkpoint: str | os.PathLike[str]) -> Path:
 
 def detect_model_name(checkpoint: str | os.PathLike[str]) -> str:
     """The registered model a checkpoint belongs to."""
-    return weights.detect_model_name(weights.read_state_dict(weights.resolve_checkpoint(checkpoint)))
+    return detect_state_dict_model(weights.read_state_dict(weights.resolve_checkpoint(checkpoint)))
 
 
 def prompt_state(checkpoint: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

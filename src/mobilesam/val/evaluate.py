@@ -24,8 +24,7 @@ from ..io.datasets import Dataset, ImageAnnotations, load_dataset
 from ..io.images import load_image
 from ..modeling import Sam
 from ..predictor import SamPredictor
-from ..registry import load_sam
-from ..weights import detect_model_name
+from ..registry import detect_model_name, load_sam
 from .clicks import replay_clicks, simulate_clicks
 from .metrics import InstanceScore, encode_mask, mask_iou, match_masks, rle_iou, summarize
 from .protocols import Protocol, jitter_box, mask_box, parse_protocols
