@@ -56,6 +56,7 @@ class CurrentImage(ABC, Generic[Features]):
             raise TypeError(
                 f"set_embedding takes an ImageEmbedding (from .embed(image) or .embedding), got {type(embedding).__name__}"
             )
+        self.reset_image()
         self._embedding = embedding
 
     def set_image(self, image: Any, image_format: str = "RGB") -> None:

@@ -179,12 +179,10 @@ class SamPredictor(CurrentImage[torch.Tensor]):
         For callers that check their prompts at their own boundary (a prompts
         file, the service) before the image is embedded.
         """
-        embedding = self._require_image()
-        framed = to_model_frame(prompt, self.transform, embedding.original_size)
-        masks, iou_predictions, low_res_logits = self._decode(
-            embedding, *self._tensors(framed), multimask_output, return_logits
+        masks, iou_predictions, low_res_logits = self._decode_prompts(
+            self._require_image(), [prompt], multimask_output, return_logits
         )
-        return _to_numpy(masks[0]), _to_numpy(iou_predictions[0]), _to_numpy(low_res_logits[0])
+        return masks[0], iou_predictions[0], low_res_logits[0]
 
     def predict_torch(
         self,
@@ -234,33 +232,29 @@ class SamPredictor(CurrentImage[torch.Tensor]):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`predict` on `embedding`, for one object or for B objects given with a leading batch axis."""
         objects = _object_count(point_coords, box, mask_input)
+        mask_size = self.model.prompt_encoder.mask_input_size
         if objects is None:
-            prompts = [self._model_frame_prompt(embedding, point_coords, point_labels, box, mask_input)]
+            prompts = [check_prompt(embedding.original_size, mask_size, point_coords, point_labels, box, mask_input)]
         else:
             prompts = [
-                self._model_frame_prompt(
-                    embedding,
-                    None if point_coords is None else np.asarray(point_coords)[b],
-                    None if point_labels is None else np.asarray(point_labels)[b],
-                    None if box is None else np.asarray(box)[b],
-                    None if mask_input is None else np.asarray(mask_input)[b],
+                check_prompt(
+                    embedding.original_size,
+                    mask_size,
+                    *(None if part is None else np.asarray(part)[b] for part in (point_coords, point_labels, box, mask_input)),
                 )
                 for b in range(objects)
             ]
-        parts = [None if value is None else np.concatenate(value) for value in _transpose(prompts)]
-        masks, iou_predictions, low_res_logits = (
-            _to_numpy(t) for t in self._decode(embedding, *self._tensors(ModelFramePrompt(*parts)), multimask_output, return_logits)
-        )
-        if objects is None:
-            return masks[0], iou_predictions[0], low_res_logits[0]
-        return masks, iou_predictions, low_res_logits
+        outputs = self._decode_prompts(embedding, prompts, multimask_output, return_logits)
+        return tuple(output[0] for output in outputs) if objects is None else outputs
 
-    def _model_frame_prompt(
-        self, embedding: ImageEmbedding[torch.Tensor], point_coords: Any, point_labels: Any, box: Any, mask_input: Any
-    ) -> ModelFramePrompt:
-        mask_size = self.model.prompt_encoder.mask_input_size
-        prompt = check_prompt(embedding.original_size, mask_size, point_coords, point_labels, box, mask_input)
-        return to_model_frame(prompt, self.transform, embedding.original_size)
+    def _decode_prompts(
+        self, embedding: ImageEmbedding[torch.Tensor], prompts: list[Prompt], multimask_output: bool, return_logits: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Checked prompts of B objects decoded together on `embedding`: (B, C, H, W) masks, (B, C), (B, C, h, w)."""
+        framed = [to_model_frame(prompt, self.transform, embedding.original_size) for prompt in prompts]
+        parts = [None if value is None else np.concatenate(value) for value in _transpose(framed)]
+        decoded = self._decode(embedding, *self._tensors(ModelFramePrompt(*parts)), multimask_output, return_logits)
+        return tuple(_to_numpy(t) for t in decoded)
 
     def _tensors(self, prompt: ModelFramePrompt) -> tuple[torch.Tensor | None, ...]:
         return tuple(

@@ -53,10 +53,7 @@ class TorchBackend(Backend):
         points = None if point_coords is None else (point_coords, point_labels)
         prompt_encoder, mask_decoder = self.model.prompt_encoder, self.model.mask_decoder
         sparse_embeddings, dense_embeddings = prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        if mask_input is None and not torch.is_grad_enabled():
-            image = self._image_tokens(image_embeddings, dense_embeddings)
-        else:
-            image = mask_decoder.prepare_image(image_embeddings, prompt_encoder.get_dense_pe(), dense_embeddings)
+        image = self._image_tokens(image_embeddings, dense_embeddings, has_mask_prompt=mask_input is not None)
         tokens, image_features = mask_decoder.run_transformer(image, sparse_embeddings)
         low_res_logits = mask_decoder.masks_from_tokens(tokens, image_features)
         iou_predictions = mask_decoder.predict_iou(tokens)
@@ -77,10 +74,7 @@ class TorchBackend(Backend):
         prompt_encoder, decoder = self.model.prompt_encoder, self.model.mask_decoder
         batch = len(point_coords)
         _, no_mask_dense = prompt_encoder(points=None, boxes=None, masks=None)
-        if torch.is_grad_enabled():
-            image = decoder.prepare_image(image_embeddings, prompt_encoder.get_dense_pe(), no_mask_dense)
-        else:
-            image = self._image_tokens(image_embeddings, no_mask_dense)
+        image = self._image_tokens(image_embeddings, no_mask_dense, has_mask_prompt=False)
         tokens, iou_predictions, kept_features = [], [], []
         for chunk in _decoder_chunks(batch):
             points = point_coords[chunk, None, :]
@@ -115,17 +109,24 @@ class TorchBackend(Backend):
         )[kept[prompts]]
         return Candidates(iou_predictions_t, kept, low_res_logits)
 
-    def _image_tokens(self, image_embeddings: torch.Tensor, no_mask_dense: torch.Tensor) -> ImageTokens:
-        """`prepare_image` for prompts without a mask, from the kept copy when it is still valid."""
+    def _image_tokens(
+        self, image_embeddings: torch.Tensor, dense_embeddings: torch.Tensor, *, has_mask_prompt: bool
+    ) -> ImageTokens:
+        """`prepare_image`; without a mask prompt or gradients, from the kept copy while it is still valid.
+
+        A mask prompt makes the dense embeddings depend on the prompt, and
+        training needs the graph, so only inference without a mask reuses.
+        """
+        decoder, image_pe = self.model.mask_decoder, self.model.prompt_encoder.get_dense_pe()
+        if has_mask_prompt or torch.is_grad_enabled():
+            return decoder.prepare_image(image_embeddings, image_pe, dense_embeddings)
         stamp = self._stamp(image_embeddings)
         # Segment-everything's workers ask at once: the first computes, the others wait and reuse.
         with self._kept_lock:
             kept = self._kept_image
             if stamp is not None and kept is not None and kept[0] is image_embeddings and kept[1] == stamp:
                 return kept[2]
-            image = self.model.mask_decoder.prepare_image(
-                image_embeddings, self.model.prompt_encoder.get_dense_pe(), no_mask_dense
-            )
+            image = decoder.prepare_image(image_embeddings, image_pe, dense_embeddings)
             self._kept_image = None if stamp is None else (image_embeddings, stamp, image)
         return image
 
