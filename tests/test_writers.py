@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mobilesam.io import mask_png
+from mobilesam.io import atomic, mask_png
 from mobilesam.io.coco import coco_document, merge_coco, write_coco
 from mobilesam.io.labelme import write_labelme
 from mobilesam.io.mask_png import write_mask_pngs
@@ -308,6 +309,43 @@ def test_interrupted_overlay_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_overlay(make_result(), tmp_path / "dog.jpg")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupt_at_any_line_of_the_atomic_writer_leaves_the_old_file_or_the_new(tmp_path):
+    """Ctrl-C (or SIGTERM raised as it) can land between any two lines; each one is tried in turn."""
+    target = tmp_path / "labels.txt"
+    target.write_text("old")
+    atomic_file = atomic.__file__
+
+    def interrupt_at(line_number: int):
+        seen = 0
+
+        def trace(frame, event, arg):
+            nonlocal seen
+            if frame.f_code.co_filename != atomic_file:
+                return None
+            if event == "line":
+                seen += 1
+                if seen == line_number:
+                    raise KeyboardInterrupt
+            return trace
+
+        return trace
+
+    line_number, interrupted = 0, True
+    while interrupted:
+        line_number += 1
+        sys.settrace(interrupt_at(line_number))
+        try:
+            atomic.write_text_atomic(target, "new")
+            interrupted = False
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        assert [p.name for p in tmp_path.iterdir()] == ["labels.txt"], f"interrupted at line {line_number}"
+        assert target.read_text() in ("old", "new")
+    assert target.read_text() == "new" and line_number > 5
 
 
 # ---------------------------------------------------------------- registry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,23 +18,22 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp makes the file private (0o600); the result should have the permissions any new file gets.
-    tmp.chmod(0o666 & ~_current_umask())
+    # 64 random bits: a clash with another writer's temporary name is not a practical concern.
+    tmp = target.with_name(f".{target.stem}.{secrets.token_hex(8)}.tmp{target.suffix}")
+    # The file is created inside the try, so an interrupt (Ctrl-C, or SIGTERM raised as one) arriving at any
+    # point after it exists still reaches the cleanup; mkstemp would leave a window before the try.
     try:
+        _create_empty(tmp)
         yield tmp
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _current_umask() -> int:
-    # The umask can only be read by setting it; restore it at once.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _create_empty(tmp: Path) -> None:
+    # O_EXCL never opens an existing file; mode 0o666 lets the umask give the
+    # permissions any new file gets, where mkstemp would have made it private.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
