@@ -1,7 +1,7 @@
 """Prompt decoder speed per backend against the reference `mobile_sam`, same run, same embedding.
 
     python benchmarks/decoder.py [--checkpoint mobile_sam.pt] [--threads 2] [--repeats 5]
-        [--backend torch --backend onnx] [--onnx-dir DIR]
+        [--backend torch --backend openvino ...] [--onnx-dir DIR]
 
 Times `SamPredictor.predict` with one click and multimask output: prompt
 encoding, mask decoder, and upscaling the masks to the image (the
@@ -27,7 +27,7 @@ from reference import mobile_sam  # noqa: E402
 def main() -> int:
     args = parse_args(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
-        ours, reference, _, _, backends = setup(args, Path(tmp))
+        ours, reference, _, backends = setup(args, Path(tmp))
         image = sample_images()["astronaut"]
         predictor = mobile_sam.SamPredictor(reference)
         predictor.set_image(image)

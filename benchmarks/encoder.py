@@ -1,12 +1,12 @@
 """Image encoder speed per backend against the reference `mobile_sam`, same run, same input.
 
     python benchmarks/encoder.py [--checkpoint mobile_sam.pt] [--threads 2] [--repeats 5]
-        [--backend torch --backend torch-fast --backend torch-compile --backend onnx --backend onnx-int8]
-        [--onnx-dir DIR] [--no-rss]
+        [--backend torch --backend openvino-bf16 ...] [--onnx-dir DIR] [--no-rss]
 
-Without a checkpoint both run at the same seeded random weights. The ONNX
-backends use `--onnx-dir` (a `mobilesam export` of the same checkpoint) or an
-export made here into a temporary folder, untimed. Runs are interleaved
+Without a checkpoint both run at the same seeded random weights. The graph
+backends (onnx*, openvino*) use `--onnx-dir` (a `mobilesam export` of the same
+checkpoint) or the export cache, which makes what is missing on first use,
+untimed (openvino-int8's NNCF calibration takes about a minute). Runs are interleaved
 (reference, then each backend, repeated) after a warm-up and the median is
 shown; accuracy is over the four test photos: the largest embedding
 difference and the share of mask pixels (4 prompts per photo, multimask)
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from mobilesam import load_sam
-from mobilesam.backends import BACKEND_SPECS, BACKENDS, make_backend
+from mobilesam.backends import BACKENDS, auto_backend_name, make_backend
+from mobilesam.backends.auto import runs_well_here
 from mobilesam.bench import bench_encoder, format_table, machine_summary, probe_name
-from mobilesam.export import export_onnx
 from mobilesam.probe import peak_rss_mib, peak_rss_of
 from mobilesam.registry import detect_model_name
 from mobilesam.weights import save_checkpoint
@@ -41,13 +41,13 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="repeat for several (default: all)")
-    parser.add_argument("--onnx-dir", type=Path, help="a `mobilesam export --quantize int8` of the same checkpoint")
+    parser.add_argument("--onnx-dir", type=Path, help="a `mobilesam export` of the same checkpoint (default: the export cache)")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS probes")
     return parser.parse_args()
 
 
 def setup(args: argparse.Namespace, workdir: Path):
-    """(ours, reference, checkpoint path, backends): the same weights everywhere, ONNX exported if needed."""
+    """(ours, reference, checkpoint path, backends): the same weights everywhere."""
     torch.set_num_threads(args.threads)
     if args.checkpoint:
         ours = load_sam(args.checkpoint).eval()
@@ -56,19 +56,15 @@ def setup(args: argparse.Namespace, workdir: Path):
     else:
         ours, reference = paired_models("vit_t", seed=0)
         checkpoint = save_checkpoint(ours, workdir / "random_vit_t.pt")
-    names = args.backend or list(BACKENDS)
-    onnx_dir = args.onnx_dir
-    if onnx_dir is None and any(BACKEND_SPECS[name].needs_export for name in names):
-        onnx_dir = workdir / "onnx"
-        export_onnx(ours, onnx_dir, model_name=detect_model_name(ours.state_dict()), weights=checkpoint, quantize="int8")
-    backends = [make_backend(name, ours, onnx_dir=onnx_dir, threads=args.threads) for name in names]
-    return ours, reference, checkpoint, onnx_dir, backends
+    names = args.backend or [name for name in BACKENDS if runs_well_here(name)]
+    backends = [make_backend(name, ours, onnx_dir=args.onnx_dir, threads=args.threads) for name in names]
+    return ours, reference, checkpoint, backends
 
 
 def main() -> int:
     args = parse_args(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
-        ours, reference, checkpoint, onnx_dir, backends = setup(args, Path(tmp))
+        ours, reference, checkpoint, backends = setup(args, Path(tmp))
         images = list(sample_images().values())
         rows = bench_encoder(ours, reference.image_encoder, backends, images, args.repeats)
         if not args.no_rss:
@@ -77,13 +73,15 @@ def main() -> int:
                 if row.name == "reference":
                     row.peak_rss_mib = peak_rss_of(reference_probe)
                 else:
-                    row.peak_rss_mib = peak_rss_mib(str(checkpoint), probe_name(row.name), onnx_dir, args.threads)
+                    folder = next(backend.folder for backend in backends if backend.name == row.name)
+                    row.peak_rss_mib = peak_rss_mib(str(checkpoint), probe_name(row.name), folder, args.threads)
             print(f"peak RSS of importing torch and mobilesam alone: {peak_rss_mib(str(checkpoint), 'import-only'):.0f} MiB")
     print(f"machine: {machine_summary()}")
     print(
         f"encoder, 1024x1024 input, median of {args.repeats} "
-        "(peak RSS: one image + one click, fresh process; onnx rows through OnnxPredictor, without torch)\n"
+        "(peak RSS: one image + one click, fresh process; onnx/openvino rows through OnnxPredictor, without torch)"
     )
+    print(f"auto picks {auto_backend_name()} here\n")
     print(format_table(rows))
     return 0
 

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def mobilesam_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Checkpoints, cached exports and compiled engines go to a folder of this test session, never ~/.cache.
+
+    One folder for the whole session, so tests share the export cache as a user's runs would.
+    """
+    before = os.environ.get("MOBILESAM_HOME")
+    os.environ["MOBILESAM_HOME"] = str(tmp_path_factory.mktemp("mobilesam_home"))
+    yield
+    if before is None:
+        del os.environ["MOBILESAM_HOME"]
+    else:
+        os.environ["MOBILESAM_HOME"] = before
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 
 from images import sample_images
 from mobilesam import SAM, CheckpointError, SamAutomaticMaskGenerator, UnknownModelError, build_sam
+from mobilesam.backends import auto_backend_name
 from mobilesam.weights import save_checkpoint
 from reference import randomize
 
@@ -28,7 +29,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(checkpoint):
-    return SAM(checkpoint)
+    # The reference numerics, so masks compare bit for bit with `SamPredictor`'s.
+    return SAM(checkpoint, backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +151,25 @@ def test_plot_save_and_json(model, photo, tmp_path):
 def test_info_counts_parameters(model, capsys):
     counts = model.info()
     assert counts["total"] == counts["image_encoder"] + counts["prompt_encoder"] + counts["mask_decoder"]
-    assert "parameters" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "parameters" in printed and "backend torch: the model's own modules" in printed
+
+
+def test_the_default_backend_is_this_machines_auto_choice_and_says_so(checkpoint, photo, model, capsys):
+    chosen = SAM(checkpoint)
+    assert chosen.backend.name == auto_backend_name()
+    chosen.info()
+    assert f"backend {auto_backend_name()}:" in capsys.readouterr().out
+    # Whatever it picked keeps masks faithful to fp32 (the rule "auto" chooses by).
+    [fast] = chosen.predict(photo, points=[[200, 150], [400, 250]], labels=[1, 1])
+    [exact] = model.predict(photo, points=[[200, 150], [400, 250]], labels=[1, 1])
+    assert (fast.masks.data == exact.masks.data).float().mean() >= 0.99
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        SAM(checkpoint, backend="tensorrt")
 
 
 def test_model_name_gives_random_weights_and_unknown_name_fails():
-    assert SAM("vit_t").model.image_encoder.img_size == 1024
+    assert SAM("vit_t", backend="torch").model.image_encoder.img_size == 1024
     with pytest.raises(UnknownModelError, match="unknown model"):
         SAM("vit_q")
 
@@ -186,6 +202,14 @@ BAD_PROMPTS = [
 def test_bad_prompts_raise_value_error(model, prompt, message):
     with pytest.raises(ValueError, match=message):
         model.predict(sample_images()["generated"], **prompt)
+
+
+def test_prompts_are_checked_once_before_any_image_is_read(model, tmp_path):
+    with pytest.raises(ValueError, match=r"1 \(foreground\) or 0 \(background\), got \[2\]"):
+        model.predict([tmp_path / "missing.jpg", tmp_path / "missing.jpg"], points=[[1, 1], [2, 2]], labels=[1, 2])
+    # Whether a prompt fits its image is checked per image, once it is read.
+    with pytest.raises(ValueError, match="lies far outside the 64x48 image"):
+        model.predict([np.zeros((48, 64, 3), np.uint8)], points=[500, 10])
 
 
 def test_bad_images_raise_clear_errors(model, tmp_path):

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from mobilesam import build_sam
 from mobilesam.cli import app
-from mobilesam.weights import KNOWN_CHECKPOINTS, save_checkpoint, sha256_file
+from mobilesam.registry import MODEL_CONFIGS
+from mobilesam.weights import save_checkpoint, sha256_file
 from reference import randomize
 
 runner = CliRunner()
@@ -74,8 +75,9 @@ def test_info_on_a_text_file_says_so(tmp_path):
 
 def test_download_offline_says_where_to_put_the_file(home, monkeypatch):
     dead = "http://127.0.0.1:9/mobile_sam.pt"  # the discard port: nothing listens
-    offline = dataclasses.replace(KNOWN_CHECKPOINTS["mobile_sam.pt"], urls=(dead,))
-    monkeypatch.setitem(KNOWN_CHECKPOINTS, "mobile_sam.pt", offline)
+    vit_t = MODEL_CONFIGS["vit_t"]
+    offline = dataclasses.replace(vit_t, checkpoint=dataclasses.replace(vit_t.checkpoint, urls=(dead,)))
+    monkeypatch.setitem(MODEL_CONFIGS, "vit_t", offline)
     result = runner.invoke(app, ["download", "vit_t"])
     assert result.exit_code == 1
     assert dead in result.output
@@ -98,8 +100,8 @@ def test_console_script_runs():
 
 
 def test_serve_checks_the_backend_before_loading_the_model(home):
-    result = runner.invoke(app, ["serve", "--model", "vit_t", "--backend", "onnx"])
+    result = runner.invoke(app, ["serve", "--model", "no_such.pt", "--backend", "torch", "--onnx-dir", "onnx"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --backend onnx needs --onnx-dir, the folder written by `mobilesam export`"
+    assert result.output.strip() == "error: --onnx-dir is for the onnx/openvino backends; --backend torch runs torch"
     result = runner.invoke(app, ["serve", "--model", "no_such.pt", "--backend", "tensorrt"])
-    assert result.exit_code == 2 and "--backend must be one of torch, torch-fast" in result.output
+    assert result.exit_code == 2 and "--backend must be auto or one of torch, torch-fast" in result.output

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from images import generated_image, sample_images
 from mobilesam import SAM, build_sam
 from mobilesam.cli import app
-from mobilesam.weights import KNOWN_CHECKPOINTS, save_checkpoint
+from mobilesam.registry import MODEL_CONFIGS
+from mobilesam.weights import save_checkpoint
 from reference import randomize
 
 runner = CliRunner()
@@ -196,18 +197,22 @@ def test_predict_on_the_fast_backend_gives_the_same_masks(checkpoint, photos, tm
         (["predict", "{photos}", "--box", "1,2,3"], 2, "--box must be X1,Y1,X2,Y2"),
         (["predict", "{photos}", "--point", "nan,3"], 2, "--point must be X,Y or X,Y,LABEL"),
         (["predict", "{photos}", "-p", "1,2", "-b", "0,0,5,5", "-b", "1,1,6,6"], 2, "points with several boxes are ambiguous"),
+        (["predict", "{photos}", "--point", "1,2,3"], 2, "--point/--box: point labels must be 1 (foreground) or 0 (background)"),
+        (["predict", "{photos}", "-b", "0,0,5,5", "-b", "6,1,1,6"], 2, "--point/--box: box corners must satisfy x1 <= x2"),
+        (["predict", "{photos}/prompts.json"], 1, "prompts.json: entry 0: point labels must be 1 (foreground) or 0"),
         (["predict", "{photos}"], 2, "predict needs --point or --box"),
         (["predict", "{photos}", "-p", "1,2", "--format", "tiff"], 2, "unknown output format 'tiff'"),
         (["predict", "{photos}/nothing", "-p", "1,2"], 1, "no such file or folder"),
         (["predict", "{photos}", "-p", "1,2", "--model", "vit_q"], 1, "unknown model 'vit_q'"),
         (["predict", "{photos}", "-p", "1,2", "--device", "cuda:7"], 1, "--device"),
         (["everything", "{photos}", "--box-nms-thresh", "1.5"], 2, "box_nms_thresh"),
-        (["predict", "{photos}", "-p", "1,2", "--backend", "tensorrt"], 2, "--backend must be one of torch, torch-fast"),
-        (["everything", "{photos}", "--backend", "onnx-int8"], 2, "--backend onnx-int8 needs --onnx-dir"),
+        (["predict", "{photos}", "-p", "1,2", "--backend", "tensorrt"], 2, "--backend must be auto or one of torch, torch-fast"),
+        (["everything", "{photos}", "--backend", "torch-fast", "--onnx-dir", "{photos}"], 2, "--onnx-dir is for the onnx/openvino"),
         (["predict", "{photos}", "-p", "1,2", "--backend", "onnx", "--onnx-dir", "{photos}"], 1, "not a `mobilesam export` folder"),
     ],
 )
 def test_bad_arguments_are_one_line(checkpoint, photos, tmp_path, args, status, message):
+    (photos / "prompts.json").write_text(json.dumps([{"image": "generated.png", "points": [[10, 10]], "labels": [2]}]))
     args = [arg.replace("{photos}", str(photos)) for arg in args]
     if "--model" not in args:
         args += ["--model", str(checkpoint)]
@@ -222,8 +227,9 @@ def test_bad_arguments_are_one_line(checkpoint, photos, tmp_path, args, status, 
 def test_missing_weights_offline_say_where_to_put_them(photos, tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILESAM_HOME", str(tmp_path / "cache"))
     dead = "http://127.0.0.1:9/mobile_sam.pt"
-    offline = dataclasses.replace(KNOWN_CHECKPOINTS["mobile_sam.pt"], urls=(dead,))
-    monkeypatch.setitem(KNOWN_CHECKPOINTS, "mobile_sam.pt", offline)
+    vit_t = MODEL_CONFIGS["vit_t"]
+    offline = dataclasses.replace(vit_t, checkpoint=dataclasses.replace(vit_t.checkpoint, urls=(dead,)))
+    monkeypatch.setitem(MODEL_CONFIGS, "vit_t", offline)
     result = runner.invoke(app, ["predict", str(photos), "-p", "1,2", "-o", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert str(tmp_path / "cache" / "mobile_sam.pt") in result.output

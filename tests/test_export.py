@@ -22,10 +22,9 @@ from typer.testing import CliRunner
 
 from images import sample_images
 from mobilesam import ImageEmbedding, OnnxPredictor, SamAutomaticMaskGenerator, SamPredictor, build_sam
-from mobilesam.backends import make_backend
+from mobilesam.backends import GraphBackend, make_backend
 from mobilesam.cli import app
 from mobilesam.export import export_onnx
-from mobilesam.backends import OnnxBackend
 from mobilesam.registry import build_from_config, get_config
 from mobilesam.weights import save_checkpoint, sha256_file
 from reference import randomize
@@ -71,7 +70,7 @@ def test_export_writes_checked_graphs_and_a_sidecar(exported):
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["model"] == "vit_t"
     assert metadata["weights"] == {"file": checkpoint.name, "sha256": sha256_file(checkpoint)}
-    assert metadata["opset"] == 17 and metadata["quantize"] == "int8" and metadata["image_size"] == 256
+    assert metadata["opset"] == 17 and metadata["quantize"] == ["int8"] and metadata["image_size"] == 256
     assert metadata["preprocessing"] == {
         "pixel_mean": model.pixel_mean.flatten().tolist(),
         "pixel_std": model.pixel_std.flatten().tolist(),
@@ -87,7 +86,7 @@ def test_export_writes_checked_graphs_and_a_sidecar(exported):
 
 def test_onnx_encoder_matches_torch(exported, torch_predictor):
     model, _, folder = exported
-    predictor = SamPredictor(model, OnnxBackend.from_export(folder, threads=2))
+    predictor = SamPredictor(model, GraphBackend.from_export(folder, "onnx", threads=2))
     predictor.set_image(sample_images()["coffee"])
     assert predictor.input_size == torch_predictor.input_size
     assert (predictor.features - torch_predictor.features).abs().max().item() <= FP32_TOL
@@ -95,7 +94,7 @@ def test_onnx_encoder_matches_torch(exported, torch_predictor):
 
 def test_int8_masks_agree_with_fp32(exported, torch_predictor):
     model, _, folder = exported
-    predictor = SamPredictor(model, OnnxBackend.from_export(folder, quantize="int8", threads=2))
+    predictor = SamPredictor(model, GraphBackend.from_export(folder, "onnx-int8", threads=2))
     image = sample_images()["coffee"]
     predictor.set_image(image)
     h, w = image.shape[:2]
@@ -224,8 +223,6 @@ def test_decoder_graph_upscales_to_orig_im_size(exported, torch_predictor):
 
 def test_onnx_backend_errors_are_clear(exported, tmp_path, torch_predictor):
     model, _, folder = exported
-    with pytest.raises(ValueError, match="needs the folder written by `mobilesam export`"):
-        make_backend("onnx", model)
     with pytest.raises(FileNotFoundError, match="not a `mobilesam export` folder"):
         make_backend("onnx", model, onnx_dir=tmp_path)
     predictor = _onnx_predictor(exported, torch_predictor)
@@ -264,7 +261,7 @@ def test_onnx_predictor_runs_without_torch(exported):
 import sys
 import numpy as np
 from mobilesam import OnnxPredictor
-predictor = OnnxPredictor({str(exported[2])!r}, quantize="int8", threads=1)
+predictor = OnnxPredictor({str(exported[2])!r}, backend="onnx-int8", threads=1)
 predictor.set_image(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
 masks, iou, low_res = predictor.predict(point_coords=np.array([[60, 40]]), point_labels=np.array([1]))
 assert masks.shape == (3, 90, 120) and masks.dtype == np.bool_ and iou.shape == (3,) and low_res.shape == (3, 64, 64)
@@ -291,7 +288,7 @@ def test_onnx_predictor_errors_are_clear(exported, tmp_path):
     shutil.copytree(folder, old)
     (old / "encoder.int8.onnx").unlink()
     with pytest.raises(FileNotFoundError, match="export with `--quantize int8`"):
-        OnnxPredictor(old, quantize="int8")
+        OnnxPredictor(old, backend="onnx-int8")
     metadata = json.loads((old / "metadata.json").read_text())
     del metadata["preprocessing"]
     (old / "metadata.json").write_text(json.dumps(metadata))
@@ -317,7 +314,7 @@ def test_export_cli_writes_the_1024_model_with_its_checksum(tmp_path):
     assert result.exit_code == 0, result.output
     metadata = json.loads((tmp_path / "onnx" / "metadata.json").read_text())
     assert metadata["weights"]["sha256"] == sha256_file(checkpoint) and metadata["image_size"] == 1024
-    assert metadata["quantize"] is None and sorted(metadata["files"]) == ["decoder", "encoder"]
+    assert metadata["quantize"] == [] and sorted(metadata["files"]) == ["decoder", "encoder"]
     onnx.checker.check_model(str(tmp_path / "onnx" / "encoder.onnx"))
 
 

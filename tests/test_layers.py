@@ -80,3 +80,24 @@ def test_nothing_below_the_top_imports_it(top):
             continue
         upward = {name for name in _imports(module, at_import_time=False) if name.startswith(top)}
         assert not upward, f"{module} imports {sorted(upward)}, above it"
+
+
+# Utilities that every layer uses; one import of ours from them would tie the layers together.
+LEAVES = ["mobilesam.atomic", "mobilesam.errors", "mobilesam.masks"]
+
+
+@pytest.mark.parametrize("leaf", LEAVES)
+def test_leaves_import_nothing_of_ours(leaf):
+    imported = _imports(leaf, at_import_time=False)
+    assert not imported, f"{leaf} imports {sorted(imported)}"
+
+
+# (lower, higher): the lower module never imports the higher one, not even inside a function.
+# io/'s writers take `Results`; the registry's builder loads through weights.py.
+BELOW = [("mobilesam.results", "mobilesam.io"), ("mobilesam.weights", "mobilesam.registry")]
+
+
+@pytest.mark.parametrize(("lower", "higher"), BELOW)
+def test_lower_layers_do_not_import_higher_ones(lower, higher):
+    upward = {name for name in _imports(lower, at_import_time=False) if name == higher or name.startswith(higher + ".")}
+    assert not upward, f"{lower} imports {sorted(upward)}, above it"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mobilesam.io.polygons import mask_to_polygons
+from mobilesam.masks import mask_to_polygons
 from mobilesam.results import Boxes, Masks, Results
 
 H, W = 40, 60

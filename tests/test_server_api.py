@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import threading
@@ -20,7 +21,17 @@ from fastapi.testclient import TestClient  # noqa: E402
 from images import generated_image, sample_images  # noqa: E402
 from mobilesam import SamPredictor, build_sam  # noqa: E402
 from mobilesam.backends import make_backend  # noqa: E402
-from mobilesam.server import ServeSettings, SingleFlightLRU, create_app  # noqa: E402
+from mobilesam.server import (  # noqa: E402
+    ImageNotFound,
+    InvalidRequest,
+    PayloadTooLarge,
+    SegmentationService,
+    ServeSettings,
+    SingleFlightLRU,
+    UnsupportedMedia,
+    create_app,
+)
+from mobilesam.server.schemas import EverythingRequest, SegmentRequest  # noqa: E402
 from reference import randomize  # noqa: E402
 
 MAX_UPLOAD = 300_000
@@ -84,7 +95,7 @@ def test_upload_computes_once_then_hits_the_cache(client, model, generated_id):
     assert (again["width"], again["height"]) == (457, 123)
     assert model.image_encoder.calls == calls
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["model"] == "vit_t"
+    assert health["status"] == "ok" and health["model"] == "vit_t" and health["backend"] == "torch"
     assert health["cache_entries"] >= 1 and health["cache_bytes"] >= 256 * 64 * 64 * 4
     assert health["cache_hits"] >= 3
 
@@ -132,6 +143,48 @@ def test_segment_matches_the_predictor(client, model, generated_id):
             ys, xs = np.nonzero(decoded)
             assert mask["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
         assert "png" not in mask
+
+
+def untimed(body: dict) -> dict:
+    return {key: value for key, value in body.items() if key != "milliseconds"}
+
+
+def test_the_service_answers_what_its_routes_answer(client, generated_id):
+    # The routes only parse and forward: the service called directly gives the same masks.
+    service = client.app.state.service
+    prompt = {"points": [[200.0, 60.0], [40.0, 20.0]], "labels": [1, 0], "multimask": True, "return_logits": True}
+    served = client.post(f"/v1/images/{generated_id}/segment", json=prompt).json()
+    direct = asyncio.run(service.segment(generated_id, SegmentRequest(**prompt))).model_dump(exclude_none=True)
+    assert untimed(served) == untimed(direct) and len(served["masks"]) == 3
+    options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    served = client.post(f"/v1/images/{generated_id}/everything", json=options).json()
+    direct = asyncio.run(service.everything(generated_id, EverythingRequest(**options))).model_dump()
+    assert untimed(served) == untimed(direct) and served["masks"]
+
+
+def test_the_service_without_http(model):
+    service = SegmentationService(model, ServeSettings(max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS))
+    try:
+        info = asyncio.run(service.upload(png_bytes(GENERATED), "image/png"))
+        assert (info.width, info.height) == (457, 123)
+        image = service.image(info.image_id)
+        assert image.original_size == (123, 457) and image.pixels.shape == (123, 457, 3)
+        response = asyncio.run(service.segment(info.image_id, SegmentRequest(box=[150, 20, 300, 110])))
+        assert len(response.masks) == 1 and response.masks[0].segmentation is not None
+        assert service.health().cache_entries == 1 and service.models().models[0].name == "vit_t"
+        refusals = [
+            (lambda: service.image("0" * 32), ImageNotFound, 404),
+            (lambda: asyncio.run(service.upload(b"hello", "text/plain")), UnsupportedMedia, 415),
+            (lambda: asyncio.run(service.upload(b"\x89PNG not really", "image/png")), UnsupportedMedia, 415),
+            (lambda: asyncio.run(service.upload(png_bytes(np.zeros((1000, 1000), np.uint8)), "image/png")), PayloadTooLarge, 413),
+            (lambda: asyncio.run(service.segment(info.image_id, SegmentRequest())), InvalidRequest, 422),
+        ]
+        for call, error, status in refusals:
+            with pytest.raises(error) as raised:
+                call()
+            assert raised.value.status_code == status and raised.value.headers == {}
+    finally:
+        service.close()
 
 
 def test_the_service_embeds_with_the_backend_it_is_given():

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from mobilesam.io.sources import SourceError, find_jobs, read_prompts_file
+from mobilesam.prompts import Prompt
 
 
 def _image(path):
@@ -72,18 +73,19 @@ def test_json_prompts_file_entries_objects_and_mapping(tmp_path):
     jobs = read_prompts_file(prompts)
     assert [(job.path, job.stem) for job in jobs] == [(tmp_path / "a.jpg", "a"), (tmp_path / "sub/b.png", "sub/b")]
     first, second = jobs[0].objects
-    np.testing.assert_array_equal(first.points, [[10, 20], [30, 40]])
-    np.testing.assert_array_equal(first.labels, [1, 0])
+    assert isinstance(first, Prompt) and first.point_labels.dtype == np.int64
+    np.testing.assert_array_equal(first.point_coords, [[10, 20], [30, 40]])
+    np.testing.assert_array_equal(first.point_labels, [1, 0])
     assert first.box is None
     np.testing.assert_array_equal(second.box, [0, 0, 5, 5])
-    assert second.points is None
+    assert second.point_coords is None
     assert len(jobs[1].objects) == 2
-    np.testing.assert_array_equal(jobs[1].objects[1].points, [[5, 6]])
-    np.testing.assert_array_equal(jobs[1].objects[1].labels, [1])
+    np.testing.assert_array_equal(jobs[1].objects[1].point_coords, [[5, 6]])
+    np.testing.assert_array_equal(jobs[1].objects[1].point_labels, [1])
 
     prompts.write_text(json.dumps({"a.jpg": {"points": [[1, 2]]}}))
     [job] = find_jobs(prompts)
-    np.testing.assert_array_equal(job.objects[0].points, [[1, 2]])
+    np.testing.assert_array_equal(job.objects[0].point_coords, [[1, 2]])
 
 
 def test_csv_prompts_file_groups_rows_by_image_and_object(tmp_path):
@@ -98,10 +100,10 @@ def test_csv_prompts_file_groups_rows_by_image_and_object(tmp_path):
     jobs = find_jobs(prompts)
     assert [job.stem for job in jobs] == ["a", "b"]
     first, second = jobs[0].objects
-    np.testing.assert_array_equal(first.points, [[10, 20], [30, 40]])
-    np.testing.assert_array_equal(first.labels, [1, 0])
+    np.testing.assert_array_equal(first.point_coords, [[10, 20], [30, 40]])
+    np.testing.assert_array_equal(first.point_labels, [1, 0])
     np.testing.assert_array_equal(second.box, [1, 2, 3, 4])
-    np.testing.assert_array_equal(jobs[1].objects[0].labels, [1])
+    np.testing.assert_array_equal(jobs[1].objects[0].point_labels, [1])
 
 
 @pytest.mark.parametrize(
@@ -120,6 +122,12 @@ def test_csv_prompts_file_groups_rows_by_image_and_object(tmp_path):
         (".csv", "image,x,y\na.jpg,1,two\n", "line 2: x, y must all be numbers"),
         (".csv", "image,x,y\na.jpg,,\n", "line 2: neither a point"),
         (".csv", "image,x1,y1,x2,y2\na.jpg,1,2,3,4\na.jpg,1,2,3,5\n", "line 3: a second box"),
+        # Checked into a Prompt as the file is read, not when the image is segmented.
+        (".json", '[{"image": "a.jpg", "points": [[1, 2]], "labels": [2]}]', "entry 0: point labels must be 1 (foreground) or 0"),
+        (".json", '[{"image": "a.jpg", "objects": [{"box": [1, 2, 3, 4]}, {"box": [9, 2, 3, 4]}]}]', "entry 0, object 1: box corners must satisfy x1 <= x2"),
+        (".json", '[{"image": "a.jpg", "points": [[NaN, 2]]}]', "entry 0: point_coords contains NaN"),
+        (".csv", "image,object,x,y,label\na.jpg,0,1,2,1\nb.jpg,0,3,4,1\na.jpg,0,5,6,3\n", "lines 2, 4, object 0 of a.jpg: point labels must be 1"),
+        (".csv", "image,x1,y1,x2,y2\na.jpg,5,2,3,4\n", "line 2, object 0 of a.jpg: box corners must satisfy"),
     ],
 )
 def test_malformed_prompts_files_name_the_entry(tmp_path, suffix, text, message):

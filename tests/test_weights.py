@@ -14,17 +14,15 @@ import torch
 
 from mobilesam import build_sam, load_sam, sam_model_registry
 from mobilesam.errors import CheckpointError, DownloadError, UnknownModelError
-from mobilesam.registry import MODEL_CONFIGS, build_from_config, detect_model_name, get_config
-from mobilesam.weights import (
-    KNOWN_CHECKPOINTS,
-    KnownCheckpoint,
-    cache_dir,
-    download,
-    read_state_dict,
+from mobilesam.registry import (
+    MODEL_CONFIGS,
+    build_from_config,
+    detect_model_name,
+    get_config,
+    known_checkpoints,
     resolve_checkpoint,
-    save_checkpoint,
-    sha256_file,
 )
+from mobilesam.weights import Checkpoint, cache_dir, download, read_state_dict, save_checkpoint, sha256_file
 from reference import randomize
 
 
@@ -226,21 +224,24 @@ def test_cache_dir_follows_environment(home):
 
 
 def test_known_checkpoints_point_at_official_files():
-    mobile = KNOWN_CHECKPOINTS["mobile_sam.pt"]
+    mobile = known_checkpoints()["mobile_sam.pt"]
     assert mobile.urls[0] == "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
-    assert mobile.size == 40_728_226 and mobile.model_name == "vit_t"
-    for known in KNOWN_CHECKPOINTS.values():
+    assert mobile.size == 40_728_226 and get_config("vit_t").checkpoint == mobile
+    for known in known_checkpoints().values():
         assert len(known.sha256) == 64 and int(known.sha256, 16) >= 0
 
 
+def publish_vit_t(monkeypatch, checkpoint: Checkpoint) -> None:
+    """Make `checkpoint` vit_t's published checkpoint for one test."""
+    monkeypatch.setitem(MODEL_CONFIGS, "vit_t", dataclasses.replace(MODEL_CONFIGS["vit_t"], checkpoint=checkpoint))
+
+
 @pytest.fixture
-def served_checkpoint(server, checkpoint_file, monkeypatch) -> KnownCheckpoint:
-    """A known checkpoint entry for the seeded file, published by the local server."""
+def served_checkpoint(server, checkpoint_file, monkeypatch) -> Checkpoint:
+    """vit_t published as the seeded file, served by the local server."""
     base, _ = server
-    known = KnownCheckpoint(
-        "seeded.pt", "vit_t", (f"{base}/seeded.pt",), sha256_file(checkpoint_file), checkpoint_file.stat().st_size
-    )
-    monkeypatch.setitem(KNOWN_CHECKPOINTS, known.filename, known)
+    known = Checkpoint("seeded.pt", (f"{base}/seeded.pt",), sha256_file(checkpoint_file), checkpoint_file.stat().st_size)
+    publish_vit_t(monkeypatch, known)
     return known
 
 
@@ -251,17 +252,13 @@ def test_known_name_downloads_into_cache_then_works_offline(home, served_checkpo
     assert _same_weights(model, seeded_vit_t)
     assert _leftovers(home) == []
     # Offline now: the cached copy is used without touching the network.
-    monkeypatch.setitem(
-        KNOWN_CHECKPOINTS, "seeded.pt", KnownCheckpoint("seeded.pt", "vit_t", ("http://127.0.0.1:9/x",), "0" * 64)
-    )
+    publish_vit_t(monkeypatch, Checkpoint("seeded.pt", ("http://127.0.0.1:9/x",), "0" * 64))
     assert resolve_checkpoint("seeded.pt") == cached
 
 
 def test_checksum_mismatch_discards_download(home, server, monkeypatch):
     base, _ = server
-    monkeypatch.setitem(
-        KNOWN_CHECKPOINTS, "seeded.pt", KnownCheckpoint("seeded.pt", "vit_t", (f"{base}/seeded.pt",), "0" * 64)
-    )
+    publish_vit_t(monkeypatch, Checkpoint("seeded.pt", (f"{base}/seeded.pt",), "0" * 64))
     with pytest.raises(CheckpointError, match="checksum mismatch .*the file was discarded"):
         resolve_checkpoint("seeded.pt", progress=False)
     assert not home.exists() or list(home.iterdir()) == []

@@ -13,14 +13,15 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mobilesam.io import atomic, mask_png
+from mobilesam import atomic
+from mobilesam.io import mask_png
 from mobilesam.io.coco import coco_document, merge_coco, write_coco
 from mobilesam.io.labelme import write_labelme
 from mobilesam.io.mask_png import write_mask_pngs
 from mobilesam.io.overlay import write_overlay
-from mobilesam.io.polygons import mask_to_polygons
 from mobilesam.io.writers import OUTPUT_FORMATS, merge_coco_outputs, output_paths, write_outputs
 from mobilesam.io.yolo import write_yolo_seg
+from mobilesam.masks import mask_to_polygons
 from mobilesam.results import Results
 
 H, W = 40, 60

@@ -1,7 +1,7 @@
 """mobilesam: prompt-guided image segmentation with MobileSAM and SAM.
 
 Names are imported on first use (PEP 562), so `import mobilesam` stays
-light and `mobilesam.OnnxPredictor` runs on onnxruntime without loading
+light and `mobilesam.OnnxPredictor` runs on onnxruntime or OpenVINO without loading
 torch at all.
 """
 
@@ -22,7 +22,7 @@ _EXPORTS = {
     "MobileSamError": ".errors",
     "UnknownModelError": ".errors",
     "ImageEmbedding": ".embedding",
-    "OnnxPredictor": ".export.predictor",
+    "OnnxPredictor": ".runtime.predictor",
     "Sam": ".modeling",
     "SamPredictor": ".predictor",
     "MODEL_CONFIGS": ".registry",
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .automatic import SamAutomaticMaskGenerator
     from .embedding import ImageEmbedding
     from .errors import CheckpointError, DownloadError, MobileSamError, UnknownModelError
-    from .export.predictor import OnnxPredictor
+    from .runtime.predictor import OnnxPredictor
     from .modeling import Sam
     from .predictor import SamPredictor
     from .registry import MODEL_CONFIGS, build_sam, load_sam, sam_model_registry

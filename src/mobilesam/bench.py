@@ -145,7 +145,7 @@ def run_benchmark(
     the ONNX backends through the torch-free `OnnxPredictor`).
 
     Raises:
-        ValueError: An unknown backend, or an ONNX backend without `onnx_dir`.
+        ValueError: An unknown backend.
     """
     model = model.cpu().eval()
     backends = [make_backend(name, model, onnx_dir=onnx_dir, threads=threads) for name in backend_names]
@@ -159,7 +159,8 @@ def run_benchmark(
         row.decoder_ms = decoder_ms["baseline" if row.name == BASELINE else row.name]
         row.decoder_ratio = decoder_ms["baseline"] / row.decoder_ms
         if rss_model is not None:
-            row.peak_rss_mib = peak_rss_mib(rss_model, probe_name(row.name), onnx_dir, threads)
+            folder = next((backend.folder for backend in backends if backend.name == row.name), None)
+            row.peak_rss_mib = peak_rss_mib(rss_model, probe_name(row.name), folder, threads)
     lines = [
         f"machine: {machine_summary()}",
         f"baseline ({BASELINE}): our eager fp32 torch backend, the reference's numerics; "

@@ -17,10 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .io.prefetch import prefetch_images
-from .io.sources import ImageJob, ObjectPrompt
+from .io.sources import ImageJob
 from .io.writers import merge_coco_outputs, output_paths, write_outputs
 from .predictor import SamPredictor
-from .prompts import check_prompt
+from .prompts import Prompt, check_in_image
 from .results import Results
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def _is_done(job: ImageJob, out_dir: Path, formats: Sequence[str]) -> bool:
 def segment_objects(
     predictor: SamPredictor,
     image: np.ndarray,
-    objects: Sequence[ObjectPrompt],
+    objects: Sequence[Prompt],
     multimask_output: bool = False,
     path: str | None = None,
 ) -> Results:
@@ -123,30 +123,39 @@ def segment_objects(
     ones are padded with label -1 (SAM's "not a point"), and objects without
     a box get a NaN box when others have one.
 
+    Args:
+        predictor: What embeds and decodes.
+        image: (H, W, 3) uint8 RGB.
+        objects: One prompt per object, checked where they came from (a
+            prompts file, the command line); here only against the image.
+        multimask_output: Three candidate masks per object instead of the best one.
+        path: The image's path, for `Results`.
+
     Raises:
-        ValueError: No objects, or a prompt that does not fit the image (see `mobilesam.prompts`).
+        ValueError: No objects, or a prompt that does not fit the image (see `mobilesam.prompts.check_in_image`).
     """
     if not objects:
         raise ValueError("no objects to segment: give points or a box")
-    # Checked once, before the costly embedding, so a bad prompt fails fast.
-    mask_size = predictor.model.prompt_encoder.mask_input_size
-    prompts = [check_prompt(image.shape[:2], mask_size, obj.points, obj.labels, obj.box) for obj in objects]
+    # Before the costly embedding, so a prompt outside the image fails fast.
+    for prompt in objects:
+        check_in_image(prompt, image.shape[:2])
     predictor.set_image(image)
     masks, scores, points, labels, boxes = [], [], [], [], []
-    for obj, prompt in zip(objects, prompts):
+    for prompt in objects:
         object_masks, object_scores, _ = predictor.predict_prompt(prompt, multimask_output=multimask_output)
         masks.append(object_masks)
         scores.append(object_scores)
-        points.extend([np.zeros((0, 2)) if obj.points is None else obj.points] * len(object_masks))
-        labels.extend([np.zeros(0) if obj.labels is None else obj.labels] * len(object_masks))
-        boxes.extend([np.full(4, np.nan) if obj.box is None else obj.box] * len(object_masks))
+        has_points = prompt.point_coords is not None
+        points.extend([prompt.point_coords if has_points else np.zeros((0, 2))] * len(object_masks))
+        labels.extend([prompt.point_labels if has_points else np.zeros(0)] * len(object_masks))
+        boxes.extend([np.full(4, np.nan) if prompt.box is None else prompt.box] * len(object_masks))
     width = max(len(p) for p in points)
     padded_points = np.zeros((len(points), width, 2))
     padded_labels = np.full((len(points), width), -1, dtype=np.int64)
     for index, (p, l) in enumerate(zip(points, labels)):
         padded_points[index, : len(p)] = p
         padded_labels[index, : len(l)] = l
-    any_box = any(obj.box is not None for obj in objects)
+    any_box = any(prompt.box is not None for prompt in objects)
     return Results(
         orig_img=image,
         masks=np.concatenate(masks),

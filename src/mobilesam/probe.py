@@ -71,10 +71,9 @@ def _probe(model_name: str, backend: str, onnx_dir: str, threads: int) -> float:
     prompt = demo_prompts(*image.shape[:2])[0]
     spec = BACKEND_SPECS.get(backend)
     if spec is not None and spec.needs_export:
-        from .export.predictor import OnnxPredictor
+        from .runtime.predictor import OnnxPredictor
 
-        quantize = "int8" if spec.precision == "int8" else None
-        predictor = OnnxPredictor(onnx_dir, quantize=quantize, threads=threads or None)
+        predictor = OnnxPredictor(onnx_dir, backend=backend, threads=threads or None)
         predictor.set_image(image)
         predictor.predict(**prompt)
         return current_peak_rss_mib()

@@ -1,10 +1,12 @@
-"""Validation of user prompts at the public entry points (predictor, API, CLI, server).
+"""The one prompt type, `Prompt`, checked once at the public entry points.
 
-Everything here checks prompts in the original image frame, on numpy
-arrays, and raises `ValueError` with a message that says what was received
-and expected. One object's prompt is checked once, by `check_prompt`, into
-the one `Prompt` type; `to_model_frame` then maps it for both predictors
-(`SamPredictor`, `OnnxPredictor`).
+Every entry point (predictor, API, CLI, prompts files, server) turns what it
+was given into `Prompt`s with `make_prompt`, which checks everything that
+does not depend on the image and raises `ValueError` saying what was
+received and expected. Where the image is known, `check_in_image` checks
+the one thing that does: no coordinate far outside it. `check_prompt` does
+both, for callers that hold the image; `to_model_frame` then maps a prompt
+for both predictors (`SamPredictor`, `OnnxPredictor`).
 """
 
 from __future__ import annotations
@@ -21,20 +23,160 @@ from .transforms import ResizeLongestSide
 OUTSIDE_TOLERANCE = 1.0
 
 
-def as_points(point_coords: Any, point_labels: Any, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Check points for one object: ((N, 2) float64 XY, (N,) int64 labels in {0, 1})."""
+@dataclass(frozen=True)
+class Prompt:
+    """One object's prompt, in the original image frame: made by `make_prompt` (or `check_prompt`), nowhere else.
+
+    Attributes:
+        point_coords: (N, 2) float64 XY pixels of the original image, or None.
+        point_labels: (N,) int64, 1 foreground / 0 background (None exactly when there are no points).
+        box: (4,) float64 XYXY pixels of the original image, x1 <= x2 and y1 <= y2, or None.
+        mask_input: (1, h, w) float32 low-res logits from an earlier prediction, or None.
+    """
+
+    point_coords: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask_input: np.ndarray | None = None
+
+
+def make_prompt(
+    point_coords: Any = None,
+    point_labels: Any = None,
+    box: Any = None,
+    mask_input: Any = None,
+    mask_input_size: tuple[int, int] = (256, 256),
+) -> Prompt:
+    """Check one object's prompt on its own: everything but whether it fits its image (`check_in_image`).
+
+    Args:
+        point_coords: (N, 2) XY pixels of the original image.
+        point_labels: (N,) 1 foreground / 0 background; needed with points.
+        box: (4,) or (1, 4) XYXY pixels of the original image.
+        mask_input: (1, h, w) or (h, w) low-res logits from an earlier prediction.
+        mask_input_size: (h, w) of the model's low-res masks.
+
+    Raises:
+        ValueError: What is wrong with which part, and what was expected.
+    """
+    coords = labels = checked_box = mask = None
+    if point_coords is not None:
+        coords = _as_points(point_coords)
+        if point_labels is None:
+            raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+        labels = _as_labels(point_labels, coords.shape[0])
+    elif point_labels is not None:
+        raise ValueError("point_labels were given without point_coords")
+    if box is not None:
+        boxes = _as_boxes(box)
+        if boxes.shape[0] != 1:
+            raise ValueError(f"predict takes one box; for {boxes.shape[0]} boxes use SamPredictor.predict_torch")
+        checked_box = boxes[0]
+        if checked_box[2] < checked_box[0] or checked_box[3] < checked_box[1]:
+            raise ValueError(f"box corners must satisfy x1 <= x2 and y1 <= y2, got {checked_box.tolist()}")
+    if mask_input is not None:
+        mask = _as_mask_input(mask_input, mask_input_size)
+    return Prompt(coords, labels, checked_box, mask)
+
+
+def check_in_image(prompt: Prompt, image_hw: tuple[int, int]) -> None:
+    """Check that `prompt` fits its (H, W) image: the one check that needs the image.
+
+    Raises:
+        ValueError: A point or box corner lies far outside the image (see `OUTSIDE_TOLERANCE`).
+    """
+    if prompt.point_coords is not None:
+        _check_inside(prompt.point_coords, image_hw, "point")
+    if prompt.box is not None:
+        _check_inside(prompt.box.reshape(2, 2), image_hw, "box corner")
+
+
+def check_prompt(
+    image_hw: tuple[int, int],
+    mask_input_size: tuple[int, int],
+    point_coords: Any = None,
+    point_labels: Any = None,
+    box: Any = None,
+    mask_input: Any = None,
+) -> Prompt:
+    """`make_prompt` and `check_in_image` at once, for `SamPredictor.predict`'s arguments and its image.
+
+    Raises:
+        ValueError: What is wrong with which part, and what was expected.
+    """
+    prompt = make_prompt(point_coords, point_labels, box, mask_input, mask_input_size)
+    check_in_image(prompt, image_hw)
+    return prompt
+
+
+def as_object_prompts(points: Any, labels: Any, bboxes: Any) -> list[Prompt]:
+    """Ultralytics-style prompts as one `Prompt` per object.
+
+    `points` as [x, y] is one object with one point; [[x, y], ...] is one
+    object per point; [[[x, y], ...], ...] gives the points of each object.
+    `labels` has the same nesting without the XY axis and defaults to all
+    foreground. `bboxes` is [x1, y1, x2, y2] or a list of them, one object each.
+    Points and boxes together need one box per object.
+
+    Returns:
+        The objects' prompts, all with the same number of points, and all with a box or none.
+
+    Raises:
+        ValueError: What is wrong with which part, and what was expected.
+    """
+    coords = point_labels = boxes = None
+    if points is not None:
+        coords = _as_float_array(points, "points")
+        if coords.size == 0:
+            raise ValueError("points is empty; leave it out (None) instead")
+        if coords.ndim not in (1, 2, 3) or coords.shape[-1] != 2:
+            raise ValueError(f"points must be [x, y], [[x, y], ...] or [[[x, y], ...], ...], got shape {coords.shape}")
+        label_ndim = coords.ndim - 1
+        coords = coords.reshape(-1, 1, 2) if coords.ndim < 3 else coords  # (B, N, 2)
+        if labels is None:
+            point_labels = np.ones(coords.shape[:2], dtype=np.int64)
+        else:
+            point_labels = np.asarray(labels)
+            count = coords.shape[0] * coords.shape[1]
+            if point_labels.ndim not in (label_ndim, max(label_ndim, 1)) or point_labels.size != count:
+                raise ValueError(
+                    f"labels must match points: {count} labels shaped like the points without XY, "
+                    f"got shape {point_labels.shape}"
+                )
+            point_labels = point_labels.reshape(coords.shape[:2])  # (B, N)
+    elif labels is not None:
+        raise ValueError("labels were given without points")
+    if bboxes is not None:
+        if np.size(bboxes) == 0:
+            raise ValueError("bboxes is empty; leave it out (None) instead")
+        boxes = _as_boxes(bboxes)  # (B, 4)
+    if coords is None and boxes is None:
+        raise ValueError("no prompt: give points and/or bboxes")
+    if coords is not None and boxes is not None and coords.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"points and bboxes together need one box per object: {coords.shape[0]} point objects, {boxes.shape[0]} boxes"
+        )
+    objects = len(coords) if coords is not None else len(boxes)
+    return [
+        make_prompt(
+            None if coords is None else coords[b],
+            None if point_labels is None else point_labels[b],
+            None if boxes is None else boxes[b],
+        )
+        for b in range(objects)
+    ]
+
+
+def _as_points(point_coords: Any) -> np.ndarray:
+    """(N, 2) XY points as float64, N >= 1."""
     coords = _as_float_array(point_coords, "point_coords")
     if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] == 0:
         raise ValueError(f"point_coords must have shape (N, 2) with N >= 1 (XY pixels), got {coords.shape}")
-    if point_labels is None:
-        raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
-    labels = as_labels(point_labels, coords.shape[0])
-    _check_inside(coords, image_hw, "point")
-    return coords, labels
+    return coords
 
 
-def as_labels(point_labels: Any, num_points: int) -> np.ndarray:
-    """Check (N,) point labels: each 1 (foreground) or 0 (background)."""
+def _as_labels(point_labels: Any, num_points: int) -> np.ndarray:
+    """(N,) point labels as int64, each 1 (foreground) or 0 (background)."""
     labels = np.asarray(point_labels)
     if labels.ndim != 1 or labels.shape[0] != num_points:
         raise ValueError(f"expected {num_points} point labels, one per point, got shape {labels.shape}")
@@ -46,22 +188,18 @@ def as_labels(point_labels: Any, num_points: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def as_boxes(boxes: Any, image_hw: tuple[int, int]) -> np.ndarray:
-    """Check XYXY boxes: (4,) or (B, 4) -> (B, 4) float64 with x1 <= x2 and y1 <= y2."""
+def _as_boxes(boxes: Any) -> np.ndarray:
+    """XYXY boxes, (4,) or (B, 4), as (B, 4) float64."""
     array = _as_float_array(boxes, "box")
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2 or array.shape[1] != 4 or array.shape[0] == 0:
         raise ValueError(f"a box must be [x1, y1, x2, y2] (or (B, 4) boxes), got shape {np.shape(boxes)}")
-    inverted = (array[:, 2] < array[:, 0]) | (array[:, 3] < array[:, 1])
-    if inverted.any():
-        raise ValueError(f"box corners must satisfy x1 <= x2 and y1 <= y2, got {array[inverted][0].tolist()}")
-    _check_inside(array.reshape(-1, 2), image_hw, "box corner")
     return array
 
 
-def as_mask_input(mask_input: Any, size: tuple[int, int] = (256, 256)) -> np.ndarray:
-    """Check low-res mask logits from a previous prediction: (1, H, W) or (H, W) -> (1, H, W) float32."""
+def _as_mask_input(mask_input: Any, size: tuple[int, int]) -> np.ndarray:
+    """Low-res mask logits, (1, h, w) or (h, w), as (1, h, w) float32."""
     array = _as_float_array(mask_input, "mask_input")
     if array.ndim == 2:
         array = array[None]
@@ -87,98 +225,6 @@ def _check_inside(xy: np.ndarray, image_hw: tuple[int, int], what: str) -> None:
     if outside.any():
         x, y = xy[outside][0].tolist()
         raise ValueError(f"{what} ({x:g}, {y:g}) lies far outside the {w}x{h} image (coordinates are XY pixels)")
-
-
-def as_object_prompts(
-    points: Any, labels: Any, bboxes: Any, image_hw: tuple[int, int]
-) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Check Ultralytics-style prompts and arrange them per object.
-
-    `points` as [x, y] is one object with one point; [[x, y], ...] is one
-    object per point; [[[x, y], ...], ...] gives the points of each object.
-    `labels` has the same nesting without the XY axis and defaults to all
-    foreground. `bboxes` is [x1, y1, x2, y2] or a list of them, one object each.
-    Points and boxes together need one box per object.
-
-    Returns:
-        (B, N, 2) float64 XY, (B, N) int64 labels, (B, 4) float64 XYXY; absent prompts are None.
-    """
-    coords = point_labels = boxes = None
-    if points is not None:
-        coords = _as_float_array(points, "points")
-        if coords.size == 0:
-            raise ValueError("points is empty; leave it out (None) instead")
-        if coords.ndim not in (1, 2, 3) or coords.shape[-1] != 2:
-            raise ValueError(f"points must be [x, y], [[x, y], ...] or [[[x, y], ...], ...], got shape {coords.shape}")
-        label_ndim = coords.ndim - 1
-        coords = coords.reshape(-1, 1, 2) if coords.ndim < 3 else coords
-        if labels is None:
-            point_labels = np.ones(coords.shape[:2], dtype=np.int64)
-        else:
-            raw = np.asarray(labels)
-            if raw.ndim not in (label_ndim, max(label_ndim, 1)) or raw.size != coords.shape[0] * coords.shape[1]:
-                raise ValueError(
-                    f"labels must match points: {coords.shape[0] * coords.shape[1]} labels shaped like the points "
-                    f"without XY, got shape {raw.shape}"
-                )
-            point_labels = as_labels(raw.reshape(-1), raw.size).reshape(coords.shape[:2])
-        _check_inside(coords.reshape(-1, 2), image_hw, "point")
-    elif labels is not None:
-        raise ValueError("labels were given without points")
-    if bboxes is not None:
-        if np.size(bboxes) == 0:
-            raise ValueError("bboxes is empty; leave it out (None) instead")
-        boxes = as_boxes(bboxes, image_hw)
-    if coords is not None and boxes is not None and coords.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"points and bboxes together need one box per object: {coords.shape[0]} point objects, {boxes.shape[0]} boxes"
-        )
-    return coords, point_labels, boxes
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One object's prompt, checked against its image: made by `check_prompt`, nowhere else.
-
-    Attributes:
-        point_coords: (N, 2) float64 XY pixels of the original image, or None.
-        point_labels: (N,) int64, 1 foreground / 0 background (None exactly when there are no points).
-        box: (4,) float64 XYXY pixels of the original image, or None.
-        mask_input: (1, h, w) float32 low-res logits from an earlier prediction, or None.
-    """
-
-    point_coords: np.ndarray | None = None
-    point_labels: np.ndarray | None = None
-    box: np.ndarray | None = None
-    mask_input: np.ndarray | None = None
-
-
-def check_prompt(
-    image_hw: tuple[int, int],
-    mask_input_size: tuple[int, int],
-    point_coords: Any = None,
-    point_labels: Any = None,
-    box: Any = None,
-    mask_input: Any = None,
-) -> Prompt:
-    """Check one object's prompt (`SamPredictor.predict`'s arguments) against its image: the one check.
-
-    Raises:
-        ValueError: What is wrong with which part, and what was expected.
-    """
-    coords = labels = checked_box = mask = None
-    if point_coords is not None:
-        coords, labels = as_points(point_coords, point_labels, image_hw)
-    elif point_labels is not None:
-        raise ValueError("point_labels were given without point_coords")
-    if box is not None:
-        boxes = as_boxes(box, image_hw)
-        if boxes.shape[0] != 1:
-            raise ValueError(f"predict takes one box; for {boxes.shape[0]} boxes use SamPredictor.predict_torch")
-        checked_box = boxes[0]
-    if mask_input is not None:
-        mask = as_mask_input(mask_input, mask_input_size)
-    return Prompt(coords, labels, checked_box, mask)
 
 
 @dataclass(frozen=True)

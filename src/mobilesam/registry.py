@@ -1,10 +1,10 @@
-"""Model configurations by name and the one builder that turns them into `Sam` modules."""
+"""Model configurations by name, each with its published checkpoint, and the one builder of `Sam` modules."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -14,6 +14,7 @@ import torch
 from . import weights
 from .errors import CheckpointError, UnknownModelError
 from .modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+from .weights import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ModelConfig:
     name: str
     description: str
     encoder: TinyViTConfig | ViTConfig
-    checkpoint: str | None = None  # a filename in weights.KNOWN_CHECKPOINTS
+    checkpoint: Checkpoint | None = None  # the published weights, if any
     image_size: int = 1024
     prompt_embed_dim: int = 256
     mask_in_chans: int = 16
@@ -65,33 +66,57 @@ class ModelConfig:
     aliases: tuple[str, ...] = field(default=())
 
 
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     "vit_t": ModelConfig(
         name="vit_t",
         description="MobileSAM: TinyViT-5M encoder distilled from SAM ViT-H",
         encoder=TinyViTConfig(),
-        checkpoint="mobile_sam.pt",
+        checkpoint=Checkpoint(
+            "mobile_sam.pt",
+            (
+                "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+                "https://github.com/ultralytics/assets/releases/download/v8.3.0/mobile_sam.pt",
+            ),
+            "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+            40_728_226,
+        ),
         aliases=("mobile_sam",),
     ),
     "vit_b": ModelConfig(
         name="vit_b",
         description="SAM ViT-B",
         encoder=ViTConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
-        checkpoint="sam_vit_b_01ec64.pth",
+        checkpoint=Checkpoint(
+            "sam_vit_b_01ec64.pth",
+            (_SAM_URL + "sam_vit_b_01ec64.pth",),
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            375_042_383,
+        ),
         aliases=("sam_b",),
     ),
     "vit_l": ModelConfig(
         name="vit_l",
         description="SAM ViT-L",
         encoder=ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
-        checkpoint="sam_vit_l_0b3195.pth",
+        checkpoint=Checkpoint(
+            "sam_vit_l_0b3195.pth",
+            (_SAM_URL + "sam_vit_l_0b3195.pth",),
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        ),
         aliases=("sam_l",),
     ),
     "vit_h": ModelConfig(
         name="vit_h",
         description="SAM ViT-H (the original Segment Anything model)",
         encoder=ViTConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
-        checkpoint="sam_vit_h_4b8939.pth",
+        checkpoint=Checkpoint(
+            "sam_vit_h_4b8939.pth",
+            (_SAM_URL + "sam_vit_h_4b8939.pth",),
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            2_564_550_879,
+        ),
         aliases=("sam_h", "default"),
     ),
 }
@@ -108,6 +133,42 @@ def get_config(name: str) -> ModelConfig:
             return config
     known = ", ".join(MODEL_CONFIGS)
     raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
+
+
+def known_checkpoints() -> dict[str, Checkpoint]:
+    """The published checkpoints by filename, read off `MODEL_CONFIGS`."""
+    return {config.checkpoint.filename: config.checkpoint for config in MODEL_CONFIGS.values() if config.checkpoint}
+
+
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike[str],
+    *,
+    download_missing: bool = True,
+    progress: bool = True,
+    urls: Sequence[str] | None = None,
+) -> Path:
+    """Find a checkpoint: an existing path, else a known filename in the cache, else download it.
+
+    Args:
+        name_or_path: A file path or a known filename such as "mobile_sam.pt".
+        download_missing: Fetch a known checkpoint that is not cached.
+        progress: Show a progress bar while downloading.
+        urls: Download from these instead of the published URLs (mirrors, tests).
+
+    Raises:
+        FileNotFoundError: Neither an existing file nor a known checkpoint.
+        DownloadError: Not cached and could not be fetched; says where to put the file by hand.
+        CheckpointError: The cached file has the wrong size, or the download the wrong checksum.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    known = known_checkpoints()
+    # Only a bare filename names a published checkpoint; "dir/mobile_sam.pt" is a path that is not there.
+    checkpoint = known.get(path.name) if path.parent == Path(".") else None
+    if checkpoint is None:
+        raise FileNotFoundError(f"checkpoint not found: {name_or_path} (known checkpoints: {', '.join(known)})")
+    return weights.fetch_checkpoint(checkpoint, download_missing=download_missing, progress=progress, urls=urls)
 
 
 def build_from_config(config: ModelConfig) -> Sam:
@@ -196,7 +257,8 @@ def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu
     its keys describe, with those weights.
     """
     text = os.fspath(model)
-    if not os.path.exists(text) and text not in weights.KNOWN_CHECKPOINTS:
+    known = known_checkpoints()
+    if not os.path.exists(text) and text not in known:
         looks_like_file = Path(text).suffix != "" or os.sep in text
         try:
             get_config(text)
@@ -204,7 +266,7 @@ def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu
             if not looks_like_file:
                 raise UnknownModelError(
                     f"unknown model {text!r}: not a model name ({', '.join(MODEL_CONFIGS)}), "
-                    f"a known checkpoint ({', '.join(weights.KNOWN_CHECKPOINTS)}) or an existing file"
+                    f"a known checkpoint ({', '.join(known)}) or an existing file"
                 ) from None
         else:
             return build_sam(text, device=device)
@@ -242,7 +304,7 @@ def detect_model_name(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 def _read_checkpoint(checkpoint: str | os.PathLike[str]) -> tuple[Path, dict[str, torch.Tensor], str]:
     """Resolve, read and identify a checkpoint: (path, state dict, model name)."""
-    path = weights.resolve_checkpoint(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     state_dict = weights.read_state_dict(path)
     return path, state_dict, detect_model_name(state_dict)
 

@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .io.atomic import atomic_path, write_text_atomic
-from .io.polygons import mask_to_polygons
-from .masks import batched_mask_to_box, encode_masks
+from .atomic import atomic_path, write_text_atomic
+from .masks import batched_mask_to_box, encode_masks, mask_to_polygons
 
 # Distinct, colour-blind friendly (Okabe-Ito, then Tableau) RGB colours for masks.
 PALETTE = np.array(

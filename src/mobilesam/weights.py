@@ -1,8 +1,10 @@
-"""Checkpoint files: known downloads, the cache, safe reading and strict loading.
+"""Checkpoint files: downloads into the cache, safe reading, strict loading and saving.
 
-The only module that opens checkpoints or fetches them. Reading never runs
-pickled code (`torch.load(weights_only=True)` or safetensors), and every
-problem with a file is one `CheckpointError` that names the file.
+The only module that opens checkpoints or fetches them; which checkpoints
+are published is the registry's to say (`registry.ModelConfig.checkpoint`).
+Reading never runs pickled code (`torch.load(weights_only=True)` or
+safetensors), and every problem with a file is one `CheckpointError` that
+names the file.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import safetensors.torch
 import torch
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .errors import CheckpointError, DownloadError
-from .io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -34,53 +36,14 @@ _TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
-class KnownCheckpoint:
-    """A published checkpoint: where to get it and how to recognise it."""
+class Checkpoint:
+    """A published checkpoint file: where to download it and how to check the copy."""
 
     filename: str
-    model_name: str
     urls: tuple[str, ...]  # the official one first, then mirrors
     sha256: str
-    size: int | None = None
+    size: int | None = None  # bytes; None where the publisher gives none
 
-
-_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-
-KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
-    k.filename: k
-    for k in (
-        KnownCheckpoint(
-            "mobile_sam.pt",
-            "vit_t",
-            (
-                "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-                "https://github.com/ultralytics/assets/releases/download/v8.3.0/mobile_sam.pt",
-            ),
-            "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
-            40_728_226,
-        ),
-        KnownCheckpoint(
-            "sam_vit_b_01ec64.pth",
-            "vit_b",
-            (_SAM_URL + "sam_vit_b_01ec64.pth",),
-            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-            375_042_383,
-        ),
-        KnownCheckpoint(
-            "sam_vit_l_0b3195.pth",
-            "vit_l",
-            (_SAM_URL + "sam_vit_l_0b3195.pth",),
-            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-        ),
-        KnownCheckpoint(
-            "sam_vit_h_4b8939.pth",
-            "vit_h",
-            (_SAM_URL + "sam_vit_h_4b8939.pth",),
-            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-            2_564_550_879,
-        ),
-    )
-}
 
 # Wrappers and prefixes that trainers (DDP, Lightning, Ultralytics) put around a SAM state dict.
 _WRAPPER_KEYS = ("model", "state_dict", "module")
@@ -132,48 +95,40 @@ def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = Non
     return dest
 
 
-def resolve_checkpoint(
-    name_or_path: str | os.PathLike[str],
+def fetch_checkpoint(
+    checkpoint: Checkpoint,
     *,
     download_missing: bool = True,
     progress: bool = True,
     urls: Sequence[str] | None = None,
 ) -> Path:
-    """Find a checkpoint: an existing path, else a known filename in the cache, else download it.
+    """The cached copy of a published checkpoint, downloaded into `cache_dir()` if it is not there.
 
     Args:
-        name_or_path: A file path or a known filename such as "mobile_sam.pt".
-        download_missing: Fetch a known checkpoint that is not cached.
+        checkpoint: The file to find or fetch.
+        download_missing: Fetch it when it is not cached.
         progress: Show a progress bar while downloading.
         urls: Download from these instead of the published URLs (mirrors, tests).
 
     Raises:
-        FileNotFoundError: Neither an existing file nor a known checkpoint.
         DownloadError: Not cached and could not be fetched; says where to put the file by hand.
         CheckpointError: The cached file has the wrong size, or the download the wrong checksum.
     """
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
-    known = KNOWN_CHECKPOINTS.get(path.name) if path.parent == Path(".") else None
-    if known is None:
-        names = ", ".join(KNOWN_CHECKPOINTS)
-        raise FileNotFoundError(f"checkpoint not found: {name_or_path} (known checkpoints: {names})")
-    cached = cache_dir() / known.filename
+    cached = cache_dir() / checkpoint.filename
     if cached.is_file():
-        if known.size is not None and cached.stat().st_size != known.size:
+        if checkpoint.size is not None and cached.stat().st_size != checkpoint.size:
             raise CheckpointError(
-                f"{cached} has {cached.stat().st_size} bytes, expected {known.size}: delete it and download again"
+                f"{cached} has {cached.stat().st_size} bytes, expected {checkpoint.size}: delete it and download again"
             )
         return cached
-    hint = f"download {known.urls[0]} by hand and put it at {cached} (or pass its path)"
+    hint = f"download {checkpoint.urls[0]} by hand and put it at {cached} (or pass its path)"
     if not download_missing:
-        raise DownloadError(f"{known.filename} is not cached; {hint}")
+        raise DownloadError(f"{checkpoint.filename} is not cached; {hint}")
     failures = []
-    for url in urls or known.urls:
+    for url in urls or checkpoint.urls:
         logger.info("downloading %s to %s", url, cached)
         try:
-            return download(url, cached, sha256=known.sha256, progress=progress)
+            return download(url, cached, sha256=checkpoint.sha256, progress=progress)
         except DownloadError as err:
             failures.append(str(err))
     raise DownloadError("; ".join(failures) + f". Offline? {hint}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -37,6 +38,8 @@ class Backend(ABC):
     # one-thread workers: torch's small decoder ops use two cores poorly,
     # while onnxruntime already spreads one batch over every core.
     parallel_batches: bool = False
+    # The export folder a graph backend runs (`mobilesam export`, or the export cache).
+    folder: Path | None = None
 
     @property
     def spec(self) -> BackendSpec:

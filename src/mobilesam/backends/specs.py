@@ -11,34 +11,63 @@ class BackendSpec:
 
     Attributes:
         name: What `make_backend` and `--backend` take.
-        runtime: "torch" or "onnxruntime".
+        runtime: "torch", "onnxruntime" or "openvino".
         precision: What the image encoder computes in: "fp32", "bf16" or "int8".
         reference_numerics: Gives the reference's bits (eager fp32 torch only).
-        needs_export: Reads the graphs of `mobilesam export` (`onnx_dir`, `--onnx-dir`).
+        needs_export: Runs the graphs of `mobilesam export` (made and cached on first use).
         mask_only_prompts: Decodes a mask prompt given without a point or box.
+        mask_agreement: The least fraction of mask pixels equal to fp32 torch's that
+            `benchmarks/encoder.py` measured on the test photos, on AMX and AVX2 kernels.
+        quick_start: The first image takes under 10 s (no minute-long compile).
+        quantize: Which quantised encoder of the export it reads (`runtime.layout.QUANTIZATIONS`), if any.
+        modules: The Python modules it needs beyond torch, exporting its graphs included.
         summary: One line for help texts and tables.
     """
 
     name: str
     runtime: str
     precision: str
-    reference_numerics: bool
-    needs_export: bool
-    mask_only_prompts: bool
     summary: str
+    reference_numerics: bool = False
+    needs_export: bool = False
+    mask_only_prompts: bool = True
+    mask_agreement: float = 1.0
+    quick_start: bool = True
+    quantize: str | None = None
+    modules: tuple[str, ...] = ()
+
+
+# Exporting checks each graph with onnx and runs it once in onnxruntime.
+_EXPORT_MODULES = ("onnx", "onnxruntime")
+
+
+def _graphs(name: str, runtime: str, precision: str, summary: str, **facts: object) -> BackendSpec:
+    # The decoder graph takes a point or a box; a mask prompt alone has no graph input.
+    modules = _EXPORT_MODULES if runtime == "onnxruntime" else (*_EXPORT_MODULES, "openvino")
+    facts["modules"] = (*modules, *facts.get("modules", ()))
+    return BackendSpec(name, runtime, precision, summary, needs_export=True, mask_only_prompts=False, **facts)
 
 
 BACKEND_SPECS: dict[str, BackendSpec] = {
     spec.name: spec
     for spec in (
-        BackendSpec("torch", "torch", "fp32", True, False, True, "the model's own modules, eager fp32: the reference numerics"),
-        BackendSpec("torch-fast", "torch", "fp32", False, False, True, "a rewritten copy of the encoder, fp32, within 1e-4"),
-        BackendSpec("torch-bf16", "torch", "bf16", False, False, True, "torch-fast's encoder in bf16: masks ~99.8% equal to fp32"),
-        BackendSpec("torch-compile", "torch", "fp32", False, False, True, "torch-fast's encoder compiled by TorchInductor, fp32"),
-        BackendSpec("onnx", "onnxruntime", "fp32", False, True, False, "onnxruntime over `mobilesam export`'s fp32 graphs"),
-        BackendSpec("onnx-int8", "onnxruntime", "int8", False, True, False, "onnxruntime, dynamic int8 encoder: masks ~99% equal to fp32"),
+        BackendSpec("torch", "torch", "fp32", "the model's own modules, eager fp32: the reference numerics",
+                    reference_numerics=True),
+        BackendSpec("torch-fast", "torch", "fp32", "a rewritten copy of the encoder, fp32, within 1e-4"),
+        BackendSpec("torch-bf16", "torch", "bf16", "torch-fast's encoder in bf16: masks ~99.8% equal to fp32",
+                    mask_agreement=0.997),
+        BackendSpec("torch-compile", "torch", "fp32", "torch-fast's encoder compiled by TorchInductor, fp32",
+                    quick_start=False),
+        _graphs("onnx", "onnxruntime", "fp32", "onnxruntime over the exported fp32 graphs"),
+        _graphs("onnx-int8", "onnxruntime", "int8", "onnxruntime, dynamic int8 encoder: masks ~95% equal to fp32",
+                mask_agreement=0.94, quantize="int8"),
+        _graphs("openvino", "openvino", "fp32", "OpenVINO over the exported graphs, f32"),
+        _graphs("openvino-bf16", "openvino", "bf16", "OpenVINO, bf16 encoder (CPUs with AVX-512 BF16 or AMX)",
+                mask_agreement=0.996),
+        _graphs("openvino-int8", "openvino", "int8", "OpenVINO, int8 encoder calibrated by NNCF on sample photos",
+                mask_agreement=0.95, quantize="int8-static", modules=("nncf", "skimage")),
     )
-}
+}  # fmt: skip
 BACKENDS = tuple(BACKEND_SPECS)
 
 

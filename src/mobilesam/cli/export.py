@@ -1,4 +1,4 @@
-"""`mobilesam export`: the encoder and decoder as ONNX graphs, optionally int8."""
+"""`mobilesam export`: the encoder and decoder as ONNX graphs, optionally with an int8 encoder."""
 
 from __future__ import annotations
 
@@ -7,32 +7,49 @@ from pathlib import Path
 
 import typer
 
-from .. import weights
-from ..registry import detect_model_name
+from ..io.images import load_image
+from ..io.sources import find_jobs
+from ..registry import detect_model_name, known_checkpoints, resolve_checkpoint
+from ..runtime.layout import QUANTIZATIONS
 from .common import MODEL_OPTION, UsageError, fail, load_model
 
 
 def export(
     model: str = MODEL_OPTION,
     out: Path = typer.Option(Path("onnx"), "--out", "-o", help="Output folder for encoder.onnx, decoder.onnx and metadata.json."),
-    quantize: str | None = typer.Option(None, "--quantize", help="Also write encoder.int8.onnx: int8 (onnxruntime dynamic quantisation)."),
+    quantize: str | None = typer.Option(
+        None,
+        "--quantize",
+        help="Also write an int8 encoder: int8 (encoder.int8.onnx, onnxruntime's dynamic quantisation; backend onnx-int8) "
+        "or int8-static (encoder.int8-static.xml, OpenVINO int8 calibrated by NNCF; backend openvino-int8).",
+    ),
+    calibration: str | None = typer.Option(
+        None, "--calibration", help="Images to calibrate int8-static on (folder or glob; default: scikit-image's sample photos)."
+    ),
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
 ) -> None:
     """Export the image encoder (fixed input size) and the prompt decoder (any number of points) to ONNX."""
     # Imported here: only this command needs the exporter, so the others start without it.
-    from ..export import OPSET, QUANTIZATIONS, export_onnx
+    from ..export import OPSET, export_onnx
 
     if quantize is not None and quantize not in QUANTIZATIONS:
         fail(UsageError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}"), code=2)
+    if calibration is not None and quantize != "int8-static":
+        fail(UsageError("--calibration is for --quantize int8-static"), code=2)
+    try:
+        images = None if calibration is None else [load_image(job.path) for job in find_jobs(calibration)]
+    except (OSError, ValueError) as err:
+        fail(err)
     sam = load_model(model, "cpu", None)
     try:
-        source = weights.resolve_checkpoint(model) if _names_a_file(model) else None
+        source = resolve_checkpoint(model) if _names_a_file(model) else None
         paths = export_onnx(
             sam,
             out,
             model_name=detect_model_name(sam.state_dict()),
             weights=source,
             quantize=quantize,
+            calibration_images=images,
             opset=OPSET if opset is None else opset,
         )
     except (ImportError, OSError, RuntimeError, ValueError) as err:
@@ -43,4 +60,4 @@ def export(
 
 def _names_a_file(model: str) -> bool:
     """True where `load_sam` reads weights from a file (the same test it makes), so they have a checksum."""
-    return os.path.exists(model) or model in weights.KNOWN_CHECKPOINTS
+    return os.path.exists(model) or model in known_checkpoints()

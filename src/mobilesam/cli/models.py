@@ -8,8 +8,18 @@ import torch
 import typer
 
 from .. import weights
+from ..backends.auto import auto_backend_name
+from ..cpu import cpu_info
 from ..errors import MobileSamError
-from ..registry import MODEL_CONFIGS, build_from_config, count_parameters, detect_model_name, get_config
+from ..registry import (
+    MODEL_CONFIGS,
+    build_from_config,
+    count_parameters,
+    detect_model_name,
+    get_config,
+    known_checkpoints,
+    resolve_checkpoint,
+)
 from .common import fail
 
 
@@ -20,10 +30,11 @@ def models() -> None:
     for name, config in MODEL_CONFIGS.items():
         with torch.device("meta"):
             model = build_from_config(config)
-        cached = "yes" if config.checkpoint and (cache / config.checkpoint).is_file() else "no"
+        filename = config.checkpoint.filename if config.checkpoint else None
+        cached = "yes" if filename and (cache / filename).is_file() else "no"
         typer.echo(
             f"{name:<7} {count_parameters(model.image_encoder):>11,} {count_parameters(model):>12,}  "
-            f"{config.checkpoint or '-':<22} {cached:<7} {config.description}"
+            f"{filename or '-':<22} {cached:<7} {config.description}"
         )
     typer.echo(f"cache: {cache} (set MOBILESAM_HOME to move it)")
 
@@ -33,10 +44,10 @@ def download(
 ) -> None:
     """Fetch a checkpoint into the cache and check its SHA-256."""
     try:
-        filename = name if name in weights.KNOWN_CHECKPOINTS else get_config(name).checkpoint
-        if filename is None:
+        checkpoint = known_checkpoints().get(name) or get_config(name).checkpoint
+        if checkpoint is None:
             raise MobileSamError(f"model {name!r} has no published checkpoint")
-        path = weights.resolve_checkpoint(filename)
+        path = resolve_checkpoint(checkpoint.filename)
     except (MobileSamError, OSError, ValueError) as err:
         fail(err)
     typer.echo(str(path))
@@ -50,9 +61,10 @@ def info(checkpoint: Path = typer.Argument(..., help="A checkpoint file (.pt, .p
         digest = weights.sha256_file(checkpoint)
     except (MobileSamError, OSError, ValueError) as err:
         fail(err)
-    known = next((k for k in weights.KNOWN_CHECKPOINTS.values() if k.sha256 == digest), None)
+    known = next((k for k in known_checkpoints().values() if k.sha256 == digest), None)
     typer.echo(f"file:       {checkpoint} ({checkpoint.stat().st_size:,} bytes)")
     typer.echo(f"sha256:     {digest}" + (f" (official {known.filename})" if known else ""))
     typer.echo(f"model:      {model_name} ({get_config(model_name).description})")
     typer.echo(f"tensors:    {len(state_dict)}")
     typer.echo(f"parameters: {sum(t.numel() for t in state_dict.values()):,} values")
+    typer.echo(f"backend:    auto is {auto_backend_name()} on this machine ({cpu_info().describe()})")

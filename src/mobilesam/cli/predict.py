@@ -9,13 +9,14 @@ import typer
 
 from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 from ..automatic import SamAutomaticMaskGenerator
-from ..backends import BACKENDS
-from ..io.sources import ImageJob, ObjectPrompt, find_jobs
+from ..io.sources import ImageJob, find_jobs
 from ..io.writers import OUTPUT_FORMATS
 from ..labeling import segment_objects
 from ..predictor import SamPredictor
+from ..prompts import Prompt, make_prompt
 from ..results import Results
 from .common import (
+    BACKEND_OPTION,
     DEVICE_OPTION,
     MODEL_OPTION,
     ONNX_DIR_OPTION,
@@ -36,13 +37,6 @@ _FORMAT_OPTION = typer.Option(
     help=f"Output format, repeat or comma-separate for several: {', '.join(OUTPUT_FORMATS)}.",
 )
 _OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Redo images whose outputs already exist.")
-_BACKEND_OPTION = typer.Option(
-    "torch",
-    "--backend",
-    help=f"What runs the image encoder: {', '.join(BACKENDS)}. torch-compile is the fastest fp32 one on CPU "
-    "(compiles on the first image); torch-bf16 is faster where the CPU has BF16/AMX, its masks ~99.8% equal "
-    "to fp32; the onnx ones need --onnx-dir.",
-)
 
 
 def predict(
@@ -57,7 +51,7 @@ def predict(
     quiet: bool = QUIET_OPTION,
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
-    backend: str = _BACKEND_OPTION,
+    backend: str = BACKEND_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
 ) -> None:
     """Segment the objects that points or boxes show, in one image or many.
@@ -83,7 +77,7 @@ def predict(
     def segment(job: ImageJob, image: np.ndarray) -> Results:
         return segment_objects(predictor, image, job.objects or objects, multimask, path=str(job.path))
 
-    run_batch(jobs, segment, out, formats, overwrite, quiet)
+    run_batch(jobs, segment, out, formats, overwrite, quiet, predictor.backend.name)
 
 
 def everything(
@@ -102,7 +96,7 @@ def everything(
     quiet: bool = QUIET_OPTION,
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
-    backend: str = _BACKEND_OPTION,
+    backend: str = BACKEND_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
 ) -> None:
     """Segment everything in one image or many: a grid of point prompts, filtered and de-duplicated."""
@@ -134,7 +128,7 @@ def everything(
     def segment(job: ImageJob, image: np.ndarray) -> Results:
         return Results.from_mask_records(image, generator.generate(image), path=str(job.path))
 
-    run_batch(jobs, segment, out, formats, overwrite, quiet)
+    run_batch(jobs, segment, out, formats, overwrite, quiet, generator.predictor.backend.name)
 
 
 def _parse_formats(values: list[str]) -> list[str]:
@@ -146,21 +140,24 @@ def _parse_formats(values: list[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def _parse_objects(points: list[str], boxes: list[str]) -> tuple[ObjectPrompt, ...] | None:
-    """--point/--box values as objects: the points (and a single box) make one object; several boxes, one object each."""
+def _parse_objects(points: list[str], boxes: list[str]) -> tuple[Prompt, ...] | None:
+    """--point/--box values as checked prompts: the points (and a single box) make one object; several boxes, one each."""
     coords = [_parse_numbers(text, "--point", (2, 3), "X,Y or X,Y,LABEL") for text in points]
     corners = [_parse_numbers(text, "--box", (4,), "X1,Y1,X2,Y2") for text in boxes]
     if not coords and not corners:
         return None
     if coords and len(corners) > 1:
         raise UsageError("points with several boxes are ambiguous; use a prompts file to give each box its points")
-    point_array = labels = None
+    xy = labels = None
     if coords:
-        point_array = np.array([c[:2] for c in coords])
-        labels = np.array([c[2] if len(c) == 3 else 1.0 for c in coords])
-    if len(corners) <= 1:
-        return (ObjectPrompt(point_array, labels, np.array(corners[0]) if corners else None),)
-    return tuple(ObjectPrompt(box=np.array(c)) for c in corners)
+        xy = [c[:2] for c in coords]
+        labels = [c[2] if len(c) == 3 else 1.0 for c in coords]
+    try:
+        if len(corners) <= 1:
+            return (make_prompt(xy, labels, corners[0] if corners else None),)
+        return tuple(make_prompt(box=c) for c in corners)
+    except ValueError as err:
+        raise UsageError(f"--point/--box: {err}") from err
 
 
 def _parse_numbers(text: str, option: str, lengths: tuple[int, ...], syntax: str) -> list[float]:

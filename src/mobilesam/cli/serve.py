@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from ..backends import BACKENDS
 from ..registry import detect_model_name
 from .common import (
+    BACKEND_OPTION,
     DEVICE_OPTION,
     MODEL_OPTION,
     ONNX_DIR_OPTION,
@@ -35,9 +35,7 @@ def serve(
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin (repeat for more); none by default."),
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
-    backend: str = typer.Option(
-        "torch", "--backend", help=f"What embeds and decodes: {', '.join(BACKENDS)} (torch-compile is the fastest fp32 one on CPU)."
-    ),
+    backend: str = BACKEND_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
 ) -> None:
     """Run the HTTP service and the click-to-segment page (http://HOST:PORT/; API docs at /docs)."""
@@ -65,6 +63,10 @@ def serve(
     check_backend_options(backend, onnx_dir)
     sam = load_model(model, device, threads)
     settings = dataclasses.replace(settings, model_name=detect_model_name(sam.state_dict()))
-    typer.echo(f"mobilesam: {settings.model_name} on {sam.device}; page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
-    service = create_app(sam, settings, choose_backend(backend, sam, onnx_dir, threads))
+    chosen = choose_backend(backend, sam, onnx_dir, threads)
+    typer.echo(
+        f"mobilesam: {settings.model_name} on {sam.device}, backend {chosen.name}; "
+        f"page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs"
+    )
+    service = create_app(sam, settings, chosen)
     uvicorn.run(service, host=host, port=port, log_level="debug" if is_verbose() else "info")

@@ -1,7 +1,6 @@
-"""ONNX export (`export_onnx`), int8 quantisation, and onnxruntime inference over the exported graphs.
+"""Building graphs from torch: ONNX export (`export_onnx`), int8 encoders, and the export cache of the graph backends.
 
-Names are imported on first use, so the torch-free `OnnxPredictor` does not
-pull in the exporter's torch.
+Running the graphs is `mobilesam.runtime`'s job (torch-free). Names are imported on first use.
 """
 
 from __future__ import annotations
@@ -13,21 +12,17 @@ from ..lazy import lazy_attributes
 _EXPORTS = {
     "OPSET": ".exporter",
     "export_onnx": ".exporter",
-    "DECODER_FILE": ".layout",
-    "ENCODER_FILE": ".layout",
-    "METADATA_FILE": ".layout",
-    "OnnxPredictor": ".predictor",
-    "QUANTIZATIONS": ".quantize",
-    "quantized_name": ".quantize",
+    "cached_export": ".cache",
+    "weights_digest": ".cache",
+    "write_quantized_encoder": ".quantize",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .cache import cached_export, weights_digest
     from .exporter import OPSET, export_onnx
-    from .layout import DECODER_FILE, ENCODER_FILE, METADATA_FILE
-    from .predictor import OnnxPredictor
-    from .quantize import QUANTIZATIONS, quantized_name
+    from .quantize import write_quantized_encoder
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

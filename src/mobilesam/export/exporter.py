@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..io.atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, write_text_atomic
 from ..modeling import Sam
 from ..weights import sha256_file
-from .layout import DECODER_FILE, ENCODER_FILE, METADATA_FILE
-from .quantize import QUANTIZATIONS, quantize_int8, quantized_name
+from ..runtime.layout import DECODER_FILE, ENCODER_FILE, METADATA_FILE, check_quantization
+from .quantize import write_quantized_encoder
 from .wrappers import DecoderOnnxModel, EncoderOnnxModel
 
 logger = logging.getLogger(__name__)
@@ -30,9 +31,10 @@ def export_onnx(
     model_name: str,
     weights: str | Path | None = None,
     quantize: str | None = None,
+    calibration_images: Sequence[np.ndarray] | None = None,
     opset: int = OPSET,
 ) -> dict[str, Path]:
-    """Export `model` to `out_dir`: encoder.onnx, decoder.onnx, [encoder.int8.onnx], metadata.json.
+    """Export `model` to `out_dir`: encoder.onnx, decoder.onnx, metadata.json, and a quantised encoder if asked.
 
     Each graph passes `onnx.checker` and runs once in onnxruntime before this returns.
 
@@ -42,18 +44,19 @@ def export_onnx(
         model_name: Registry name ("vit_t"), recorded in the sidecar.
         weights: Checkpoint the weights came from, whose SHA-256 goes into the
             sidecar; None for random weights.
-        quantize: None, or "int8": also write a dynamically quantised encoder.
+        quantize: None; "int8": also write a dynamically quantised encoder (onnxruntime);
+            "int8-static": also write an OpenVINO int8 encoder calibrated on `calibration_images`.
+        calibration_images: (H, W, 3) uint8 RGB photos for "int8-static"; None: scikit-image's.
         opset: ONNX opset.
 
     Returns:
         Role ("encoder", "decoder", "encoder_int8", "metadata") -> path.
 
     Raises:
-        ImportError: onnx or onnxruntime is not installed.
+        ImportError: onnx or onnxruntime is not installed (for "int8-static": openvino or nncf).
         ValueError: Unknown `quantize`.
     """
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantisation {quantize!r}; known: {', '.join(QUANTIZATIONS)}")
+    check_quantization(quantize)
     onnx = _require_onnx()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,8 +83,6 @@ def export_onnx(
         },
         opset,
     )
-    if quantize is not None:
-        paths[f"encoder_{quantize}"] = quantize_int8(paths["encoder"], quantized_name(paths["encoder"], quantize))
     for role, path in paths.items():
         onnx.checker.check_model(str(path))
         _smoke_run(path, role)
@@ -98,12 +99,14 @@ def export_onnx(
             "image_format": model.image_format,
             "mask_threshold": model.mask_threshold,
         },
-        "quantize": quantize,
+        "quantize": [],
         "files": {role: {"file": path.name, "sha256": sha256_file(path)} for role, path in paths.items()},
         "torch": torch.__version__,
         "onnx": onnx.__version__,
     }
     paths["metadata"] = write_text_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+    if quantize is not None:
+        paths[f"encoder_{quantize}"] = write_quantized_encoder(out, quantize, calibration_images)
     return paths
 
 
@@ -138,6 +141,8 @@ def _export(
         # We choose the TorchScript exporter on purpose: it gives one graph with the
         # dynamic prompt axes and matches torch to 1e-5; torch deprecates it in favour of dynamo.
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+        # The same exporter's logging setup warns that it is deprecated, once per graph.
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
         torch.onnx.export(
             module,
             args,

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from ..masks import encode_masks
-from .atomic import write_text_atomic
 
 if TYPE_CHECKING:
     from ..results import Results

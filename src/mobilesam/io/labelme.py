@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import write_text_atomic
-from .polygons import mask_to_polygons
+from ..atomic import write_text_atomic
+from ..masks import mask_to_polygons
 
 if TYPE_CHECKING:
     from ..results import Results

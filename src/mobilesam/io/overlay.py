@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 if TYPE_CHECKING:
     from ..results import Results

@@ -15,6 +15,7 @@ An entry without "objects" is one object. CSV with a header row holding
 `image` and any of `object, x, y, label, x1, y1, x2, y2`: each row adds a
 point (x, y, label, default 1) and/or the box (x1..y2) to object `object`
 (default 0) of `image`. Image paths are relative to the prompts file.
+Each object is checked into a `mobilesam.prompts.Prompt` as the file is read.
 """
 
 from __future__ import annotations
@@ -30,24 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from ..prompts import Prompt, make_prompt
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
 PROMPT_FILE_SUFFIXES = frozenset({".json", ".csv"})
 _CSV_COLUMNS = ("image", "object", "x", "y", "label", "x1", "y1", "x2", "y2")
-
-
-@dataclass(frozen=True)
-class ObjectPrompt:
-    """The prompt for one object, in pixels of the original image.
-
-    Attributes:
-        points: (P, 2) XY, or None.
-        labels: (P,) 1 foreground / 0 background, or None.
-        box: (4,) XYXY, or None.
-    """
-
-    points: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    box: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -57,12 +45,12 @@ class ImageJob:
     Attributes:
         path: The image file.
         stem: Output name: path relative to the source root, no suffix, "/"-separated.
-        objects: Prompts from a prompts file, or None to use the command's own.
+        objects: One checked prompt per object, from a prompts file; or None to use the command's own.
     """
 
     path: Path
     stem: str
-    objects: tuple[ObjectPrompt, ...] | None = None
+    objects: tuple[Prompt, ...] | None = None
 
 
 class SourceError(ValueError):
@@ -143,11 +131,12 @@ def _stems(paths: list[Path], root: Path) -> list[str]:
 def read_prompts_file(path: str | os.PathLike[str]) -> list[ImageJob]:
     """Read a JSON or CSV prompts file (format in the module docstring) into jobs, in file order.
 
-    Entries for the same image are merged. Numbers are checked for syntax
-    here; whether a prompt fits its image is checked when the image is read.
+    Entries for the same image are merged. Each object is checked here
+    (`mobilesam.prompts.make_prompt`); whether it fits its image is checked
+    when the image is read.
 
     Raises:
-        SourceError: Malformed file, with the entry or row at fault.
+        SourceError: Malformed file or prompt, with the entry or rows at fault.
     """
     path = Path(path)
     try:
@@ -158,7 +147,7 @@ def read_prompts_file(path: str | os.PathLike[str]) -> list[ImageJob]:
         entries = _csv_entries(text, path)
     else:
         entries = _json_entries(text, path)
-    objects_by_image: dict[Path, list[ObjectPrompt]] = {}
+    objects_by_image: dict[Path, list[Prompt]] = {}
     for image, objects in entries:
         image_path = Path(image) if Path(image).is_absolute() else path.parent / image
         objects_by_image.setdefault(image_path, []).extend(objects)
@@ -170,7 +159,7 @@ def read_prompts_file(path: str | os.PathLike[str]) -> list[ImageJob]:
     ]
 
 
-def _json_entries(text: str, path: Path) -> Iterable[tuple[str, list[ObjectPrompt]]]:
+def _json_entries(text: str, path: Path) -> Iterable[tuple[str, list[Prompt]]]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
@@ -206,7 +195,7 @@ def _require_dict(value: Any, where: str) -> dict:
     return value
 
 
-def _json_object(entry: dict, where: str) -> ObjectPrompt:
+def _json_object(entry: dict, where: str) -> Prompt:
     unknown = set(entry) - {"points", "labels", "box"}
     if unknown:
         raise SourceError(f"{where}: unknown keys {sorted(unknown)} (expected points, labels, box)")
@@ -230,7 +219,15 @@ def _json_object(entry: dict, where: str) -> ObjectPrompt:
             raise SourceError(f"{where}: \"box\" must be [x1, y1, x2, y2], got {entry['box']!r:.60}")
     if points is None and box is None:
         raise SourceError(f"{where}: an object needs \"points\" or \"box\"")
-    return ObjectPrompt(points, labels, box)
+    return _prompt(points, labels, box, where)
+
+
+def _prompt(points: Any, labels: Any, box: Any, where: str) -> Prompt:
+    """The one check of a prompt (label values, box corners, finite numbers), its error naming `where`."""
+    try:
+        return make_prompt(points, labels, box)
+    except ValueError as err:
+        raise SourceError(f"{where}: {err}") from err
 
 
 def _numbers(value: Any, where: str, name: str) -> np.ndarray:
@@ -240,7 +237,7 @@ def _numbers(value: Any, where: str, name: str) -> np.ndarray:
         raise SourceError(f"{where}: \"{name}\" must hold numbers, got {value!r:.60}") from err
 
 
-def _csv_entries(text: str, path: Path) -> Iterable[tuple[str, list[ObjectPrompt]]]:
+def _csv_entries(text: str, path: Path) -> Iterable[tuple[str, list[Prompt]]]:
     reader = csv.DictReader(text.splitlines())
     header = [name.strip() for name in reader.fieldnames or []]
     if "image" not in header or set(header) - set(_CSV_COLUMNS):
@@ -253,7 +250,8 @@ def _csv_entries(text: str, path: Path) -> Iterable[tuple[str, list[ObjectPrompt
         image = values.get("image", "")
         if not image:
             raise SourceError(f"{where}: no image")
-        obj = rows.setdefault((image, values.get("object") or "0"), {"points": [], "labels": [], "box": None})
+        obj = rows.setdefault((image, values.get("object") or "0"), {"points": [], "labels": [], "box": None, "lines": []})
+        obj["lines"].append(line)
         point = [values.get(k, "") for k in ("x", "y")]
         box = [values.get(k, "") for k in ("x1", "y1", "x2", "y2")]
         if any(point):
@@ -265,19 +263,13 @@ def _csv_entries(text: str, path: Path) -> Iterable[tuple[str, list[ObjectPrompt
             obj["box"] = _csv_numbers(box, where, "x1, y1, x2, y2")
         if not any(point) and not any(box):
             raise SourceError(f"{where}: neither a point (x, y) nor a box (x1, y1, x2, y2)")
-    return [
-        (
-            image,
-            [
-                ObjectPrompt(
-                    np.array(obj["points"]) if obj["points"] else None,
-                    np.array(obj["labels"]) if obj["points"] else None,
-                    None if obj["box"] is None else np.array(obj["box"]),
-                )
-            ],
-        )
-        for (image, _), obj in rows.items()
-    ]
+    entries = []
+    for (image, name), obj in rows.items():
+        lines = obj["lines"]
+        at = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines))}"
+        prompt = _prompt(obj["points"] or None, obj["labels"] or None, obj["box"], f"{path}: {at}, object {name} of {image}")
+        entries.append((image, [prompt]))
+    return entries
 
 
 def _csv_numbers(cells: list[str], where: str, names: str) -> list[float]:

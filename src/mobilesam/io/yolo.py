@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .atomic import write_text_atomic
-from .polygons import mask_to_polygons
+from ..atomic import write_text_atomic
+from ..masks import mask_to_polygons
 
 if TYPE_CHECKING:
     from ..results import Results

@@ -3,16 +3,36 @@
 Needs the `serve` extra: `pip install 'mobilesam[serve]'`.
 """
 
-from .app import CachedImage, ServeSettings, create_app, decode_image, image_key
+from .app import create_app
 from .cache import CacheStats, SingleFlightLRU
+from .service import (
+    CachedImage,
+    ImageNotFound,
+    InvalidRequest,
+    PayloadTooLarge,
+    SegmentationService,
+    ServeSettings,
+    ServiceBusy,
+    ServiceError,
+    UnsupportedMedia,
+    decode_image,
+    image_key,
+)
 from .worker import ModelWorker, WorkerBusy
 
 __all__ = [
     "CacheStats",
     "CachedImage",
+    "ImageNotFound",
+    "InvalidRequest",
     "ModelWorker",
+    "PayloadTooLarge",
+    "SegmentationService",
     "ServeSettings",
+    "ServiceBusy",
+    "ServiceError",
     "SingleFlightLRU",
+    "UnsupportedMedia",
     "WorkerBusy",
     "create_app",
     "decode_image",

@@ -132,6 +132,7 @@ class Health(BaseModel):
 
     status: Literal["ok"]
     model: str
+    backend: str = Field(description="What embeds and decodes (`mobilesam.backends`), as `serve --backend auto` picked it.")
     cache_entries: int
     cache_bytes: int
     cache_max_bytes: int

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..io.atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, write_text_atomic
 from ..io.images import load_image
 from ..io.sources import IMAGE_SUFFIXES
 from ..modeling import Sam
@@ -108,7 +108,8 @@ def cache_teacher(config: CacheConfig, *, progress: bool = True) -> CacheSummary
     images_root = Path(config.images).resolve()
     images = list_images(images_root)
     teacher_config = model_config(config.teacher, config.teacher_overrides, config.image_size)
-    weights_path = resolve_weights(config.teacher_weights or teacher_config.checkpoint or "")
+    published = teacher_config.checkpoint.filename if teacher_config.checkpoint else ""
+    weights_path = resolve_weights(config.teacher_weights or published)
     meta = {
         "format": CACHE_FORMAT,
         "teacher": teacher_config.name,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..io.atomic import write_text_atomic
+from ..atomic import write_text_atomic
 from ..registry import ModelConfig, get_config
 
 C = TypeVar("C")

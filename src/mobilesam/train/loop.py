@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..io.atomic import write_text_atomic
+from ..atomic import write_text_atomic
 from .config import ConfigError, save_config
 from .data import BatchPlan, PlanSampler, collate_list
 from .distributed import DistContext

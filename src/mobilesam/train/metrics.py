@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..io.atomic import write_text_atomic
+from ..atomic import write_text_atomic
 
 
 class MetricsLog:

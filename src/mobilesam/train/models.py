@@ -10,7 +10,8 @@ import torch
 from .. import weights
 from ..errors import CheckpointError
 from ..modeling import Sam
-from ..registry import ModelConfig, build_from_config, detect_model_name as detect_state_dict_model
+from ..registry import ModelConfig, build_from_config, resolve_checkpoint
+from ..registry import detect_model_name as detect_state_dict_model
 
 # The parts of a SAM checkpoint that distillation takes over from the teacher unchanged.
 PROMPT_PARTS = ("prompt_encoder.", "mask_decoder.")
@@ -27,7 +28,7 @@ def load_model(config: ModelConfig, checkpoint: str | os.PathLike[str]) -> Sam:
         FileNotFoundError: No such checkpoint.
         CheckpointError: The checkpoint does not fit `config`.
     """
-    path = weights.resolve_checkpoint(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     model = build_from_config(config)
     weights.load_weights(model, weights.read_state_dict(path), source=str(path))
     return model
@@ -35,12 +36,12 @@ def load_model(config: ModelConfig, checkpoint: str | os.PathLike[str]) -> Sam:
 
 def resolve_weights(checkpoint: str | os.PathLike[str]) -> Path:
     """The local path of a checkpoint file or known checkpoint name (downloaded if missing)."""
-    return weights.resolve_checkpoint(checkpoint)
+    return resolve_checkpoint(checkpoint)
 
 
 def detect_model_name(checkpoint: str | os.PathLike[str]) -> str:
     """The registered model a checkpoint belongs to."""
-    return detect_state_dict_model(weights.read_state_dict(weights.resolve_checkpoint(checkpoint)))
+    return detect_state_dict_model(weights.read_state_dict(resolve_checkpoint(checkpoint)))
 
 
 def prompt_state(checkpoint: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -49,7 +50,7 @@ def prompt_state(checkpoint: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     Raises:
         CheckpointError: The checkpoint has none.
     """
-    path = weights.resolve_checkpoint(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     state = {k: v for k, v in weights.read_state_dict(path).items() if k.startswith(PROMPT_PARTS)}
     if not state:
         raise CheckpointError(f"{path} has no prompt encoder or mask decoder tensors")

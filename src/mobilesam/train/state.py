@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..errors import CheckpointError
-from ..io.atomic import atomic_path
 
 
 def rng_state() -> dict[str, Any]:

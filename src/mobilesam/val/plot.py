@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..io.atomic import atomic_path
+from ..atomic import atomic_path
 
 if TYPE_CHECKING:
     from .report import ValReport

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io.atomic import write_text_atomic
+from ..atomic import write_text_atomic
 
 SIZES = ("small", "medium", "large")
 

@@ -1,4 +1,4 @@
-"""`OnnxPredictor`: `SamPredictor`'s interface over an export folder, on onnxruntime and numpy alone.
+"""`OnnxPredictor`: `SamPredictor`'s interface over an export folder, on onnxruntime or OpenVINO and numpy.
 
 For deployments that should not load torch: importing torch alone costs
 about 530 MiB of memory here, more than the whole onnxruntime prediction.
@@ -17,8 +17,9 @@ from ..image_state import CurrentImage
 from ..io.images import to_rgb_uint8
 from ..prompts import check_prompt, to_model_frame
 from ..transforms import ResizeLongestSide, normalize_and_pad
-from .layout import find_graphs
-from .sessions import OnnxSessions, onnx_points
+from .engines import open_sessions
+from .layout import METADATA_FILE
+from .sessions import onnx_points
 
 
 class OnnxPredictor(CurrentImage[np.ndarray]):
@@ -30,30 +31,31 @@ class OnnxPredictor(CurrentImage[np.ndarray]):
 
     Args:
         onnx_dir: A folder written by `mobilesam export`.
-        quantize: "int8" for the int8 encoder (export with `--quantize int8`), None for fp32.
-        threads: onnxruntime intra-op threads; None lets it choose (one per core).
+        backend: Which runtime and precision run the graphs: "onnx" (onnxruntime, fp32),
+            "onnx-int8", "openvino", "openvino-bf16", "openvino-int8" (`runtime.GRAPH_BACKENDS`).
+        threads: Intra-op threads; None lets the runtime choose (one per core).
 
     Raises:
         FileNotFoundError: Not an export folder, or a graph is missing.
-        ValueError: Unknown `quantize`, or a sidecar without the pre-processing constants.
-        ImportError: onnxruntime is not installed.
+        ValueError: Not a graph backend, or a sidecar without the pre-processing constants.
+        ImportError: The backend's runtime is not installed.
     """
 
-    def __init__(self, onnx_dir: str | Path, *, quantize: str | None = None, threads: int | None = None) -> None:
-        graphs = find_graphs(onnx_dir, quantize)
+    def __init__(self, onnx_dir: str | Path, *, backend: str = "onnx", threads: int | None = None) -> None:
+        self.sessions = open_sessions(onnx_dir, backend, threads=threads)
+        metadata = self.sessions.metadata
         try:
-            preprocessing = graphs.metadata["preprocessing"]
-            self.img_size = int(graphs.metadata["image_size"])
+            preprocessing = metadata["preprocessing"]
+            self.img_size = int(metadata["image_size"])
             self.pixel_mean = [float(v) for v in preprocessing["pixel_mean"]]
             self.pixel_std = [float(v) for v in preprocessing["pixel_std"]]
             self.image_format = str(preprocessing["image_format"])
             self.mask_threshold = float(preprocessing["mask_threshold"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
-                f"{onnx_dir}: metadata.json lacks the pre-processing constants ({err}); "
+                f"{onnx_dir}: {METADATA_FILE} lacks the pre-processing constants ({err}); "
                 "export again with this version of `mobilesam export`"
             ) from None
-        self.sessions = OnnxSessions(graphs, threads=threads)
         self.transform = ResizeLongestSide(self.img_size)
         super().__init__()
 

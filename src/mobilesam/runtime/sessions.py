@@ -1,6 +1,10 @@
-"""onnxruntime sessions over an exported encoder and decoder, on numpy arrays (torch is never imported)."""
+"""The exported encoder and decoder behind one interface on numpy arrays, whatever runtime runs them."""
 
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from typing import Any
 
 import numpy as np
 
@@ -10,35 +14,36 @@ from .layout import ExportedGraphs
 MASKS, IOU_PREDICTIONS, LOW_RES_MASKS = "masks", "iou_predictions", "low_res_masks"
 
 
-class OnnxSessions:
-    """The encoder and decoder graphs of one export, on onnxruntime's CPU provider.
+class GraphSessions(ABC):
+    """The encoder and decoder graphs of one export, loaded in one runtime.
+
+    Subclasses run a graph on named float32 inputs; feeding the decoder SAM's
+    ONNX inputs (padding point, empty mask, sizes) happens here, once.
 
     Args:
         graphs: From `find_graphs`.
-        threads: Intra-op threads; None lets onnxruntime choose (one per core).
 
-    Raises:
-        ImportError: onnxruntime is not installed.
+    Attributes:
+        metadata: The export's sidecar (pre-processing constants, model, checksums).
+        mask_input_size: (H, W) of the decoder's `mask_input` (4x the embedding's); subclasses set it.
     """
 
-    def __init__(self, graphs: ExportedGraphs, *, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise ImportError(f"onnx inference needs onnxruntime: pip install 'mobilesam[onnx]' ({err})") from None
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(graphs.encoder), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(graphs.decoder), options, providers=providers)
-        self.mask_input_size: tuple[int, int] = tuple(self.decoder.get_inputs()[3].shape[2:])
+    mask_input_size: tuple[int, int]
+
+    def __init__(self, graphs: ExportedGraphs) -> None:
+        self.metadata: dict[str, Any] = graphs.metadata
+
+    @abstractmethod
+    def _run_encoder(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, S, S) float32 -> (1, C, S/16, S/16) float32."""
+
+    @abstractmethod
+    def _run_decoder(self, feeds: dict[str, np.ndarray], outputs: tuple[str, ...]) -> list[np.ndarray]:
+        """The decoder graph's `outputs`, in that order, for `feeds` (input name -> float32 array)."""
 
     def embed(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, S, S) normalised, padded float32 image -> (1, C, S/16, S/16) embedding."""
-        (image_embeddings,) = self.encoder.run(None, {"image": np.ascontiguousarray(image, np.float32)})
-        return image_embeddings
+        return self._run_encoder(np.ascontiguousarray(image, np.float32))
 
     def decode(
         self,
@@ -75,7 +80,7 @@ class OnnxSessions:
             "has_mask_input": np.array([has_mask], np.float32),
             "orig_im_size": np.array(orig_im_size, np.float32),
         }
-        return self.decoder.run(list(outputs), feeds)
+        return self._run_decoder(feeds, outputs)
 
 
 def onnx_points(

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .quantize import QUANTIZATIONS, quantized_name
-
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 METADATA_FILE = "metadata.json"
+# Quantised encoders beside the fp32 graph: onnxruntime's dynamic int8 graph,
+# and an OpenVINO IR (.xml + .bin) whose int8 ranges NNCF calibrated on images.
+QUANTIZED_ENCODER_FILES = {"int8": "encoder.int8.onnx", "int8-static": "encoder.int8-static.xml"}
+QUANTIZATIONS = tuple(QUANTIZED_ENCODER_FILES)
 
 
 @dataclass(frozen=True)
@@ -21,18 +23,22 @@ class ExportedGraphs:
     encoder: Path
     decoder: Path
     metadata: dict[str, Any]
-    name: str  # "onnx", or "onnx-int8" with the quantised encoder
+
+
+def check_quantization(quantize: str | None) -> None:
+    """Raises ValueError unless `quantize` is None or one of `QUANTIZATIONS`."""
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantisation {quantize!r}; known: {', '.join(QUANTIZATIONS)}")
 
 
 def find_graphs(folder: str | Path, quantize: str | None = None) -> ExportedGraphs:
-    """The encoder (int8 if `quantize` is "int8") and decoder graphs of a folder written by `export_onnx`.
+    """The encoder (quantised as `quantize` says, see `QUANTIZATIONS`) and decoder of a `mobilesam export` folder.
 
     Raises:
-        FileNotFoundError: Not an export folder, or it lacks a graph (for int8: export with `--quantize int8`).
+        FileNotFoundError: Not an export folder, or it lacks a graph (for a quantised one: export with `--quantize`).
         ValueError: Unknown `quantize`, or an unreadable sidecar.
     """
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantisation {quantize!r}; known: {', '.join(QUANTIZATIONS)}")
+    check_quantization(quantize)
     folder = Path(folder)
     sidecar = folder / METADATA_FILE
     if not sidecar.is_file():
@@ -41,13 +47,13 @@ def find_graphs(folder: str | Path, quantize: str | None = None) -> ExportedGrap
         metadata = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{sidecar} is not valid JSON ({err}); export again with `mobilesam export`") from None
-    encoder = folder / ENCODER_FILE
-    if quantize is not None:
-        encoder = quantized_name(encoder, quantize)
+    if quantize is None:
+        encoder = folder / ENCODER_FILE
+    else:
+        encoder = folder / QUANTIZED_ENCODER_FILES[quantize]
         if not encoder.is_file():
             raise FileNotFoundError(f"no {encoder.name} in {folder}: export with `--quantize {quantize}`")
     for path in (encoder, folder / DECODER_FILE):
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX graph at {path}; write one with `mobilesam export`")
-    name = "onnx" if quantize is None else f"onnx-{quantize}"
-    return ExportedGraphs(encoder, folder / DECODER_FILE, metadata, name)
+    return ExportedGraphs(encoder, folder / DECODER_FILE, metadata)

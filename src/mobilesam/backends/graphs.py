@@ -1,43 +1,44 @@
-"""`OnnxBackend`: the graphs of `mobilesam export` behind the torch `Backend` interface."""
+"""`GraphBackend`: the graphs of `mobilesam export`, on onnxruntime or OpenVINO, behind the torch `Backend` interface."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..export.layout import ExportedGraphs, find_graphs
-from ..export.sessions import IOU_PREDICTIONS, LOW_RES_MASKS, OnnxSessions, onnx_points
+from ..runtime.engines import open_sessions
+from ..runtime.sessions import IOU_PREDICTIONS, LOW_RES_MASKS, GraphSessions, onnx_points
 from .base import Backend
 
 
-class OnnxBackend(Backend):
-    """onnxruntime on CPU; takes and returns torch tensors like every backend.
+class GraphBackend(Backend):
+    """An exported encoder and decoder on CPU; takes and returns torch tensors like every backend.
 
     For inference without torch, use `mobilesam.OnnxPredictor` on the same folder.
 
     Args:
-        graphs: From `mobilesam.export.layout.find_graphs`.
-        threads: Intra-op threads; None lets onnxruntime choose (one per core).
-
-    Raises:
-        ImportError: onnxruntime is not installed.
+        name: The graph backend's name ("onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8").
+        sessions: The loaded graphs (`runtime.open_sessions`).
+        folder: The export folder they came from.
     """
 
-    def __init__(self, graphs: ExportedGraphs, *, threads: int | None = None) -> None:
-        self.name = graphs.name
-        self.sessions = OnnxSessions(graphs, threads=threads)
+    def __init__(self, name: str, sessions: GraphSessions, folder: Path) -> None:
+        self.name = name
+        self.sessions = sessions
+        self.folder = folder
 
     @classmethod
-    def from_export(cls, folder: Path, *, quantize: str | None = None, threads: int | None = None) -> OnnxBackend:
-        """The backend over a folder written by `export_onnx`, with the int8 encoder if `quantize` is "int8".
+    def from_export(cls, folder: str | os.PathLike[str], name: str = "onnx", *, threads: int | None = None) -> GraphBackend:
+        """Backend `name` over a folder written by `export_onnx`.
 
         Raises:
-            FileNotFoundError: The folder lacks a graph (for int8: export with `--quantize int8`).
-            ValueError: Unknown `quantize`, or a broken sidecar.
+            FileNotFoundError: The folder lacks a graph the backend reads (a quantised encoder: export with `--quantize`).
+            ValueError: Not a graph backend, or a broken sidecar.
+            ImportError: The backend's runtime is not installed.
         """
-        return cls(find_graphs(folder, quantize), threads=threads)
+        return cls(name, open_sessions(Path(folder), name, threads=threads), Path(folder))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sessions.embed(_numpy(images))).to(images.device)
@@ -69,8 +70,8 @@ class OnnxBackend(Backend):
         selected = slice(1, None) if multimask_output else slice(0, 1)
         device = image_embeddings.device
         return (
-            torch.from_numpy(low_res_masks[:, selected]).to(device),
-            torch.from_numpy(iou_predictions[:, selected]).to(device),
+            torch.from_numpy(np.ascontiguousarray(low_res_masks[:, selected])).to(device),
+            torch.from_numpy(np.ascontiguousarray(iou_predictions[:, selected])).to(device),
         )
 
 

@@ -1,0 +1,42 @@
+"""The exported graphs on onnxruntime's CPU provider."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import ExportedGraphs
+from .sessions import GraphSessions
+
+
+class OnnxRuntimeSessions(GraphSessions):
+    """The encoder and decoder graphs of one export, on onnxruntime's CPU provider.
+
+    Args:
+        graphs: From `find_graphs`.
+        threads: Intra-op threads; None lets onnxruntime choose (one per core).
+
+    Raises:
+        ImportError: onnxruntime is not installed.
+    """
+
+    def __init__(self, graphs: ExportedGraphs, *, threads: int | None = None) -> None:
+        super().__init__(graphs)
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ImportError(f"onnx inference needs onnxruntime: pip install 'mobilesam[onnx]' ({err})") from None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(str(graphs.encoder), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(graphs.decoder), options, providers=providers)
+        self.mask_input_size = tuple(self.decoder.get_inputs()[3].shape[2:])
+
+    def _run_encoder(self, image: np.ndarray) -> np.ndarray:
+        (image_embeddings,) = self.encoder.run(None, {"image": image})
+        return image_embeddings
+
+    def _run_decoder(self, feeds: dict[str, np.ndarray], outputs: tuple[str, ...]) -> list[np.ndarray]:
+        return self.decoder.run(list(outputs), feeds)

@@ -1,0 +1,428 @@
+"""The service behind the HTTP routes: upload an image once, then segment it many times.
+
+Model work runs on a `ModelWorker` (bounded queue, `ServiceBusy` when full);
+image embeddings live in a byte-bounded `SingleFlightLRU` keyed by a hash of
+the decoded pixels, so the same image is embedded once however often, and
+however concurrently, it is uploaded. Nothing here knows HTTP: each
+`ServiceError` carries the status code the routes answer with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..automatic import SamAutomaticMaskGenerator
+from ..backends import Backend, TorchBackend
+from ..embedding import ImageEmbedding
+from ..errors import MobileSamError
+from ..io.images import load_image, pixels_digest
+from ..masks import encode_masks
+from ..modeling import Sam
+from ..predictor import SamPredictor
+from ..prompts import Prompt, check_prompt
+from ..registry import count_parameters
+from .cache import SingleFlightLRU
+from .schemas import (
+    EverythingMask,
+    EverythingRequest,
+    EverythingResponse,
+    Health,
+    ImageInfo,
+    ModelInfo,
+    ModelList,
+    SegmentMask,
+    SegmentRequest,
+    SegmentResponse,
+)
+from .worker import ModelWorker, WorkerBusy
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Decoders a client may reach; Pillow's rarer formats stay out of an upload's way.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+_MIB = 2**20
+
+
+class ServiceError(MobileSamError):
+    """A request the service refuses; `status_code` is the HTTP status the routes answer with."""
+
+    status_code = 500
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers to send with the error."""
+        return {}
+
+
+class ImageNotFound(ServiceError):
+    """The image id is not in the cache: never uploaded, or evicted."""
+
+    status_code = 404
+
+
+class PayloadTooLarge(ServiceError):
+    """The request, the image file or its pixel count is over the limit."""
+
+    status_code = 413
+
+
+class UnsupportedMedia(ServiceError):
+    """Not an image, or not one of the formats the service decodes."""
+
+    status_code = 415
+
+
+class InvalidRequest(ServiceError):
+    """A prompt, option or upload body that cannot be used; the message says why."""
+
+    status_code = 422
+
+
+class ServiceBusy(ServiceError):
+    """The work queue is full; the client should retry after `retry_after_s` seconds.
+
+    Args:
+        message: What is busy.
+        retry_after_s: Seconds to wait before retrying.
+    """
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Retry-After, in seconds."""
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the service allows and how much it keeps.
+
+    Args:
+        model_name: Name shown by /v1/models and /healthz ("vit_t", ...).
+        checkpoint: Where the weights came from, for /v1/models.
+        cache_bytes: Bound on the cached embeddings plus the decoded pixels kept with them.
+        max_upload_bytes: Largest image file accepted.
+        max_pixels: Largest width x height accepted (decompression bombs stop here).
+        queue_size: Model jobs that may wait; more get 503 with Retry-After.
+        worker_threads: Threads running the model.
+        retry_after_s: Seconds a client is told to wait when the queue is full.
+        api_key: If set, /v1 requests need it in the X-API-Key header.
+        cors_origins: Origins allowed to call the API from a browser; none by default.
+    """
+
+    model_name: str = "vit_t"
+    checkpoint: str = "random weights"
+    cache_bytes: int = 512 * _MIB
+    max_upload_bytes: int = 20 * _MIB
+    max_pixels: int = 40_000_000
+    queue_size: int = 16
+    worker_threads: int = 1
+    retry_after_s: int = 1
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_pixels", "queue_size", "worker_threads", "retry_after_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0, got {self.cache_bytes}")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("api_key must not be empty; leave it out to serve without one")
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """What the service keeps per image: its embedding, and its pixels for segment-everything's crops."""
+
+    embedding: ImageEmbedding[torch.Tensor]  # features on the model's device
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB, as decoded from the upload
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.embedding.original_size
+
+    @property
+    def nbytes(self) -> int:
+        return self.embedding.nbytes + self.pixels.nbytes
+
+
+def image_key(rgb: np.ndarray) -> str:
+    """The image id: a hash of the (H, W, 3) uint8 pixels, whatever file format they came in."""
+    return pixels_digest(rgb)[:32]
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """An uploaded file as (H, W, 3) uint8 RGB, its size checked before the pixels are decoded.
+
+    Raises:
+        UnsupportedMedia: It is not a readable image.
+        PayloadTooLarge: It has more than `max_pixels` pixels.
+    """
+    try:
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise PayloadTooLarge(f"the image has {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+        image.load()
+    except Image.DecompressionBombError as err:
+        raise PayloadTooLarge(f"the image has too many pixels: {err}") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UnsupportedMedia(f"not a readable image ({', '.join(IMAGE_FORMATS)}): {err}") from err
+    return load_image(image)
+
+
+class SegmentationService:
+    """One model behind an embedding cache and a bounded work queue.
+
+    The methods that wait for the model are coroutines: waiting holds no
+    thread, and a caller that goes away does not cancel work that another
+    caller may share.
+
+    Args:
+        model: The model, in eval mode on its device; only the worker threads run it.
+        settings: Limits and sizes; the defaults suit a laptop.
+        backend: What embeds uploads and decodes prompts and segment-everything
+            (any backend of `model`, `mobilesam.backends.make_backend`; default eager torch).
+    """
+
+    def __init__(self, model: Sam, settings: ServeSettings | None = None, backend: Backend | None = None) -> None:
+        self.model = model
+        self.settings = settings or ServeSettings()
+        # One backend for every request: clicks on one image reuse the image side
+        # of the transformer that it keeps for the last embedding.
+        self.backend = TorchBackend(model) if backend is None else backend
+        self.worker = ModelWorker(self.settings.queue_size, self.settings.worker_threads)
+        self.cache: SingleFlightLRU[CachedImage] = SingleFlightLRU(self.settings.cache_bytes, lambda image: image.nbytes)
+
+    def close(self) -> None:
+        """Finish the queued model work and stop the worker threads."""
+        self.worker.close()
+
+    def health(self) -> Health:
+        """Liveness, with the state of the embedding cache and the work queue."""
+        stats = self.cache.stats()
+        return Health(
+            status="ok",
+            model=self.settings.model_name,
+            backend=self.backend.name,
+            cache_entries=stats.entries,
+            cache_bytes=stats.bytes,
+            cache_max_bytes=stats.max_bytes,
+            cache_hits=stats.hits,
+            embeddings_computed=stats.computations,
+            queue_waiting=self.worker.waiting(),
+            queue_size=self.worker.queue_size,
+        )
+
+    def models(self) -> ModelList:
+        """The model this service runs."""
+        return ModelList(
+            models=[
+                ModelInfo(
+                    name=self.settings.model_name,
+                    checkpoint=self.settings.checkpoint,
+                    parameters=count_parameters(self.model),
+                    device=str(self.model.device),
+                    image_size=self.model.image_encoder.img_size,
+                )
+            ]
+        )
+
+    def image(self, image_id: str) -> CachedImage:
+        """The cached embedding and pixels of an uploaded image.
+
+        Raises:
+            ImageNotFound: It was never uploaded, or has been evicted.
+        """
+        image = self.cache.get(image_id)
+        if image is None:
+            raise ImageNotFound(f"image {image_id!r} is not in the cache (never uploaded, or evicted): POST it to /v1/images")
+        return image
+
+    async def upload(self, data: bytes, content_type: str) -> ImageInfo:
+        """Decode an image file and cache its embedding (once: the same pixels again are a cache hit).
+
+        Args:
+            data: The image file.
+            content_type: Its MIME type; must be image/*.
+
+        Raises:
+            UnsupportedMedia: Not an image type, or not a readable image.
+            PayloadTooLarge: More than `max_upload_bytes` bytes or `max_pixels` pixels.
+            ServiceBusy: The work queue is full.
+        """
+        started = time.perf_counter()
+        if not content_type.lower().startswith("image/"):
+            raise UnsupportedMedia(f"only images are accepted, got content type {content_type or 'none'!r}")
+        if len(data) > self.settings.max_upload_bytes:
+            raise PayloadTooLarge(f"the image file has {len(data):,} bytes; the limit is {self.settings.max_upload_bytes:,}")
+        rgb = await asyncio.to_thread(decode_image, data, self.settings.max_pixels)
+        image_id = image_key(rgb)
+        try:
+            future, lookup = self.cache.get_or_submit(image_id, lambda: self.worker.submit(self._embed, rgb))
+        except WorkerBusy as err:
+            raise ServiceBusy(str(err), self.settings.retry_after_s) from err
+        if lookup == "computed":
+            logger.info("embedding image %s (%dx%d)", image_id, rgb.shape[1], rgb.shape[0])
+        await self._result(future)
+        return ImageInfo(
+            image_id=image_id,
+            width=rgb.shape[1],
+            height=rgb.shape[0],
+            cached=lookup != "computed",
+            milliseconds=_ms_since(started),
+        )
+
+    async def segment(self, image_id: str, request: SegmentRequest) -> SegmentResponse:
+        """Masks for one object from points, a box and/or a previous mask, on the cached embedding, best first.
+
+        Raises:
+            ImageNotFound: The image is not in the cache.
+            InvalidRequest: The prompt does not fit the image or the model.
+            ServiceBusy: The work queue is full.
+        """
+        started = time.perf_counter()
+        image = self.image(image_id)
+        try:
+            prompt = _request_prompt(request, image.original_size, self.model.prompt_encoder.mask_input_size)
+        except ValueError as err:
+            raise InvalidRequest(str(err)) from err
+        masks = await self._result(self._submit(self._segment, image, prompt, request))
+        h, w = image.original_size
+        return SegmentResponse(image_id=image_id, width=w, height=h, masks=masks, milliseconds=_ms_since(started))
+
+    async def everything(self, image_id: str, request: EverythingRequest | None = None) -> EverythingResponse:
+        """Segment everything: a grid of point prompts, filtered and de-duplicated (COCO RLE masks).
+
+        Raises:
+            ImageNotFound: The image is not in the cache.
+            InvalidRequest: The generator refuses the options.
+            ServiceBusy: The work queue is full.
+        """
+        started = time.perf_counter()
+        image = self.image(image_id)
+        options = (request or EverythingRequest()).model_dump()
+        try:
+            generator = SamAutomaticMaskGenerator(self.model, output_mode="coco_rle", backend=self.backend, **options)
+        except ValueError as err:
+            raise InvalidRequest(str(err)) from err
+        records = await self._result(self._submit(_everything, generator, image))
+        h, w = image.original_size
+        return EverythingResponse(image_id=image_id, width=w, height=h, masks=records, milliseconds=_ms_since(started))
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        try:
+            return self.worker.submit(fn, *args)
+        except WorkerBusy as err:
+            raise ServiceBusy(str(err), self.settings.retry_after_s) from err
+
+    async def _result(self, future: Future[T]) -> T:
+        # shield: a caller that goes away must not cancel work another request may share.
+        try:
+            return await asyncio.shield(asyncio.wrap_future(future))
+        except ValueError as err:
+            raise InvalidRequest(str(err)) from err
+
+    def _embed(self, rgb: np.ndarray) -> CachedImage:
+        return CachedImage(SamPredictor(self.model, self.backend).embed(rgb), rgb)
+
+    def _segment(self, image: CachedImage, prompt: Prompt, request: SegmentRequest) -> list[SegmentMask]:
+        """Decode on the cached embedding and encode the masks, best first (runs on the worker)."""
+        predictor = SamPredictor(self.model, self.backend)
+        predictor.set_embedding(image.embedding)
+        masks, scores, logits = predictor.predict_prompt(prompt, request.multimask)
+        order = np.argsort(-scores, kind="stable")
+        masks = masks[order]  # (C, H, W) bool, best first
+        return [
+            SegmentMask(
+                score=encoded.score,
+                area=encoded.area,
+                bbox=[float(v) for v in encoded.bbox],
+                segmentation=encoded.rle if request.format == "coco_rle" else None,
+                png=_png_base64(mask) if request.format == "png" else None,
+                low_res_logits=base64.b64encode(logits[index].astype("<f4").tobytes()).decode() if request.return_logits else None,
+            )
+            for encoded, mask, index in zip(encode_masks(masks, scores[order]), masks, order.tolist())
+        ]
+
+
+def _request_prompt(request: SegmentRequest, image_hw: tuple[int, int], mask_input_size: tuple[int, int]) -> Prompt:
+    """A segment request's prompt, checked once: the library's `check_prompt`, plus the service's own rules.
+
+    Args:
+        request: The prompts, in pixels of the original image.
+        image_hw: (H, W) of the image they are for.
+        mask_input_size: (h, w) of the model's low-res mask input.
+
+    Raises:
+        ValueError: What is wrong with which part of the prompt.
+    """
+    if request.points is None and request.labels is not None:
+        raise ValueError("labels were given without points")
+    if request.points is None and request.box is None and request.mask_input is None:
+        raise ValueError("give at least one prompt: points (with labels), a box, or mask_input")
+    # Clicks without labels are all foreground, as on the page.
+    labels = request.labels if request.labels is not None or request.points is None else [1] * len(request.points)
+    mask_input = None if request.mask_input is None else _decode_logits(request.mask_input, mask_input_size)
+    return check_prompt(image_hw, mask_input_size, request.points, labels, request.box, mask_input)
+
+
+def _decode_logits(value: str | list[list[float]], size: tuple[int, int]) -> Any:
+    """`mask_input` as sent: nested lists pass through to `check_prompt`; base64 becomes (h, w) float32."""
+    if not isinstance(value, str):
+        return value
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ValueError(f"mask_input is not valid base64: {err}") from err
+    if len(raw) != 4 * size[0] * size[1]:
+        raise ValueError(f"mask_input must be {size[0]}x{size[1]} float32 values ({4 * size[0] * size[1]} bytes), got {len(raw)} bytes")
+    return np.frombuffer(raw, dtype="<f4").reshape(size)
+
+
+def _everything(generator: SamAutomaticMaskGenerator, image: CachedImage) -> list[EverythingMask]:
+    """The generator on the uploaded image and its cached embedding (runs on the worker)."""
+    return [
+        EverythingMask(
+            segmentation=record["segmentation"],
+            area=record["area"],
+            bbox=record["bbox"],
+            predicted_iou=record["predicted_iou"],
+            stability_score=record["stability_score"],
+            point_coords=record["point_coords"],
+            crop_box=record["crop_box"],
+        )
+        for record in generator.generate(image.pixels, embedding=image.embedding)
+    ]
+
+
+def _png_base64(mask: np.ndarray) -> str:
+    """An (H, W) bool mask as base64 of a grayscale PNG, 255 inside."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 2)
