@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from images import sample_images
-from mobilesam import SamPredictor
+from mobilesam import SamAutomaticMaskGenerator, SamPredictor
 from mobilesam.backends import BACKEND_SPECS, TorchBackend, TorchFastBackend, make_backend
+from mobilesam.backends.torch import FastTorchDecoding
 from mobilesam.bench import bench_encoder
 from mobilesam.fast_encoder import ChunkedMlp, StripedMBConv, fast_encoder_copy, fold_batch_norms
 from mobilesam.modeling.tiny_vit import ConvBN, MBConv
@@ -101,6 +102,35 @@ def test_torch_fast_predicts_like_torch(predictors):
     want = ref.predict_torch(None, None, boxes=boxes, multimask_output=False)
     assert (ours[0] != want[0]).float().mean().item() <= 1e-4  # a pixel at the threshold may flip
     assert (ours[2] - want[2]).abs().max().item() <= FAST_TOL
+
+
+def test_fast_decoding_gives_the_models_masks_within_rounding(model):
+    # The same embedding into both, so only the decoding differs: the upscaling as matrix products.
+    exact = SamPredictor(model)
+    exact.set_image(sample_images()["coffee"])
+    fast = SamPredictor(model, FastTorchDecoding(model))
+    fast.set_embedding(exact.embedding)
+    h, w = exact.original_size
+    low_res = exact.predict(point_coords=np.array([[0.3 * w, 0.6 * h]]), point_labels=np.array([1]))[2][:1]
+    prompts = [
+        dict(point_coords=np.array([[0.5 * w, 0.4 * h], [0.1 * w, 0.1 * h]]), point_labels=np.array([1, 0])),
+        dict(box=np.array([10, 20, 0.8 * w, 0.9 * h]), multimask_output=False),
+        dict(mask_input=low_res, multimask_output=False),
+    ]
+    for prompt in prompts:
+        got, want = fast.predict(**prompt, return_logits=True), exact.predict(**prompt, return_logits=True)
+        scale = np.abs(want[2]).max()
+        assert np.abs(got[2] - want[2]).max() <= 1e-5 * max(1.0, scale), prompt.keys()
+        assert np.abs(got[1] - want[1]).max() <= 1e-5 and np.mean((got[0] > 0) != (want[0] > 0)) <= 1e-4
+    # Segment everything's batched decoding runs through it too.
+    options = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    image = sample_images()["coffee"]
+    want = SamAutomaticMaskGenerator(model, **options).generate(image)
+    got = SamAutomaticMaskGenerator(model, backend=FastTorchDecoding(model), **options).generate(image)
+    assert len(got) == len(want) > 0
+    for a, b in zip(want, got):
+        overlap = (a["segmentation"] & b["segmentation"]).sum() / max(1, (a["segmentation"] | b["segmentation"]).sum())
+        assert overlap >= 0.999 and abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-5
 
 
 def test_fold_batch_norms_replaces_every_conv_bn_and_keeps_the_output(model):

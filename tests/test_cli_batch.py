@@ -236,17 +236,27 @@ def test_missing_weights_offline_say_where_to_put_them(photos, tmp_path, monkeyp
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_killed_run_leaves_no_partial_files_and_a_rerun_completes_it(checkpoint, tmp_path):
+def _batch(checkpoint: Path, tmp_path: Path, count: int, height: int, width: int) -> tuple[list[str], Path, list[str]]:
+    """`count` generated images, and the `mobilesam predict` command line that labels them in every format.
+
+    Returns:
+        The images' stems, the output folder, and the command.
+    """
     photos = tmp_path / "photos"
     photos.mkdir()
-    stems = [f"image_{i:02d}" for i in range(3)]
+    stems = [f"image_{i:02d}" for i in range(count)]
     for i, stem in enumerate(stems):
-        Image.fromarray(generated_image(90, 120, seed=i)).save(photos / f"{stem}.png")
+        Image.fromarray(generated_image(height, width, seed=i)).save(photos / f"{stem}.png")
     out = tmp_path / "out"
     command = [
         sys.executable, "-c", "from mobilesam.cli import run; run()",
         "predict", str(photos), "-m", str(checkpoint), "-p", "50,40", "-o", str(out), *ALL_FORMATS, "--threads", "1",
     ]  # fmt: skip
+    return stems, out, command
+
+
+def test_killed_run_leaves_no_partial_files_and_a_rerun_completes_it(checkpoint, tmp_path):
+    stems, out, command = _batch(checkpoint, tmp_path, count=3, height=90, width=120)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / "overlays" / "image_00.jpg").exists() and process.poll() is None and time.monotonic() < deadline:
@@ -263,3 +273,69 @@ def test_killed_run_leaves_no_partial_files_and_a_rerun_completes_it(checkpoint,
     assert completed.returncode == 0, completed.stderr
     assert "already done" in completed.stdout
     assert _files(out) == _expected_files(stems)
+
+
+def _temporaries_of(pid: int, root: Path) -> list[Path]:
+    return list(root.rglob(f".*.{pid}.*.tmp*"))
+
+
+def _kill_while_writing(process: subprocess.Popen, out: Path, after: Path) -> list[Path]:
+    """SIGKILL `process` at a moment when it has a temporary file in `out`, once `after` exists; return those files.
+
+    Seeing a temporary is not enough (it may be renamed a moment later): the
+    process is frozen with SIGSTOP, looked at again, and killed only if one is
+    still there, else let go on.
+    """
+    deadline = time.monotonic() + 120
+    while not after.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    while process.poll() is None and time.monotonic() < deadline:
+        if _temporaries_of(process.pid, out):
+            os.kill(process.pid, signal.SIGSTOP)
+            os.waitpid(process.pid, os.WUNTRACED)
+            left = _temporaries_of(process.pid, out)
+            if left:
+                process.kill()
+                process.communicate(timeout=60)
+                return left
+            os.kill(process.pid, signal.SIGCONT)
+        time.sleep(0.0005)
+    return []
+
+
+def _check_outputs_parse(out: Path, stems: list[str], image_hw: tuple[int, int]) -> None:
+    for stem in stems:
+        assert _png_mask(out / "masks" / stem / "000.png").shape == image_hw
+        assert Image.open(out / "overlays" / f"{stem}.jpg").format == "JPEG"
+        json.loads((out / "coco" / f"{stem}.json").read_text())
+        json.loads((out / "labelme" / f"{stem}.json").read_text())
+        for line in (out / "labels" / f"{stem}.txt").read_text().splitlines():
+            [float(value) for value in line.split()]
+    assert len(COCO(str(out / "coco.json")).dataset["images"]) == len(stems)
+
+
+def test_a_run_killed_outright_leaves_only_what_the_rerun_removes(checkpoint, tmp_path):
+    # 480 x 640: the overlay's temporary lives long enough (drawing, JPEG) to be caught.
+    stems, out, command = _batch(checkpoint, tmp_path, count=4, height=480, width=640)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed_with = _kill_while_writing(process, out, after=out / "labelme" / "image_00.json")
+    assert killed_with, "the run was never caught with a temporary file"
+    assert process.returncode == -signal.SIGKILL
+    assert (out / f".mobilesam-run.{process.pid}.lock").exists(), "SIGKILL runs no cleanup"
+    done = [stem for stem in stems if _expected_files([stem]) - {"coco.json"} <= _files(out)]
+    assert done and len(done) < len(stems)
+    stamps = {name: (out / name).stat().st_mtime_ns for name in _expected_files(done) - {"coco.json"}}
+    # Leftovers of the same dead run deeper down, and one of a live writer (this process), which must stay.
+    nested = out / "masks" / "sub" / f".image_09.{process.pid}.{'0' * 16}.tmp"
+    nested.mkdir(parents=True)
+    (nested / "000.png").write_bytes(b"half")
+    live = out / "labels" / f".image_09.{os.getpid()}.{'1' * 16}.tmp.txt"
+    live.write_text("half")
+
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert f"{len(stems)} images: {len(stems) - len(done)} written, {len(done)} already done" in completed.stdout
+    assert list(out.rglob(".*")) == [live]
+    assert _files(out) - {live.relative_to(out).as_posix()} == _expected_files(stems)
+    _check_outputs_parse(out, stems, (480, 640))
+    assert {name: (out / name).stat().st_mtime_ns for name in stamps} == stamps, "a done image was redone"

@@ -27,6 +27,7 @@ from mobilesam.cpu import CpuInfo
 from mobilesam.export import cached_export, weights_digest
 from mobilesam.export.cache import exports_dir
 from mobilesam.registry import build_from_config, get_config
+from mobilesam.runtime import openvino_cache_dir
 from mobilesam.weights import save_checkpoint
 from reference import randomize
 
@@ -76,6 +77,8 @@ def test_openvino_f32_embeds_and_decodes_like_torch(model):
         want, got = exact.predict(**prompt, return_logits=True), tested.predict(**prompt, return_logits=True)
         assert np.abs(got[1] - want[1]).max() <= FP32_TOL and np.abs(got[2] - want[2]).max() <= FP32_TOL
     assert _mask_agreement(model, tested.backend) >= 0.999
+    # OpenVINO keeps what it compiled, so the next process loads it instead of compiling.
+    assert list((openvino_cache_dir() / "fp32").glob("*.blob"))
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="bf16 needs AVX-512 BF16 or AMX (the other branch tests the error)")

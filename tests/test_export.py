@@ -86,7 +86,7 @@ def test_export_writes_checked_graphs_and_a_sidecar(exported):
 
 def test_onnx_encoder_matches_torch(exported, torch_predictor):
     model, _, folder = exported
-    predictor = SamPredictor(model, GraphBackend.from_export(folder, "onnx", threads=2))
+    predictor = SamPredictor(model, GraphBackend.from_export(folder, "onnx", model, threads=2))
     predictor.set_image(sample_images()["coffee"])
     assert predictor.input_size == torch_predictor.input_size
     assert (predictor.features - torch_predictor.features).abs().max().item() <= FP32_TOL
@@ -94,7 +94,7 @@ def test_onnx_encoder_matches_torch(exported, torch_predictor):
 
 def test_int8_masks_agree_with_fp32(exported, torch_predictor):
     model, _, folder = exported
-    predictor = SamPredictor(model, GraphBackend.from_export(folder, "onnx-int8", threads=2))
+    predictor = SamPredictor(model, GraphBackend.from_export(folder, "onnx-int8", model, threads=2))
     image = sample_images()["coffee"]
     predictor.set_image(image)
     h, w = image.shape[:2]

@@ -47,7 +47,7 @@ def test_stopping_early_stops_the_reader(jobs):
 
 
 def test_unexpected_errors_reach_the_consumer(jobs, monkeypatch):
-    def broken(path):
+    def broken(path, **options):
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(prefetch, "load_image", broken)

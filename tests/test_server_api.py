@@ -319,6 +319,31 @@ def test_full_queue_is_503_with_retry_after(client, generated_id):
     assert client.post(f"/v1/images/{generated_id}/segment", json={"points": [[10, 10]]}).status_code == 200
 
 
+def test_clicks_do_not_wait_for_a_running_everything(client, generated_id):
+    # The everything lane is held busy, as by a long segment-everything: one more waits there,
+    # and clicks and uploads still go through at once on their own lane.
+    lane = client.app.state.service.everything_worker
+    release = threading.Event()
+    blocker = lane.submit(release.wait, 60)
+    answers = {}
+    everything = threading.Thread(
+        target=lambda: answers.update(everything=client.post(f"/v1/images/{generated_id}/everything", json={"points_per_side": 4}))
+    )
+    try:
+        everything.start()
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["everything_waiting"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.get("/healthz").json()["everything_waiting"] == 1
+        click = client.post(f"/v1/images/{generated_id}/segment", json={"points": [[10, 10]]})
+        assert click.status_code == 200 and everything.is_alive() and "everything" not in answers
+    finally:
+        release.set()
+    blocker.result(timeout=10)
+    everything.join(timeout=60)
+    assert answers["everything"].status_code == 200 and isinstance(answers["everything"].json()["masks"], list)
+
+
 def test_models_openapi_and_page(client):
     (info,) = client.get("/v1/models").json()["models"]
     assert info["name"] == "vit_t" and info["image_size"] == 1024 and info["parameters"] > 9_000_000

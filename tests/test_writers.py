@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import multiprocessing
 import os
 import pathlib
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -347,6 +352,103 @@ def test_an_interrupt_at_any_line_of_the_atomic_writer_leaves_the_old_file_or_th
         assert [p.name for p in tmp_path.iterdir()] == ["labels.txt"], f"interrupted at line {line_number}"
         assert target.read_text() in ("old", "new")
     assert target.read_text() == "new" and line_number > 5
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(process.stdout)
+
+
+def test_a_temporary_names_its_writer_and_keeps_the_suffix(tmp_path):
+    with atomic.atomic_path(tmp_path / "labels.txt") as tmp:
+        assert re.fullmatch(rf"\.labels\.{os.getpid()}\.[0-9a-f]{{16}}\.tmp\.txt", tmp.name)
+
+
+def test_the_sweep_removes_only_dead_writers_temporaries(tmp_path):
+    dead = dead_pid()
+    top = tmp_path / f".dog.{dead}.{'0' * 16}.tmp.png"
+    nested = tmp_path / "sub" / f".dog.{dead}.{'0' * 16}.tmp.json"
+    scratch = tmp_path / "sub" / f".0123456789abcdef01234567.{dead}.tmp"  # the export cache's scratch folder
+    kept = [
+        tmp_path / f".dog.{os.getpid()}.{'0' * 16}.tmp.png",  # a live writer's
+        tmp_path / ".keep",
+        tmp_path / f"dog.{dead}.{'0' * 16}.tmp.png",  # not hidden: a user's file
+        tmp_path / f".dog.{'1' * 8}.tmp",  # no pid (all digits, but 8 of them)
+    ]
+    nested.parent.mkdir()
+    scratch.mkdir()
+    for path in [top, nested, scratch / "encoder.onnx", *kept]:
+        path.write_bytes(b"half")
+
+    assert atomic.remove_dead_temporaries(tmp_path) == [top]
+    assert nested.exists() and scratch.exists()
+    assert sorted(atomic.remove_dead_temporaries(tmp_path, recursive=True)) == sorted([scratch, nested])
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
+    assert atomic.remove_dead_temporaries(tmp_path / "missing", recursive=True) == []
+
+
+def test_an_unheld_run_lock_marks_its_pid_dead_even_where_the_pid_is_in_use(tmp_path):
+    """A killed run's pid taken by a live process (in a container every run may be pid 1) does not keep its files."""
+    lock = tmp_path / f".mobilesam-run.{os.getpid()}.lock"
+    lock.touch()
+    leftover = tmp_path / "overlays" / f".dog.{os.getpid()}.{'0' * 16}.tmp.jpg"
+    leftover.parent.mkdir()
+    leftover.touch()
+    assert atomic.remove_dead_temporaries(tmp_path, recursive=True) == [leftover]
+    assert list(tmp_path.rglob(".*")) == []
+
+
+def test_a_held_run_lock_keeps_its_pids_temporaries_while_it_is_held(tmp_path):
+    dead = dead_pid()
+    work = [tmp_path / f".dog.{pid}.{'0' * 16}.tmp.png" for pid in (dead, os.getpid())]
+    for path in work:
+        path.touch()
+    # The first as a live run of the same pid number elsewhere (another container) would hold it.
+    other = os.open(tmp_path / f".mobilesam-run.{dead}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(other, fcntl.LOCK_SH)
+        with atomic.run_lock(tmp_path):
+            assert (tmp_path / f".mobilesam-run.{os.getpid()}.lock").exists()
+            assert atomic.remove_dead_temporaries(tmp_path) == []
+        assert not (tmp_path / f".mobilesam-run.{os.getpid()}.lock").exists(), "a finished run leaves no lock"
+        assert atomic.remove_dead_temporaries(tmp_path) == []
+    finally:
+        os.close(other)
+    assert atomic.remove_dead_temporaries(tmp_path) == work[:1]
+    assert list(tmp_path.iterdir()) == work[1:]
+
+
+def test_a_run_goes_on_without_its_lock_where_the_filesystem_has_no_locks(tmp_path, monkeypatch):
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(atomic.fcntl, "flock", no_locks)
+    leftover = tmp_path / f".dog.{dead_pid()}.{'0' * 16}.tmp.png"
+    mine = tmp_path / f".cat.{os.getpid()}.{'0' * 16}.tmp.png"
+    leftover.touch()
+    with atomic.run_lock(tmp_path):
+        assert list(tmp_path.iterdir()) == [leftover], "a lock file that locks nothing is not left"
+        mine.touch()
+        assert atomic.remove_dead_temporaries(tmp_path) == [leftover]
+    assert list(tmp_path.iterdir()) == [mine]
+
+
+def write_and_die_before_the_rename(out: pathlib.Path, format_name: str) -> None:
+    """In a forked child: write `format_name` and exit at its final rename, running no cleanup, as SIGKILL would."""
+    os.replace = lambda *args: os._exit(9)
+    write_outputs(make_result(path="dog.png"), out, "sub/dog", [format_name])
+
+
+@pytest.mark.parametrize("format_name", list(OUTPUT_FORMATS))
+def test_a_writer_killed_mid_write_leaves_only_what_the_sweep_removes(tmp_path, format_name):
+    child = multiprocessing.get_context("fork").Process(target=write_and_die_before_the_rename, args=(tmp_path, format_name))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 9
+    assert hidden_files(tmp_path), "the child died before it made a temporary"
+    atomic.remove_dead_temporaries(tmp_path, recursive=True)
+    assert hidden_files(tmp_path) == []
 
 
 # ---------------------------------------------------------------- registry

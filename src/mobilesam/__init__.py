@@ -19,6 +19,7 @@ _EXPORTS = {
     "SamAutomaticMaskGenerator": ".automatic",
     "CheckpointError": ".errors",
     "DownloadError": ".errors",
+    "ImageTooLarge": ".errors",
     "MobileSamError": ".errors",
     "UnknownModelError": ".errors",
     "ImageEmbedding": ".embedding",
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from .api import SAM
     from .automatic import SamAutomaticMaskGenerator
     from .embedding import ImageEmbedding
-    from .errors import CheckpointError, DownloadError, MobileSamError, UnknownModelError
+    from .errors import CheckpointError, DownloadError, ImageTooLarge, MobileSamError, UnknownModelError
     from .runtime.predictor import OnnxPredictor
     from .modeling import Sam
     from .predictor import SamPredictor

@@ -12,7 +12,7 @@ import torch
 from .automatic import SamAutomaticMaskGenerator
 from .backends import make_backend
 from .embedding import ImageEmbedding
-from .io.images import ImageSource, load_image, pixels_digest
+from .io.images import DEFAULT_MAX_PIXELS, ImageSource, load_image, pixels_digest
 from .modeling import Sam
 from .predictor import SamPredictor
 from .prompts import Prompt, as_object_prompts, check_in_image
@@ -59,6 +59,7 @@ class SAM:
         bboxes: Any = None,
         multimask_output: bool = False,
         image_format: str = "RGB",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         **generator_options: Any,
     ) -> list[Results]:
         """Segment the objects the prompts point at.
@@ -73,6 +74,8 @@ class SAM:
             bboxes: [x1, y1, x2, y2] or a list of boxes, one object each.
             multimask_output: Three candidate masks per object instead of the best one.
             image_format: "RGB" or "BGR" for array sources (cv2.imread gives BGR).
+            max_pixels: Largest width x height of an image file or URL, checked before it is
+                decoded (`mobilesam.errors.ImageTooLarge` above it); arrays and PIL images are not checked.
             **generator_options: With no prompt at all the whole image is
                 segmented ("segment everything"); these go to
                 `SamAutomaticMaskGenerator` (points_per_side, pred_iou_thresh, ...).
@@ -89,23 +92,23 @@ class SAM:
             if "output_mode" in generator_options:
                 raise TypeError("output_mode is not an option here: Results hold binary masks (see Results.to_dict for RLE)")
             generator = SamAutomaticMaskGenerator(self.model, backend=self.backend, **generator_options)
-            return [self._segment_everything(item, generator, image_format) for item in sources]
+            return [self._segment_everything(item, generator, image_format, max_pixels) for item in sources]
         if generator_options:
             raise TypeError(f"options {sorted(generator_options)} apply only to segment everything (no prompts)")
         prompts = as_object_prompts(points, labels, bboxes)
-        return [self._predict_one(item, prompts, multimask_output, image_format) for item in sources]
+        return [self._predict_one(item, prompts, multimask_output, image_format, max_pixels) for item in sources]
 
     def _segment_everything(
-        self, source: ImageSource, generator: SamAutomaticMaskGenerator, image_format: str
+        self, source: ImageSource, generator: SamAutomaticMaskGenerator, image_format: str, max_pixels: int
     ) -> Results:
-        image = load_image(source, image_format)
+        image = load_image(source, image_format, max_pixels=max_pixels)
         records = generator.generate(image, embedding=self._embedding_of(image))
         return Results.from_mask_records(image, records, path=_source_path(source))
 
     def _predict_one(
-        self, source: ImageSource, prompts: list[Prompt], multimask_output: bool, image_format: str
+        self, source: ImageSource, prompts: list[Prompt], multimask_output: bool, image_format: str, max_pixels: int
     ) -> Results:
-        image = load_image(source, image_format)
+        image = load_image(source, image_format, max_pixels=max_pixels)
         for prompt in prompts:
             check_in_image(prompt, image.shape[:2])
         coords, point_labels, boxes = _stacked(prompts)

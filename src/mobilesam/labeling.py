@@ -2,11 +2,13 @@
 
 Every output file appears complete or not at all (written to a temporary
 name, then renamed), so an image whose outputs all exist is done: a rerun
-skips it, and an interrupted run leaves nothing half-written.
+skips it, and an interrupted run leaves nothing half-written. A run killed
+outright (SIGKILL) leaves hidden temporaries, which the next run removes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .atomic import remove_dead_temporaries, run_lock
+from .io.images import DEFAULT_MAX_PIXELS
 from .io.prefetch import prefetch_images
 from .io.sources import ImageJob
 from .io.writers import merge_coco_outputs, output_paths, write_outputs
@@ -48,6 +52,15 @@ class RunSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
+    def record(self, path: str, masks: int, error: str | None) -> None:
+        """Count one image: written with `masks` masks, or failed for `error` (see `label_one`)."""
+        if error is None:
+            self.written += 1
+            self.masks += masks
+        else:
+            logger.info("failed %s: %s", path, error)
+            self.failures.append((path, error))
+
     def describe(self) -> str:
         """One line for the end of a run."""
         rate = self.written / self.seconds if self.seconds > 0 else 0.0
@@ -65,12 +78,14 @@ def label_images(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> RunSummary:
     """Segment each image with `segment` and write its outputs in `formats` under `out_dir`.
 
-    An image that cannot be read or segmented (bad file, prompt outside the
-    image) is logged and counted in `failures`; the run goes on. With "coco"
-    among the formats, `out_dir/coco.json` gathers every done image at the end.
+    An image that cannot be read or segmented (bad file, more than
+    `max_pixels` pixels, prompt outside the image) is logged and counted in
+    `failures`; the run goes on. With "coco" among the formats,
+    `out_dir/coco.json` gathers every done image at the end.
 
     Args:
         jobs: Images with their output stems (see `mobilesam.io.sources.find_jobs`).
@@ -79,35 +94,60 @@ def label_images(
         formats: Names from `mobilesam.io.writers.OUTPUT_FORMATS`.
         overwrite: Redo images whose outputs exist.
         progress: Show a progress bar on stderr.
+        max_pixels: Largest width x height of an image file, checked before it is decoded.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     summary = RunSummary(total=len(jobs))
-    todo = [job for job in jobs if overwrite or not _is_done(job, out_dir, formats)]
+    todo = [job for job in jobs if overwrite or not is_done(out_dir, job.stem, formats)]
     summary.skipped = len(jobs) - len(todo)
-    with tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for job, image in prefetch_images(todo):
-            try:
-                if isinstance(image, Exception):
-                    raise image
-                result = segment(job, image)
-                write_outputs(result, out_dir, job.stem, formats)
-            except (OSError, ValueError) as err:
-                logger.info("failed %s: %s", job.path, err)
-                summary.failures.append((str(job.path), str(err)))
-            else:
-                summary.written += 1
-                summary.masks += len(result)
+    # Before taking our lock: a killed run that had our pid (as every run may in a container) left its lock unheld.
+    remove_dead_temporaries(out_dir, recursive=True)
+    with run_lock(out_dir), tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for job, image in prefetch_images(todo, max_pixels=max_pixels):
+            summary.record(str(job.path), *label_one(functools.partial(segment, job), image, out_dir, job.stem, formats))
             bar.update()
             bar.set_postfix(masks=summary.masks, failed=len(summary.failures), refresh=False)
-    if "coco" in formats:
-        merge_coco_outputs(out_dir, [job.stem for job in jobs])
+        if "coco" in formats:
+            merge_coco_outputs(out_dir, [job.stem for job in jobs])
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _is_done(job: ImageJob, out_dir: Path, formats: Sequence[str]) -> bool:
-    return all(path.exists() for path in output_paths(out_dir, job.stem, formats))
+def label_one(
+    segment: Callable[[np.ndarray], Results],
+    image: np.ndarray | Exception,
+    out_dir: Path,
+    stem: str,
+    formats: Sequence[str],
+) -> tuple[int, str | None]:
+    """Segment one image and write its outputs: the step of `label_images` that Ray actors run too.
+
+    Args:
+        segment: Maps the (H, W, 3) uint8 RGB image to its `Results`.
+        image: The image, or the error that reading it raised.
+        out_dir: Output folder.
+        stem: The image's output name.
+        formats: Names from `mobilesam.io.writers.OUTPUT_FORMATS`.
+
+    Returns:
+        (masks written, None); or (0, the reason) for an image that could not be read,
+        segmented or written (an `OSError` or `ValueError`: a bad file, a prompt outside
+        the image). Other errors (the model failing) propagate.
+    """
+    try:
+        if isinstance(image, Exception):
+            raise image
+        result = segment(image)
+        write_outputs(result, out_dir, stem, formats)
+    except (OSError, ValueError) as err:
+        return 0, str(err)
+    return len(result), None
+
+
+def is_done(out_dir: Path, stem: str, formats: Sequence[str]) -> bool:
+    """Whether every output of image `stem` exists; each is written atomically, so it is complete."""
+    return all(path.exists() for path in output_paths(out_dir, stem, formats))
 
 
 def segment_objects(

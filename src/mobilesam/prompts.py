@@ -136,7 +136,7 @@ def as_object_prompts(points: Any, labels: Any, bboxes: Any) -> list[Prompt]:
         if labels is None:
             point_labels = np.ones(coords.shape[:2], dtype=np.int64)
         else:
-            point_labels = np.asarray(labels)
+            point_labels = _as_array(labels, "labels")
             count = coords.shape[0] * coords.shape[1]
             if point_labels.ndim not in (label_ndim, max(label_ndim, 1)) or point_labels.size != count:
                 raise ValueError(
@@ -147,9 +147,10 @@ def as_object_prompts(points: Any, labels: Any, bboxes: Any) -> list[Prompt]:
     elif labels is not None:
         raise ValueError("labels were given without points")
     if bboxes is not None:
-        if np.size(bboxes) == 0:
+        array = _as_float_array(bboxes, "bboxes")
+        if array.size == 0:
             raise ValueError("bboxes is empty; leave it out (None) instead")
-        boxes = _as_boxes(bboxes)  # (B, 4)
+        boxes = _as_boxes(array)  # (B, 4)
     if coords is None and boxes is None:
         raise ValueError("no prompt: give points and/or bboxes")
     if coords is not None and boxes is not None and coords.shape[0] != boxes.shape[0]:
@@ -177,10 +178,11 @@ def _as_points(point_coords: Any) -> np.ndarray:
 
 def _as_labels(point_labels: Any, num_points: int) -> np.ndarray:
     """(N,) point labels as int64, each 1 (foreground) or 0 (background)."""
-    labels = np.asarray(point_labels)
+    labels = _as_array(point_labels, "point labels")
     if labels.ndim != 1 or labels.shape[0] != num_points:
         raise ValueError(f"expected {num_points} point labels, one per point, got shape {labels.shape}")
-    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.number):
+    # Integers or floats only: bools, complex numbers and times are no labels, though numpy would cast them.
+    if labels.dtype.kind not in "iuf":
         raise ValueError(f"point labels must be numbers 1 (foreground) or 0 (background), got dtype {labels.dtype}")
     bad = labels[(labels != 0) & (labels != 1)]
     if bad.size:
@@ -205,13 +207,29 @@ def _as_mask_input(mask_input: Any, size: tuple[int, int]) -> np.ndarray:
         array = array[None]
     if array.shape != (1, *size):
         raise ValueError(f"mask_input must have shape (1, {size[0]}, {size[1]}) (low-res logits), got {np.shape(mask_input)}")
+    largest = np.abs(array).max()
+    if largest > np.finfo(np.float32).max:
+        raise ValueError(f"mask_input holds {largest:g}, beyond float32 (low-res logits lie within about +-30)")
     return array.astype(np.float32)
 
 
-def _as_float_array(value: Any, name: str) -> np.ndarray:
+def _as_array(value: Any, name: str) -> np.ndarray:
+    """`value` as a numpy array of any dtype; ragged nesting is a `ValueError` naming `name`."""
     try:
-        array = np.asarray(value, dtype=np.float64)
+        return np.asarray(value)
     except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numbers nested as an array, got {value!r:.80}") from err
+
+
+def _as_float_array(value: Any, name: str) -> np.ndarray:
+    """`value` as finite float64 numbers; anything else is a `ValueError` naming `name`."""
+    array = _as_array(value, name)
+    # Casting would silently drop an imaginary part, or turn dates and durations into counts.
+    if array.dtype.kind in "cmM":
+        raise ValueError(f"{name} must be real numbers, got dtype {array.dtype}")
+    try:
+        array = array.astype(np.float64, copy=False)
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{name} must be numbers, got {value!r:.80}") from err
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")

@@ -16,7 +16,8 @@ Backends by name (`make_backend`):
 - ``torch``: the model's own modules, eager fp32: the reference numerics.
 - ``torch-fast``: the encoder copy of `fast_encoder_copy` (BatchNorm
   folded, cache-sized strips of the wide layers, channels-last) in
-  `inference_mode`, fp32 on every CPU; the decoder is the model's own.
+  `inference_mode`, fp32 on every CPU; the model's decoder with fused
+  attention and its upscaling as matrix products (`FastTorchDecoding`).
 - ``torch-bf16``: the same encoder copy under bfloat16 autocast, decoder in
   fp32. Not the reference numerics: its masks agree with fp32 on 99.8% of
   pixels (README, "Numerics on each CPU"). Fast only where the hardware computes bf16
@@ -78,7 +79,8 @@ def make_backend(
     """The backend called `name` for `model`.
 
     Args:
-        name: One of `BACKENDS`, or "auto" for `auto_backend_name()`'s choice on this machine.
+        name: One of `BACKENDS`, or "auto" for `auto_backend_name()`'s choice on this machine
+            (with `onnx_dir`, among the engines of exported graphs).
         model: The torch model; graph backends still use its pre/post-processing.
         onnx_dir: Folder written by `mobilesam export` for the graph backends (spec `needs_export`);
             None: the model's graphs are exported on first use and cached by its weights' hash.
@@ -92,7 +94,7 @@ def make_backend(
     if name == "auto":
         from .auto import auto_backend_name
 
-        name = auto_backend_name(model.device)
+        name = auto_backend_name(model.device, graphs_only=onnx_dir is not None)
     spec = backend_spec(name)
     if spec.needs_export:
         from .graphs import GraphBackend
@@ -101,7 +103,7 @@ def make_backend(
             from ..export.cache import cached_export
 
             onnx_dir = cached_export(model, spec.quantize)
-        return GraphBackend.from_export(onnx_dir, name, threads=threads)
+        return GraphBackend.from_export(onnx_dir, name, model, threads=threads)
     from . import torch as torch_backends
 
     classes = {

@@ -10,35 +10,45 @@ import torch
 
 from ..runtime.engines import open_sessions
 from ..runtime.sessions import IOU_PREDICTIONS, LOW_RES_MASKS, GraphSessions, onnx_points
-from .base import Backend
+from ..modeling import Sam
+from .base import Backend, CandidateFilter, Candidates
+from .torch import FastTorchDecoding
 
 
 class GraphBackend(Backend):
-    """An exported encoder and decoder on CPU; takes and returns torch tensors like every backend.
+    """An exported encoder on CPU, and the decoder its spec names; takes and returns torch tensors like every backend.
 
-    For inference without torch, use `mobilesam.OnnxPredictor` on the same folder.
+    The onnx backends run the decoder graph too; the OpenVINO ones decode prompts in
+    torch (`FastTorchDecoding`, `BackendSpec.decoder_runtime`), which is about twice
+    as fast per click. For inference without torch, use `mobilesam.OnnxPredictor`.
 
     Args:
         name: The graph backend's name ("onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8").
         sessions: The loaded graphs (`runtime.open_sessions`).
         folder: The export folder they came from.
+        model: The model the graphs were exported from (its decoder, where the spec decodes in torch).
     """
 
-    def __init__(self, name: str, sessions: GraphSessions, folder: Path) -> None:
+    def __init__(self, name: str, sessions: GraphSessions, folder: Path, model: Sam) -> None:
         self.name = name
         self.sessions = sessions
         self.folder = folder
+        self._torch_decoding = FastTorchDecoding(model) if self.spec.decoder_runtime == "torch" else None
+        # Torch's small decoder ops use two cores poorly, one-thread batches side by side well.
+        self.parallel_batches = self._torch_decoding is not None
 
     @classmethod
-    def from_export(cls, folder: str | os.PathLike[str], name: str = "onnx", *, threads: int | None = None) -> GraphBackend:
-        """Backend `name` over a folder written by `export_onnx`.
+    def from_export(
+        cls, folder: str | os.PathLike[str], name: str, model: Sam, *, threads: int | None = None
+    ) -> GraphBackend:
+        """Backend `name` for `model` over a folder written by `export_onnx` from it.
 
         Raises:
             FileNotFoundError: The folder lacks a graph the backend reads (a quantised encoder: export with `--quantize`).
             ValueError: Not a graph backend, or a broken sidecar.
             ImportError: The backend's runtime is not installed.
         """
-        return cls(name, open_sessions(Path(folder), name, threads=threads), Path(folder))
+        return cls(name, open_sessions(Path(folder), name, threads=threads), Path(folder), model)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sessions.embed(_numpy(images))).to(images.device)
@@ -52,6 +62,10 @@ class GraphBackend(Backend):
         mask_input: torch.Tensor | None,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._torch_decoding is not None:
+            return self._torch_decoding.decode(
+                image_embeddings, point_coords, point_labels, boxes, mask_input, multimask_output
+            )
         coords, labels = onnx_points(
             None if point_coords is None else _numpy(point_coords),
             None if point_labels is None else _numpy(point_labels),
@@ -73,6 +87,14 @@ class GraphBackend(Backend):
             torch.from_numpy(np.ascontiguousarray(low_res_masks[:, selected])).to(device),
             torch.from_numpy(np.ascontiguousarray(iou_predictions[:, selected])).to(device),
         )
+
+
+    def decode_candidates(
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter
+    ) -> Candidates:
+        if self._torch_decoding is not None:
+            return self._torch_decoding.decode_candidates(image_embeddings, point_coords, keep)
+        return super().decode_candidates(image_embeddings, point_coords, keep)
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

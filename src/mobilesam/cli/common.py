@@ -12,8 +12,9 @@ from typing import NoReturn
 import torch
 import typer
 
-from ..backends import BACKEND_SPECS, BACKENDS, Backend, auto_backend_name, make_backend
+from ..backends import BACKEND_SPECS, BACKENDS, Backend, make_backend
 from ..errors import MobileSamError
+from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.sources import ImageJob
 from ..labeling import RunSummary, Segmenter, label_images
 from ..modeling import Sam
@@ -32,6 +33,12 @@ BACKEND_OPTION = typer.Option(
     "with fp32 on >= 99.5% of pixels (`mobilesam info` names it); torch: the reference's numerics exactly.",
 )
 THREADS_OPTION = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice).")
+MAX_PIXELS_OPTION = typer.Option(
+    DEFAULT_MAX_PIXELS,
+    "--max-pixels",
+    min=1,
+    help="Largest image file read, width x height, checked before decoding (guards against decompression bombs).",
+)
 
 _state = {"verbose": False}
 
@@ -83,9 +90,6 @@ def check_backend_options(name: str, onnx_dir: Path | None) -> None:
 def choose_backend(name: str, sam: Sam, onnx_dir: Path | None, threads: int | None) -> Backend:
     """The --backend for `sam` ("auto": this machine's pick); bad options exit 2, a backend that cannot start exits 1."""
     check_backend_options(name, onnx_dir)
-    if name == "auto" and onnx_dir is not None:
-        # A given export folder narrows "auto" to the graph engines.
-        name = auto_backend_name(sam.device, graphs_only=True)
     try:
         return make_backend(name, sam, onnx_dir=onnx_dir, threads=threads)
     except (OSError, ImportError, RuntimeError, ValueError) as err:
@@ -93,18 +97,40 @@ def choose_backend(name: str, sam: Sam, onnx_dir: Path | None, threads: int | No
 
 
 def run_batch(
-    jobs: list[ImageJob], segment: Segmenter, out: Path, formats: list[str], overwrite: bool, quiet: bool, backend: str
+    jobs: list[ImageJob],
+    segment: Segmenter,
+    out: Path,
+    formats: list[str],
+    overwrite: bool,
+    quiet: bool,
+    backend: str,
+    max_pixels: int,
 ) -> None:
-    """Run, print the summary (naming `backend`), list failures; exit 1 if any image failed, 130 when interrupted."""
+    """Run, print the summary (naming `backend`), list failures; exit 1 if any image failed, 130 when interrupted.
+
+    An image file over `max_pixels` pixels is one of the failures; the others are still done.
+    """
+    with batch_errors():
+        summary = label_images(jobs, segment, out, formats, overwrite=overwrite, progress=not quiet, max_pixels=max_pixels)
+    report_batch(summary, out, quiet, backend)
+
+
+@contextlib.contextmanager
+def batch_errors() -> Iterator[None]:
+    """Around a batch run: `kill` stops it as Ctrl-C does (exit 130); an unusable output folder or a failing model exits 1."""
     try:
         with _sigterm_as_interrupt():
-            summary: RunSummary = label_images(jobs, segment, out, formats, overwrite=overwrite, progress=not quiet)
+            yield
     except KeyboardInterrupt:
         typer.echo("interrupted: finished images are kept; run the same command again to continue", err=True)
         raise typer.Exit(130) from None
     except (OSError, RuntimeError) as err:
         # The output folder is unusable or the model failed (e.g. out of GPU memory): images done so far are kept.
         fail(err)
+
+
+def report_batch(summary: RunSummary, out: Path, quiet: bool, backend: str) -> None:
+    """Print the summary of a batch run (naming `backend`) and list its failures; exit 1 if any image failed."""
     if not quiet:
         typer.echo(f"{summary.describe()}; backend {backend}; outputs in {out}")
     for path, reason in summary.failures:

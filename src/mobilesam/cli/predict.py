@@ -8,16 +8,15 @@ import numpy as np
 import typer
 
 from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
-from ..automatic import SamAutomaticMaskGenerator
+from ..automatic import GeneratorOptions
 from ..io.sources import ImageJob, find_jobs
 from ..io.writers import OUTPUT_FORMATS
-from ..labeling import segment_objects
-from ..predictor import SamPredictor
 from ..prompts import Prompt, make_prompt
-from ..results import Results
+from ..tasks import EverythingTask, PromptTask, job_segmenter
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
+    MAX_PIXELS_OPTION,
     MODEL_OPTION,
     ONNX_DIR_OPTION,
     QUIET_OPTION,
@@ -27,6 +26,15 @@ from .common import (
     fail,
     load_model,
     run_batch,
+)
+from .distributed import (
+    GPUS_PER_WORKER_OPTION,
+    RAY_OPTION,
+    THREADS_PER_WORKER_OPTION,
+    WORKERS_OPTION,
+    check_ray_options,
+    find_ray_images,
+    run_on_ray,
 )
 
 _OUT_OPTION = typer.Option(Path("masks_out"), "--out", "-o", help="Output folder.")
@@ -53,6 +61,11 @@ def predict(
     threads: int | None = THREADS_OPTION,
     backend: str = BACKEND_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
+    max_pixels: int = MAX_PIXELS_OPTION,
+    ray: str | None = RAY_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    threads_per_worker: int = THREADS_PER_WORKER_OPTION,
+    gpus_per_worker: float = GPUS_PER_WORKER_OPTION,
 ) -> None:
     """Segment the objects that points or boxes show, in one image or many.
 
@@ -62,7 +75,8 @@ def predict(
     try:
         formats = _parse_formats(output_format)
         objects = _parse_objects(point, box)
-        jobs = find_jobs(source, exclude=out)
+        check_ray_options(ray, threads, workers, threads_per_worker, gpus_per_worker)
+        jobs = find_jobs(source, exclude=out) if ray is None else find_ray_images(source, out)
         if objects is None and any(job.objects is None for job in jobs):
             raise UsageError("predict needs --point or --box (or a prompts file); to segment everything use `mobilesam everything`")
         if objects is not None and any(job.objects is not None for job in jobs):
@@ -71,13 +85,11 @@ def predict(
         fail(err, code=2)
     except (OSError, ValueError) as err:
         fail(err)
-    sam = load_model(model, device, threads)
-    predictor = SamPredictor(sam, choose_backend(backend, sam, onnx_dir, threads))
-
-    def segment(job: ImageJob, image: np.ndarray) -> Results:
-        return segment_objects(predictor, image, job.objects or objects, multimask, path=str(job.path))
-
-    run_batch(jobs, segment, out, formats, overwrite, quiet, predictor.backend.name)
+    _label(
+        PromptTask(objects, multimask), jobs, out, formats, model=model, backend=backend, onnx_dir=onnx_dir, device=device,
+        threads=threads, ray=ray, workers=workers, threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
+        overwrite=overwrite, quiet=quiet, max_pixels=max_pixels,
+    )  # fmt: skip
 
 
 def everything(
@@ -98,37 +110,73 @@ def everything(
     threads: int | None = THREADS_OPTION,
     backend: str = BACKEND_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
+    max_pixels: int = MAX_PIXELS_OPTION,
+    ray: str | None = RAY_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    threads_per_worker: int = THREADS_PER_WORKER_OPTION,
+    gpus_per_worker: float = GPUS_PER_WORKER_OPTION,
 ) -> None:
     """Segment everything in one image or many: a grid of point prompts, filtered and de-duplicated."""
     try:
         formats = _parse_formats(output_format)
-        jobs = find_jobs(source, exclude=out)
+        check_ray_options(ray, threads, workers, threads_per_worker, gpus_per_worker)
+        jobs = find_jobs(source, exclude=out) if ray is None else find_ray_images(source, out)
         if any(job.objects is not None for job in jobs):
             raise UsageError("everything takes images, not a prompts file; use `mobilesam predict` for prompts")
     except UsageError as err:
         fail(err, code=2)
     except (OSError, ValueError) as err:
         fail(err)
+    options = GeneratorOptions(
+        points_per_side=points_per_side,
+        points_per_batch=points_per_batch,
+        pred_iou_thresh=pred_iou_thresh,
+        stability_score_thresh=stability_score_thresh,
+        box_nms_thresh=box_nms_thresh,
+        crop_n_layers=crop_n_layers,
+        min_mask_region_area=min_mask_region_area,
+    )
+    _label(
+        EverythingTask(options), jobs, out, formats, model=model, backend=backend, onnx_dir=onnx_dir, device=device,
+        threads=threads, ray=ray, workers=workers, threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
+        overwrite=overwrite, quiet=quiet, max_pixels=max_pixels,
+    )  # fmt: skip
+
+
+def _label(
+    task: PromptTask | EverythingTask,
+    jobs: list[ImageJob],
+    out: Path,
+    formats: list[str],
+    *,
+    model: str,
+    backend: str,
+    onnx_dir: Path | None,
+    device: str,
+    threads: int | None,
+    ray: str | None,
+    workers: int | None,
+    threads_per_worker: int,
+    gpus_per_worker: float,
+    overwrite: bool,
+    quiet: bool,
+    max_pixels: int,
+) -> None:
+    """Run `task` over `jobs`: on Ray when --ray names a cluster, else here; options the model refuses exit 2."""
+    if ray is not None:
+        run_on_ray(
+            ray, jobs, task, out, formats, model=model, backend=backend, onnx_dir=onnx_dir, device=device, workers=workers,
+            threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker, overwrite=overwrite, quiet=quiet,
+            max_pixels=max_pixels,
+        )  # fmt: skip
+        return
     sam = load_model(model, device, threads)
+    chosen = choose_backend(backend, sam, onnx_dir, threads)
     try:
-        generator = SamAutomaticMaskGenerator(
-            sam,
-            points_per_side=points_per_side,
-            points_per_batch=points_per_batch,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_score_thresh,
-            box_nms_thresh=box_nms_thresh,
-            crop_n_layers=crop_n_layers,
-            min_mask_region_area=min_mask_region_area,
-            backend=choose_backend(backend, sam, onnx_dir, threads),
-        )
+        segment = task.segmenter(sam, chosen)
     except ValueError as err:
         fail(err, code=2)
-
-    def segment(job: ImageJob, image: np.ndarray) -> Results:
-        return Results.from_mask_records(image, generator.generate(image), path=str(job.path))
-
-    run_batch(jobs, segment, out, formats, overwrite, quiet, generator.predictor.backend.name)
+    run_batch(jobs, job_segmenter(segment), out, formats, overwrite, quiet, chosen.name, max_pixels)
 
 
 def _parse_formats(values: list[str]) -> list[str]:

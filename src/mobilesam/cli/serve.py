@@ -11,6 +11,7 @@ from ..registry import detect_model_name
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
+    MAX_PIXELS_OPTION,
     MODEL_OPTION,
     ONNX_DIR_OPTION,
     THREADS_OPTION,
@@ -30,7 +31,7 @@ def serve(
     queue_size: int = typer.Option(16, "--queue-size", min=1, help="Model jobs that may wait; beyond that requests get 503 + Retry-After."),
     workers: int = typer.Option(1, "--workers", min=1, help="Threads running the model (1 suits a CPU)."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest image file accepted, MiB."),
-    max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1, help="Largest image accepted, width x height."),
+    max_pixels: int = MAX_PIXELS_OPTION,
     api_key: str | None = typer.Option(None, "--api-key", envvar="MOBILESAM_API_KEY", help="Require this key in the X-API-Key header (prefer the environment variable)."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin (repeat for more); none by default."),
     device: str = DEVICE_OPTION,

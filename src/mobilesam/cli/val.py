@@ -10,7 +10,7 @@ import typer
 from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 from ..io.datasets import load_dataset
 from ..val import PROTOCOL_SYNTAX, evaluate, parse_protocols
-from .common import DEVICE_OPTION, MODEL_OPTION, QUIET_OPTION, THREADS_OPTION, UsageError, fail, load_model
+from .common import DEVICE_OPTION, MAX_PIXELS_OPTION, MODEL_OPTION, QUIET_OPTION, THREADS_OPTION, UsageError, fail, load_model
 
 
 def val(
@@ -30,6 +30,7 @@ def val(
     quiet: bool = QUIET_OPTION,
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
+    max_pixels: int = MAX_PIXELS_OPTION,
 ) -> None:
     """Measure mask quality on labeled data: mIoU per prompt protocol, object size and category.
 
@@ -61,6 +62,7 @@ def val(
             pred_iou_thresh=pred_iou_thresh,
             stability_score_thresh=stability_score_thresh,
             progress=not quiet,
+            max_pixels=max_pixels,
         )
     except (OSError, ValueError) as err:
         fail(err)

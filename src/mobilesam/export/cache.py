@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..atomic import remove_dead_temporaries
 from ..home import home_dir
 from ..modeling import Sam
 from ..registry import detect_model_name
@@ -67,7 +68,7 @@ def cached_export(model: Sam, quantize: str | None = None) -> Path:
 def _export_into(folder: Path, model: Sam) -> None:
     """Export into a scratch folder named with our pid, then rename it into place in one step."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_scratch(folder.parent)
+    remove_dead_temporaries(folder.parent)
     scratch = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(scratch, ignore_errors=True)
     logger.info("exporting the model's graphs to %s, once", folder)
@@ -80,21 +81,3 @@ def _export_into(folder: Path, model: Sam) -> None:
             raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _remove_dead_scratch(parent: Path) -> None:
-    """Remove scratch folders of exports whose process died (killed mid-export); never a live one's."""
-    for scratch in parent.glob(".*.tmp"):
-        pid = scratch.name.split(".")[-2]
-        if pid.isdigit() and not _is_alive(int(pid)):
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

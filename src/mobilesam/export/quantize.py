@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path, write_text_atomic
-from ..backends.specs import BACKEND_SPECS
 from ..io.samples import calibration_photos
-from ..runtime.engines import open_sessions
-from ..runtime.layout import ENCODER_FILE, METADATA_FILE, QUANTIZED_ENCODER_FILES, check_quantization
+from ..runtime.layout import ENCODER_FILE, METADATA_FILE, QUANTIZED_ENCODER_FILES, check_quantization, find_graphs
+from ..runtime.onnxruntime import OnnxRuntimeSessions
+from ..runtime.openvino import OpenVinoSessions
 from ..transforms import ResizeLongestSide, normalize_and_pad
 from ..weights import sha256_file
 
@@ -54,8 +54,10 @@ def write_quantized_encoder(folder: Path, quantize: str, images: Sequence[np.nda
 
 def _check_runs(folder: Path, quantize: str, image_size: int) -> None:
     """Run the quantised encoder once, in the runtime that reads it, so a broken file fails now."""
-    (backend,) = [spec.name for spec in BACKEND_SPECS.values() if spec.quantize == quantize]
-    image_embeddings = open_sessions(folder, backend, threads=1).embed(np.zeros((1, 3, image_size, image_size), np.float32))
+    graphs = find_graphs(folder, quantize)
+    # An .xml is an OpenVINO IR, which only OpenVINO reads.
+    sessions = OpenVinoSessions(graphs, threads=1) if graphs.encoder.suffix == ".xml" else OnnxRuntimeSessions(graphs, threads=1)
+    image_embeddings = sessions.embed(np.zeros((1, 3, image_size, image_size), np.float32))
     if not np.isfinite(image_embeddings).all():
         raise RuntimeError(f"the {quantize} encoder in {folder} gives non-finite embeddings on a zero image")
 

@@ -43,6 +43,9 @@ from ..masks import coco_decode_rle
 OBJECT_CATEGORY = (1, "object")
 # Image extensions tried, in order, for a PNG mask folder's `<stem>`.
 PNG_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The largest mask size accepted, in pixels (16384 x 16384, 256 MiB decoded): a larger one is
+# taken for a corrupt file rather than allocated. PIL refuses images over 179M pixels by default.
+MAX_MASK_PIXELS = 1 << 28
 
 
 class DatasetError(ValueError):
@@ -78,7 +81,7 @@ class Instance:
         """
         try:
             mask = _decode(self.segmentation, self.height, self.width)
-        except (OSError, ValueError, TypeError, KeyError) as err:
+        except (OSError, ValueError, TypeError, KeyError, Image.DecompressionBombError) as err:
             raise DatasetError(f"instance {self.instance_id}: cannot decode its mask: {err}") from err
         if mask.shape != (self.height, self.width):
             raise DatasetError(
@@ -173,34 +176,43 @@ def read_coco(path: Path, images_root: Path, document: dict[str, Any] | None = N
         document: The parsed file, when the caller has read it already.
 
     Raises:
-        DatasetError: Missing keys, an annotation of an unknown image, or one without a segmentation.
+        DatasetError: Missing keys or values of the wrong type, an annotation of an unknown image,
+            or one without a segmentation.
     """
     document = _read_json(path) if document is None else document
-    categories = {int(c["id"]): str(c.get("name", c["id"])) for c in document.get("categories", [])}
-    image_entries: dict[Any, dict[str, Any]] = {}
+    if not isinstance(document, dict) or not isinstance(document.get("images"), list):
+        raise DatasetError(f"{path}: not COCO instances (needs an 'images' list)")
+    categories = {}
+    for category in _objects(document, "categories", path):
+        category_id = _integer(category.get("id"), f"{path}: category 'id'")
+        categories[category_id] = str(category.get("name", category_id))
+    image_entries: dict[int | str, dict[str, Any]] = {}
     for entry in document["images"]:
-        if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
-            raise DatasetError(f"{path}: every image needs 'id' and 'file_name', got {entry!r:.120}")
-        image_entries[entry["id"]] = entry
-    per_image: dict[Any, list[Instance]] = {image_id: [] for image_id in image_entries}
-    crowd = 0
-    for annotation in document.get("annotations", []):
-        image = image_entries.get(annotation.get("image_id"))
-        if image is None:
+        if not isinstance(entry, dict) or not _is_id(entry.get("id")) or not _is_file_name(entry.get("file_name")):
             raise DatasetError(
-                f"{path}: annotation {annotation.get('id')} refers to unknown image {annotation.get('image_id')!r}"
+                f"{path}: every image needs 'id' and 'file_name' (an integer or string, a path), got {entry!r:.120}"
             )
+        image_entries[entry["id"]] = entry
+    per_image: dict[int | str, list[Instance]] = {image_id: [] for image_id in image_entries}
+    crowd = 0
+    for index, annotation in enumerate(_objects(document, "annotations", path)):
+        where = f"{path}: annotation {annotation.get('id', index)!s:.40}"
+        image_id = annotation.get("image_id")
+        image = image_entries.get(image_id) if _is_id(image_id) else None
+        if image is None:
+            raise DatasetError(f"{where} refers to unknown image {image_id!r:.40}")
         if annotation.get("iscrowd", 0):
             crowd += 1
             continue
         segmentation = annotation.get("segmentation")
         if not segmentation:
-            raise DatasetError(f"{path}: annotation {annotation.get('id')} has no segmentation (val needs instance masks)")
-        height, width = _image_size(image, segmentation, path)
-        category_id = int(annotation.get("category_id", OBJECT_CATEGORY[0]))
+            raise DatasetError(f"{where} has no segmentation (val needs instance masks)")
+        segmentation = _segmentation(segmentation, where)
+        height, width = _image_size(image, segmentation, where)
+        category_id = _integer(annotation.get("category_id", OBJECT_CATEGORY[0]), f"{where}: 'category_id'")
         per_image[image["id"]].append(
             Instance(
-                instance_id=int(annotation.get("id", len(per_image[image["id"]]) + 1)),
+                instance_id=_integer(annotation.get("id", len(per_image[image["id"]]) + 1), f"{where}: 'id'"),
                 category_id=category_id,
                 category_name=categories.get(category_id, str(category_id)),
                 height=height,
@@ -231,17 +243,18 @@ def read_sa1b(paths: Sequence[Path], images_root: Path, source: Path) -> Dataset
     for path in paths:
         document = _read_json(path)
         image = document.get("image") if isinstance(document, dict) else None
-        if not isinstance(image, dict) or "file_name" not in image:
+        if not isinstance(image, dict) or not _is_file_name(image.get("file_name")):
             raise DatasetError(f"{path}: not an SA-1B image file (needs an 'image' entry with 'file_name')")
         instances = []
-        for index, annotation in enumerate(document.get("annotations", [])):
+        for index, annotation in enumerate(_objects(document, "annotations", path)):
+            where = f"{path}: annotation {annotation.get('id', index)!s:.40}"
             rle = annotation.get("segmentation")
             if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
-                raise DatasetError(f"{path}: annotation {annotation.get('id', index)} has no RLE segmentation")
-            height, width = (int(v) for v in rle["size"])
-            instances.append(
-                Instance(int(annotation.get("id", index)), OBJECT_CATEGORY[0], OBJECT_CATEGORY[1], height, width, rle)
-            )
+                raise DatasetError(f"{where} has no RLE segmentation")
+            rle = _segmentation(rle, where)
+            height, width = rle["size"]
+            instance_id = _integer(annotation.get("id", index), f"{where}: 'id'")
+            instances.append(Instance(instance_id, OBJECT_CATEGORY[0], OBJECT_CATEGORY[1], height, width, rle))
         if instances:
             annotated.append(ImageAnnotations(images_root / image["file_name"], tuple(instances)))
     return Dataset(source, "sa1b", tuple(annotated), dict([OBJECT_CATEGORY]))
@@ -284,36 +297,116 @@ def _png_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except OSError as err:
+    except (OSError, Image.DecompressionBombError) as err:
         raise DatasetError(f"cannot read mask {path}: {err}") from err
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    # ValueError covers JSONDecodeError and integers of over 4300 digits; deep nesting is a RecursionError.
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise DatasetError(f"cannot read {path}: {err}") from err
 
 
-def _image_size(image: dict[str, Any], segmentation: Any, path: Path) -> tuple[int, int]:
-    """(H, W) of an annotation: the image's height/width, or an RLE's own size."""
+def _objects(document: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
+    """`document[key]`: a list of JSON objects, empty when the key is absent."""
+    value = document.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise DatasetError(f"{path}: '{key}' must be a list of objects, got {value!r:.60}")
+    return value
+
+
+def _is_id(value: Any) -> bool:
+    """Whether `value` can be an image id: an integer or a string, as JSON writes them."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_file_name(value: Any) -> bool:
+    """Whether `value` can be a file name: a non-empty string."""
+    return isinstance(value, str) and bool(value)
+
+
+def _integer(value: Any, what: str) -> int:
+    """`value` as an int: an integer, or a float with an integer value (some tools write 480.0)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise DatasetError(f"{what} must be an integer, got {value!r:.40}")
+
+
+def _size(height: Any, width: Any, what: str) -> tuple[int, int]:
+    """(H, W) of a mask: positive integers, at most `MAX_MASK_PIXELS` together."""
+    h, w = _integer(height, f"{what} height"), _integer(width, f"{what} width")
+    if h < 1 or w < 1 or h * w > MAX_MASK_PIXELS:
+        raise DatasetError(f"{what} size {w}x{h} is out of range (each side >= 1, at most {MAX_MASK_PIXELS} pixels)")
+    return h, w
+
+
+def _segmentation(segmentation: Any, where: str) -> list[list[Any]] | dict[str, Any]:
+    """Polygons as they are (their numbers are checked when decoded), or an RLE with its size as ints."""
+    if isinstance(segmentation, list):
+        if not all(isinstance(polygon, list) for polygon in segmentation):
+            raise DatasetError(f"{where}: polygons must be lists [x1, y1, x2, y2, ...], got {segmentation!r:.60}")
+        return segmentation
+    if not isinstance(segmentation, dict):
+        raise DatasetError(f"{where}: segmentation must be polygons or an RLE, got {segmentation!r:.60}")
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not isinstance(size, list) or len(size) != 2:
+        raise DatasetError(f"{where}: RLE 'size' must be [height, width], got {size!r:.60}")
+    if not isinstance(counts, (str, list)):
+        raise DatasetError(f"{where}: RLE 'counts' must be a string or a list, got {counts!r:.60}")
+    return {"size": list(_size(*size, f"{where}: RLE")), "counts": counts}
+
+
+def _image_size(image: dict[str, Any], segmentation: list[list[Any]] | dict[str, Any], where: str) -> tuple[int, int]:
+    """(H, W) of an annotation: its image's height/width, or an RLE's own (checked) size."""
     if "height" in image and "width" in image:
-        return int(image["height"]), int(image["width"])
-    if isinstance(segmentation, dict) and "size" in segmentation:
+        return _size(image["height"], image["width"], f"{where}: its image's")
+    if isinstance(segmentation, dict):
         height, width = segmentation["size"]
-        return int(height), int(width)
-    raise DatasetError(f"{path}: image {image['id']!r} needs 'height' and 'width' to draw polygon annotations")
+        return height, width
+    raise DatasetError(f"{where}: image {image['id']!r} needs 'height' and 'width' to draw polygon annotations")
 
 
-def _decode(segmentation: list[list[float]] | dict[str, Any] | Path, height: int, width: int) -> np.ndarray:
+def _decode(segmentation: list[list[Any]] | dict[str, Any] | Path, height: int, width: int) -> np.ndarray:
     if isinstance(segmentation, Path):
         with Image.open(segmentation) as image:
             return np.asarray(image.convert("L")) > 0
     if isinstance(segmentation, list):
         # Polygons: one RLE per part, merged into one mask.
-        rles = mask_utils.frPyObjects([list(map(float, polygon)) for polygon in segmentation], height, width)
+        rles = mask_utils.frPyObjects([_polygon(polygon, height, width) for polygon in segmentation], height, width)
         return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-    if isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, *segmentation["size"])
+    if isinstance(segmentation["counts"], list):
+        rle = mask_utils.frPyObjects(_uncompressed_rle(segmentation), *segmentation["size"])
         return mask_utils.decode(rle).astype(bool)
     return coco_decode_rle(segmentation)
+
+
+def _polygon(polygon: list[Any], height: int, width: int) -> list[float]:
+    """[x1, y1, x2, y2, ...] as floats, checked for pycocotools.
+
+    pycocotools takes 4 numbers for a box, drops an odd last one, and walks
+    every pixel between vertices however far outside the image they lie.
+    """
+    if len(polygon) < 6 or len(polygon) % 2:
+        raise ValueError(f"a polygon needs 3 or more x, y pairs, got {len(polygon)} numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
+        raise ValueError(f"a polygon must be numbers, got {polygon!r:.60}")
+    # Comparisons, not float(): they hold for integers of any size and reject NaN.
+    inside_x = all(-width <= x <= 2 * width for x in polygon[0::2])
+    inside_y = all(-height <= y <= 2 * height for y in polygon[1::2])
+    if not (inside_x and inside_y):
+        raise ValueError(f"a polygon has a vertex far outside its {width}x{height} image (or NaN): {polygon!r:.60}")
+    return [float(v) for v in polygon]
+
+
+def _uncompressed_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """An RLE with counts as a list, checked: pycocotools casts them to uint32 unchecked."""
+    height, width = rle["size"]
+    counts = rle["counts"]
+    integers = all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+    if not integers or sum(counts) != height * width:
+        raise ValueError(f"RLE counts must be integers >= 0 adding up to {height} x {width} pixels, got {counts!r:.60}")
+    return rle

@@ -1,24 +1,38 @@
-"""Images from paths, URLs, PIL images and arrays, as (H, W, 3) uint8 RGB arrays."""
+"""Images from paths, URLs, file bytes, PIL images and arrays, as (H, W, 3) uint8 RGB arrays.
+
+An image file's width x height is checked against one limit (`DEFAULT_MAX_PIXELS`
+unless raised) from its header, before any pixel is decoded: `open_image_file`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import struct
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageTooLarge
 
 ImageSource = Union[str, os.PathLike, np.ndarray, Image.Image]
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest width x height read from a file by default: a 40-megapixel photo passes, a decompression bomb does not."""
+
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+"""What Pillow raises for bytes that are not a readable image (its own size check included, see `open_image_file`)."""
 
 _URL_SCHEMES = ("http://", "https://", "file://")
 _URL_TIMEOUT_S = 30
 
 
-def load_image(source: ImageSource, image_format: str = "RGB") -> np.ndarray:
+def load_image(source: ImageSource, image_format: str = "RGB", *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image as an (H, W, 3) uint8 RGB array.
 
     Args:
@@ -26,12 +40,16 @@ def load_image(source: ImageSource, image_format: str = "RGB") -> np.ndarray:
             (see `to_rgb_uint8` for the arrays accepted).
         image_format: Channel order of an array source, "RGB" or "BGR"
             (OpenCV's `cv2.imread` gives BGR). Files and PIL images are always RGB.
+        max_pixels: Largest width x height of a file or URL, checked from its header before
+            any pixel is decoded. Arrays and PIL images are the caller's own and are not checked.
 
     Raises:
         FileNotFoundError: The path does not exist.
-        ValueError: The file or URL is not a readable image, or the array is not an image.
+        ImageTooLarge: The file or URL has more than `max_pixels` pixels.
+        ValueError: The file or URL is not a readable image, the array is not an image, or `max_pixels` < 1.
         TypeError: `source` is none of the accepted kinds.
     """
+    _check_limit(max_pixels)
     if isinstance(source, np.ndarray):
         return to_rgb_uint8(source, image_format)
     if isinstance(source, Image.Image):
@@ -39,13 +57,63 @@ def load_image(source: ImageSource, image_format: str = "RGB") -> np.ndarray:
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if text.startswith(_URL_SCHEMES):
-            return _pil_to_rgb(_open_bytes(_fetch(text), text))
+            return load_image_bytes(_fetch(text), text, max_pixels=max_pixels)
         if not os.path.isfile(text):
             raise FileNotFoundError(f"image file not found: {text}")
         with open(text, "rb") as handle:
             data = handle.read()
-        return _pil_to_rgb(_open_bytes(data, text))
+        return load_image_bytes(data, text, max_pixels=max_pixels)
     raise TypeError(f"expected an image path, URL, PIL image or numpy array, got {type(source).__name__}")
+
+
+def load_image_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file's bytes as an (H, W, 3) uint8 RGB array, its size checked first (see `open_image_file`).
+
+    Args:
+        data: The file's bytes, from wherever they were read.
+        name: The file as the user knows it (path, URL), for errors.
+        max_pixels: Largest width x height decoded.
+
+    Raises:
+        ImageTooLarge: The header gives more than `max_pixels` pixels.
+        ValueError: Not a readable image, or `max_pixels` < 1.
+    """
+    _check_limit(max_pixels)
+    try:
+        image = open_image_file(data, name, max_pixels)
+    except ImageTooLarge:
+        raise  # already names the file and the fix
+    except DECODE_ERRORS as err:
+        raise ValueError(f"cannot read image {name}: {err}") from err
+    return _pil_to_rgb(image)
+
+
+def open_image_file(data: bytes, name: str, max_pixels: int, formats: Sequence[str] | None = None) -> Image.Image:
+    """Decode an image file, its width x height checked against `max_pixels` before any pixel is decoded.
+
+    `Image.open` would apply Pillow's own process-wide limit (`Image.MAX_IMAGE_PIXELS`:
+    a `DecompressionBombWarning` above it, an error at twice it) before the size could
+    be checked here, so the header is parsed by the format's reader directly and
+    `max_pixels` alone decides. Pillow's limit is left as it is for other code; a few
+    decoders (TIFF, GIF and MPO frames) check it again while loading, which matters only
+    for a `max_pixels` above it.
+
+    Args:
+        data: The file's bytes.
+        name: The file as the user knows it (path, URL, "upload"), for errors.
+        max_pixels: Largest width x height decoded.
+        formats: Pillow format names to accept ("PNG", "JPEG", ...); default all that Pillow reads.
+
+    Raises:
+        ImageTooLarge: The header gives more than `max_pixels` pixels.
+        UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError:
+            Not a readable image (`DECODE_ERRORS`).
+    """
+    image = _open_header(data, formats)
+    if image.width * image.height > max_pixels:
+        raise ImageTooLarge(name, image.size, max_pixels)
+    image.load()
+    return image
 
 
 def to_rgb_uint8(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
@@ -118,13 +186,31 @@ def _fetch(url: str) -> bytes:
         raise ValueError(f"cannot fetch image from {url}: {err}") from err
 
 
-def _open_bytes(data: bytes, name: str) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {name}: {err}") from err
-    return image
+def _check_limit(max_pixels: int) -> None:
+    # Before any decoding, where a ValueError would pass for an unreadable file.
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
+
+
+def _open_header(data: bytes, formats: Sequence[str] | None) -> ImageFile.ImageFile:
+    """The image in `data` with only its header parsed: `Image.open`'s format search without its size check."""
+    Image.init()
+    prefix = data[:16]
+    unsupported = []
+    for format_name in formats or Image.ID:
+        factory, accept = Image.OPEN[format_name.upper()]
+        try:
+            verdict = accept is None or accept(prefix)
+        except struct.error:  # a prefix shorter than the format's magic (a file of a few bytes)
+            continue
+        if isinstance(verdict, str):  # recognised, but this Pillow lacks the codec
+            unsupported.append(verdict)
+        elif verdict:
+            try:
+                return factory(io.BytesIO(data), "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # as Image.open does: another format may still claim these bytes
+    raise UnidentifiedImageError("; ".join(["cannot identify image file", *unsupported]))
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from ..atomic import temporary_path
+
 if TYPE_CHECKING:
     from ..results import Results
 
@@ -35,8 +37,9 @@ def write_mask_pngs(result: Results, directory: str | os.PathLike[str]) -> Path:
     """
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # mkdir (not tempfile.mkdtemp, which makes it 0o700) so the directory gets the usual umask permissions.
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+    # mkdir (not tempfile.mkdtemp, which makes it 0o700) so the directory gets the usual umask permissions;
+    # a name of `temporary_path`, so that the next run removes it if this process is killed.
+    tmp = temporary_path(target)
     tmp.mkdir()
     old = None
     try:

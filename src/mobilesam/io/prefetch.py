@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from .images import load_image
+from .images import DEFAULT_MAX_PIXELS, load_image
 from .sources import ImageJob
 
 Job = TypeVar("Job", bound=ImageJob)
@@ -17,13 +17,15 @@ Job = TypeVar("Job", bound=ImageJob)
 _POLL_S = 0.1
 
 
-def prefetch_images(jobs: Sequence[Job], depth: int = 2) -> Iterator[tuple[Job, np.ndarray | Exception]]:
+def prefetch_images(
+    jobs: Sequence[Job], depth: int = 2, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[tuple[Job, np.ndarray | Exception]]:
     """Yield (job, RGB image) in order, or (job, error) for an image that cannot be read.
 
     A reader thread stays at most `depth` images ahead (bounded memory). It
     stops when the consumer stops iterating, also on an exception or Ctrl-C.
-    Unexpected errors (not a missing or unreadable file) are raised in the
-    consumer, not swallowed.
+    Unexpected errors (not a missing, unreadable or too large file, see
+    `load_image` and its `max_pixels`) are raised in the consumer, not swallowed.
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
@@ -42,7 +44,7 @@ def prefetch_images(jobs: Sequence[Job], depth: int = 2) -> Iterator[tuple[Job, 
     def read_all() -> None:
         for job in jobs:
             try:
-                item: tuple = (job, load_image(job.path), None)
+                item: tuple = (job, load_image(job.path, max_pixels=max_pixels), None)
             except (OSError, ValueError) as err:
                 item = (job, err, None)
             except BaseException as err:  # re-raised in the consumer, so nothing is lost

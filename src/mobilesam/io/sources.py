@@ -24,9 +24,9 @@ import csv
 import glob
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -112,19 +112,28 @@ def _glob_root(pattern: str) -> Path:
 
 
 def _stems(paths: list[Path], root: Path) -> list[str]:
-    """Output names relative to `root`; where two differ only by suffix ("a.jpg", "a.png"), the suffix joins the name."""
-    stems = []
+    """Output names of `paths` relative to `root` (`unique_stems`); a path outside `root` is named by its file name."""
+    relatives = []
     for path in paths:
         try:
-            relative = path.resolve().relative_to(root.resolve())
+            relatives.append(path.resolve().relative_to(root.resolve()))
         except ValueError:
-            relative = Path(path.name)
-        stems.append(relative.with_suffix("").as_posix())
+            relatives.append(Path(path.name))
+    return unique_stems(relatives)
+
+
+def unique_stems(relatives: Sequence[PurePath]) -> list[str]:
+    """Output names of images from their paths relative to the source root: "/"-separated, without suffix.
+
+    Where two differ only by suffix ("a.jpg", "a.png"), the suffix joins the name ("a_jpg", "a_png").
+    """
+    stems = [relative.with_suffix("").as_posix() for relative in relatives]
     counts: dict[str, int] = {}
     for stem in stems:
         counts[stem] = counts.get(stem, 0) + 1
     return [
-        f"{stem}_{path.suffix.lstrip('.').lower()}" if counts[stem] > 1 else stem for stem, path in zip(stems, paths)
+        f"{stem}_{relative.suffix.lstrip('.').lower()}" if counts[stem] > 1 else stem
+        for stem, relative in zip(stems, relatives)
     ]
 
 
@@ -137,6 +146,7 @@ def read_prompts_file(path: str | os.PathLike[str]) -> list[ImageJob]:
 
     Raises:
         SourceError: Malformed file or prompt, with the entry or rows at fault.
+        FileNotFoundError: The file does not exist.
     """
     path = Path(path)
     try:
@@ -149,6 +159,9 @@ def read_prompts_file(path: str | os.PathLike[str]) -> list[ImageJob]:
         entries = _json_entries(text, path)
     objects_by_image: dict[Path, list[Prompt]] = {}
     for image, objects in entries:
+        # ".", "/" and "a/.." name folders, and would give outputs no name.
+        if Path(image).name in ("", ".."):
+            raise SourceError(f"{path}: image {image!r} names a folder, not an image file")
         image_path = Path(image) if Path(image).is_absolute() else path.parent / image
         objects_by_image.setdefault(image_path, []).extend(objects)
     if not objects_by_image:
@@ -162,7 +175,8 @@ def read_prompts_file(path: str | os.PathLike[str]) -> list[ImageJob]:
 def _json_entries(text: str, path: Path) -> Iterable[tuple[str, list[Prompt]]]:
     try:
         document = json.loads(text)
-    except json.JSONDecodeError as err:
+    # Besides JSONDecodeError: integers of over 4300 digits are a ValueError, deep nesting a RecursionError.
+    except (ValueError, RecursionError) as err:
         raise SourceError(f"{path}: not valid JSON: {err}") from err
     if isinstance(document, dict):
         document = [{"image": image, **_require_dict(entry, f"{path}: entry {image!r}")} for image, entry in document.items()]
@@ -233,20 +247,14 @@ def _prompt(points: Any, labels: Any, box: Any, where: str) -> Prompt:
 def _numbers(value: Any, where: str, name: str) -> np.ndarray:
     try:
         return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise SourceError(f"{where}: \"{name}\" must hold numbers, got {value!r:.60}") from err
 
 
 def _csv_entries(text: str, path: Path) -> Iterable[tuple[str, list[Prompt]]]:
-    reader = csv.DictReader(text.splitlines())
-    header = [name.strip() for name in reader.fieldnames or []]
-    if "image" not in header or set(header) - set(_CSV_COLUMNS):
-        raise SourceError(f"{path}: the header must hold \"image\" and any of {', '.join(_CSV_COLUMNS[1:])}; got {header}")
-    reader.fieldnames = header
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for line, row in enumerate(reader, start=2):
+    for line, values in _csv_rows(text, path):
         where = f"{path}: line {line}"
-        values = {k: (v or "").strip() for k, v in row.items() if k is not None}
         image = values.get("image", "")
         if not image:
             raise SourceError(f"{where}: no image")
@@ -270,6 +278,24 @@ def _csv_entries(text: str, path: Path) -> Iterable[tuple[str, list[Prompt]]]:
         prompt = _prompt(obj["points"] or None, obj["labels"] or None, obj["box"], f"{path}: {at}, object {name} of {image}")
         entries.append((image, [prompt]))
     return entries
+
+
+def _csv_rows(text: str, path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a CSV prompts file under a checked header: (line number, stripped cells by column)."""
+    reader = csv.DictReader(text.splitlines())
+    try:
+        header = [name.strip() for name in reader.fieldnames or []]
+        if "image" not in header or set(header) - set(_CSV_COLUMNS):
+            raise SourceError(
+                f"{path}: the header must hold \"image\" and any of {', '.join(_CSV_COLUMNS[1:])}; got {header}"
+            )
+        reader.fieldnames = header
+        # Cells beyond the header land under the key None; they are ignored.
+        return [
+            (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader
+        ]
+    except csv.Error as err:
+        raise SourceError(f"{path}: line {reader.line_num}: not readable as CSV: {err}") from err
 
 
 def _csv_numbers(cells: list[str], where: str, names: str) -> list[float]:

@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from ..backends import Backend
 from ..modeling import Sam
 from .schemas import (
+    ErrorBody,
     EverythingRequest,
     EverythingResponse,
     Health,
@@ -36,6 +39,16 @@ from .schemas import (
 from .service import InvalidRequest, PayloadTooLarge, SegmentationService, ServeSettings, ServiceError, UnsupportedMedia
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Every error status the API answers, each with the one error body; routes list theirs.
+_ERRORS = {
+    400: "The body could not be parsed (malformed JSON or multipart)",
+    401: "Missing or wrong API key (only when the service was started with --api-key)",
+    404: "The image is not in the cache (never uploaded, or evicted): upload it again",
+    413: "The file, the request or the image (pixels) is larger than the service's limit",
+    415: "Not an image, or not one of the decoded formats (PNG, JPEG, WebP, BMP, TIFF, GIF)",
+    422: "The request does not fit the schema, or the prompt does not fit the image or the model",
+    503: "The work queue is full: retry after the Retry-After header's seconds",
+}
 # Room for base64 (4/3) and multipart headers around a file of max_upload_bytes.
 _BODY_OVERHEAD = 64 * 1024
 
@@ -69,6 +82,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
     app.state.service = service
     app.state.settings, app.state.worker, app.state.cache, app.state.model = settings, service.worker, service.cache, model
     app.add_exception_handler(ServiceError, _error_response)
+    app.add_exception_handler(RequestValidationError, _validation_error_response)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -82,6 +96,11 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
 
     v1 = [Depends(check_api_key)] if settings.api_key is not None else []
 
+    def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        """The OpenAPI `responses` of a /v1 route: its error statuses, and 401 where a key is required."""
+        listed = (*statuses, 401) if settings.api_key is not None else statuses
+        return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in sorted(listed)}
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
@@ -93,7 +112,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
         """Liveness, with the state of the embedding cache and the work queue."""
         return service.health()
 
-    @app.get("/v1/models", response_model=ModelList, tags=["service"], dependencies=v1)
+    @app.get("/v1/models", response_model=ModelList, tags=["service"], dependencies=v1, responses=errors())
     async def models() -> ModelList:
         """The model this service runs."""
         return service.models()
@@ -103,7 +122,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
         response_model=ImageInfo,
         tags=["images"],
         dependencies=v1,
-        responses={413: {"description": "File or image too large"}, 415: {"description": "Not an image"}, 503: {"description": "Busy; retry"}},
+        responses=errors(400, 413, 415, 422, 503),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -120,7 +139,8 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
         """Upload an image and compute its embedding (once: the same image again is a cache hit).
 
         Send `multipart/form-data` with the file in a field named `file`, or
-        JSON `{"image": "<base64>", "content_type": "image/png"}`.
+        JSON `{"image": "<base64>", "content_type": "image/png"}`. The file's
+        type may be left out (or `application/octet-stream`): the bytes decide.
         """
         data, content_type = await _read_upload(request, settings.max_upload_bytes)
         return await service.upload(data, content_type)
@@ -131,7 +151,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
         response_model_exclude_none=True,
         tags=["images"],
         dependencies=v1,
-        responses={404: {"description": "Image not in the cache"}, 503: {"description": "Busy; retry"}},
+        responses=errors(400, 404, 422, 503),
     )
     async def segment(image_id: str, body: SegmentRequest) -> SegmentResponse:
         """Masks for one object from points, a box and/or a previous mask, on the cached embedding."""
@@ -142,7 +162,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
         response_model=EverythingResponse,
         tags=["images"],
         dependencies=v1,
-        responses={404: {"description": "Image not in the cache"}, 503: {"description": "Busy; retry"}},
+        responses=errors(400, 404, 422, 503),
     )
     async def everything(image_id: str, body: EverythingRequest | None = None) -> EverythingResponse:
         """Segment everything: a grid of point prompts, filtered and de-duplicated (COCO RLE masks)."""
@@ -156,6 +176,17 @@ async def _error_response(request: Request, err: ServiceError) -> JSONResponse:
     return JSONResponse({"detail": str(err)}, status_code=err.status_code, headers=err.headers)
 
 
+async def _validation_error_response(request: Request, err: RequestValidationError) -> JSONResponse:
+    """A body that does not fit the schema, in the one error shape: `{"detail": "where: what"}`.
+
+    A body that cannot be parsed at all (malformed JSON) is a 400, as the documentation says.
+    """
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    status = 400 if first.get("type") == "json_invalid" else 422
+    return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=status)
+
+
 async def _read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
     """The image file and its content type from a multipart or JSON body of at most about `max_bytes`.
 
@@ -163,6 +194,7 @@ async def _read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
         UnsupportedMedia: The body is neither multipart/form-data nor JSON.
         PayloadTooLarge: The body is larger than a file of `max_bytes` needs.
         InvalidRequest: The body does not hold an image file where it should.
+        HTTPException: 400: the body is cut short (the client hung up), or is not JSON or multipart at all.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("multipart/form-data", "application/json"):
@@ -193,6 +225,8 @@ def _json_upload(body: bytes) -> tuple[bytes, str]:
     try:
         upload = ImageUpload.model_validate_json(body)
     except ValidationError as err:
+        if err.errors()[0]["type"] == "json_invalid":  # not JSON at all: a 400, as on the other routes
+            raise HTTPException(400, f"the body is not valid JSON: {err.errors()[0]['msg']}") from err
         raise InvalidRequest(f"JSON upload must be {{\"image\": \"<base64>\", \"content_type\": \"image/...\"}}: {err.errors()[0]['msg']}") from err
     text, file_type = upload.image, upload.content_type
     if text.startswith("data:") and "," in text:
@@ -205,13 +239,21 @@ def _json_upload(body: bytes) -> tuple[bytes, str]:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it is known to exceed `limit` bytes."""
+    """The request body, refused as soon as it is known to exceed `limit` bytes.
+
+    A client that hangs up before the whole body has come gets the 400 that
+    FastAPI gives a JSON body cut short (sent to no one), not an exception
+    logged as a server error.
+    """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request has {int(declared):,} bytes; the limit is {limit:,}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the request exceeds {limit:,} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the request exceeds {limit:,} bytes")
+    except ClientDisconnect:
+        raise HTTPException(400, f"the client hung up after {len(body):,} bytes of the body") from None
     return bytes(body)

@@ -9,10 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 
 
+class ErrorBody(BaseModel):
+    """Every error answer: one line saying what was wrong and what to do."""
+
+    detail: str = Field(description="What was wrong with the request, or why the service cannot answer it now.")
+
+
 class ImageUpload(BaseModel):
     """An image sent as JSON instead of a multipart upload."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: the schema says integer or boolean, so false is no 0 and "1" no 1.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     image: str = Field(description="The image file (PNG, JPEG, WebP, BMP, TIFF, GIF), base64-encoded; a data: URL prefix is allowed.")
     content_type: str = Field("image/png", description="MIME type of the file; must be an image/* type.")
@@ -31,7 +38,8 @@ class ImageInfo(BaseModel):
 class SegmentRequest(BaseModel):
     """Prompts for one object, in pixels of the original image (XY)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: the schema says integer or boolean, so false is no 0 and "1" no 1.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     points: list[list[float]] | None = Field(None, description="(N, 2) XY points.", examples=[[[120, 80]]])
     labels: list[float] | None = Field(None, description="(N,) 1 foreground, 0 background; default all 1.", examples=[[1]])
@@ -76,7 +84,8 @@ class SegmentResponse(BaseModel):
 class EverythingRequest(BaseModel):
     """Options of the automatic mask generator (`SamAutomaticMaskGenerator`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: the schema says integer or boolean, so false is no 0 and "1" no 1.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     points_per_side: int = Field(_DEFAULTS.points_per_side, ge=1, le=128, description="Grid of points per image side.")
     points_per_batch: int = Field(_DEFAULTS.points_per_batch, ge=1, le=1024)
@@ -140,3 +149,4 @@ class Health(BaseModel):
     embeddings_computed: int
     queue_waiting: int
     queue_size: int
+    everything_waiting: int = Field(description="Segment-everything requests waiting on their own lane (clicks never wait for them).")

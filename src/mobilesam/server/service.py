@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..automatic import SamAutomaticMaskGenerator
 from ..backends import Backend, TorchBackend
 from ..embedding import ImageEmbedding
-from ..errors import MobileSamError
-from ..io.images import load_image, pixels_digest
+from ..errors import ImageTooLarge, MobileSamError
+from ..io.images import DECODE_ERRORS, DEFAULT_MAX_PIXELS, load_image, open_image_file, pixels_digest
 from ..masks import encode_masks
 from ..modeling import Sam
 from ..predictor import SamPredictor
@@ -134,7 +134,7 @@ class ServeSettings:
     checkpoint: str = "random weights"
     cache_bytes: int = 512 * _MIB
     max_upload_bytes: int = 20 * _MIB
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     queue_size: int = 16
     worker_threads: int = 1
     retry_after_s: int = 1
@@ -180,14 +180,12 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         PayloadTooLarge: It has more than `max_pixels` pixels.
     """
     try:
-        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise PayloadTooLarge(f"the image has {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
-        image.load()
+        image = open_image_file(data, "upload", max_pixels, IMAGE_FORMATS)
+    except ImageTooLarge as err:
+        raise PayloadTooLarge(f"the image has {err.width}x{err.height} = {err.pixels:,} pixels; the limit is {max_pixels:,}") from err
     except Image.DecompressionBombError as err:
         raise PayloadTooLarge(f"the image has too many pixels: {err}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except DECODE_ERRORS as err:
         raise UnsupportedMedia(f"not a readable image ({', '.join(IMAGE_FORMATS)}): {err}") from err
     return load_image(image)
 
@@ -213,11 +211,15 @@ class SegmentationService:
         # of the transformer that it keeps for the last embedding.
         self.backend = TorchBackend(model) if backend is None else backend
         self.worker = ModelWorker(self.settings.queue_size, self.settings.worker_threads)
+        # Segment everything takes seconds: on a lane of its own, it never holds up the clicks
+        # and uploads queued behind it (they share the cores meanwhile, and stay interactive).
+        self.everything_worker = ModelWorker(self.settings.queue_size, 1)
         self.cache: SingleFlightLRU[CachedImage] = SingleFlightLRU(self.settings.cache_bytes, lambda image: image.nbytes)
 
     def close(self) -> None:
         """Finish the queued model work and stop the worker threads."""
         self.worker.close()
+        self.everything_worker.close()
 
     def health(self) -> Health:
         """Liveness, with the state of the embedding cache and the work queue."""
@@ -233,6 +235,7 @@ class SegmentationService:
             embeddings_computed=stats.computations,
             queue_waiting=self.worker.waiting(),
             queue_size=self.worker.queue_size,
+            everything_waiting=self.everything_worker.waiting(),
         )
 
     def models(self) -> ModelList:
@@ -265,7 +268,7 @@ class SegmentationService:
 
         Args:
             data: The image file.
-            content_type: Its MIME type; must be image/*.
+            content_type: Its MIME type: image/*, or empty or application/octet-stream to let the bytes decide.
 
         Raises:
             UnsupportedMedia: Not an image type, or not a readable image.
@@ -273,8 +276,10 @@ class SegmentationService:
             ServiceBusy: The work queue is full.
         """
         started = time.perf_counter()
-        if not content_type.lower().startswith("image/"):
-            raise UnsupportedMedia(f"only images are accepted, got content type {content_type or 'none'!r}")
+        declared = content_type.lower()
+        # A file sent without a type (or as generic bytes) is what its bytes are: decoding decides.
+        if declared not in ("", "application/octet-stream") and not declared.startswith("image/"):
+            raise UnsupportedMedia(f"only images are accepted, got content type {content_type!r}")
         if len(data) > self.settings.max_upload_bytes:
             raise PayloadTooLarge(f"the image file has {len(data):,} bytes; the limit is {self.settings.max_upload_bytes:,}")
         rgb = await asyncio.to_thread(decode_image, data, self.settings.max_pixels)
@@ -327,13 +332,13 @@ class SegmentationService:
             generator = SamAutomaticMaskGenerator(self.model, output_mode="coco_rle", backend=self.backend, **options)
         except ValueError as err:
             raise InvalidRequest(str(err)) from err
-        records = await self._result(self._submit(_everything, generator, image))
+        records = await self._result(self._submit(_everything, generator, image, worker=self.everything_worker))
         h, w = image.original_size
         return EverythingResponse(image_id=image_id, width=w, height=h, masks=records, milliseconds=_ms_since(started))
 
-    def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+    def _submit(self, fn: Callable[..., T], *args: Any, worker: ModelWorker | None = None) -> Future[T]:
         try:
-            return self.worker.submit(fn, *args)
+            return (worker or self.worker).submit(fn, *args)
         except WorkerBusy as err:
             raise ServiceBusy(str(err), self.settings.retry_after_s) from err
 

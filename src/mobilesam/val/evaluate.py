@@ -2,9 +2,9 @@
 
 Each image is embedded once per model; every protocol, and the automatic
 generator of ``everything``, runs on that embedding. An image whose file is
-missing or unreadable, or whose annotations do not fit it, is skipped and
-listed in the report (`ValReport.skipped_images`; the command line prints
-them); evaluation fails only when no image is left.
+missing, unreadable or over `max_pixels`, or whose annotations do not fit it,
+is skipped and listed in the report (`ValReport.skipped_images`; the command
+line prints them); evaluation fails only when no image is left.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..automatic import GENERATOR_DEFAULTS, SamAutomaticMaskGenerator
 from ..io.datasets import Dataset, ImageAnnotations, load_dataset
-from ..io.images import load_image
+from ..io.images import DEFAULT_MAX_PIXELS, load_image
 from ..modeling import Sam
 from ..predictor import SamPredictor
 from ..registry import detect_model_name, load_sam
@@ -47,6 +47,7 @@ def evaluate(
     stability_score_thresh: float = GENERATOR_DEFAULTS.stability_score_thresh,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ValReport:
     """Measure how well a model segments the objects of a labeled dataset.
 
@@ -66,6 +67,8 @@ def evaluate(
         stability_score_thresh: ``everything``: keep generated masks at least this stable.
         device: Where models given by name or path run.
         progress: Show a progress bar on stderr.
+        max_pixels: Largest width x height of an image file, checked before it is decoded;
+            a larger image is skipped and listed in the report.
 
     Returns:
         The report; `ValReport.save` writes it.
@@ -78,6 +81,8 @@ def evaluate(
     parsed = parse_protocols(protocols)
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be at least 1, got {max_images}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
     if isinstance(data, Dataset):
         if images is not None:
             raise ValueError("a Dataset already knows its images folder; leave `images` out")
@@ -98,7 +103,7 @@ def evaluate(
             if evaluated is not None:
                 evaluated.add_generator(points_per_side, pred_iou_thresh, stability_score_thresh)
 
-    run = _Run(parsed, seed)
+    run = _Run(parsed, seed, max_pixels)
     with tqdm(total=len(selected), unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for image_index, entry in enumerate(selected):
             run.image(image_index, entry, student, reference)
@@ -154,6 +159,7 @@ class _Run:
 
     protocols: list[Protocol]
     seed: int
+    max_pixels: int
     scores: dict[str, list[InstanceScore]] = field(init=False)
     max_clicks: int = field(init=False)
     instances: int = 0
@@ -168,7 +174,7 @@ class _Run:
     def image(self, image_index: int, entry: ImageAnnotations, student: _Model, teacher: _Model | None) -> None:
         """Score every instance of one image under every protocol."""
         try:
-            image = load_image(entry.path)
+            image = load_image(entry.path, max_pixels=self.max_pixels)
             gts = _ground_truth(entry, image.shape[:2])
         except (OSError, ValueError) as err:
             logger.info("skipped %s: %s", entry.path, err)

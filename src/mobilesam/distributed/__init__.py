@@ -1,0 +1,17 @@
+"""Ray Data labeling: `mobilesam predict/everything --ray`, the same jobs and writers, one model per actor.
+
+`label` is the entry point. The driver lists the images (paths or URIs, never
+pixels) and skips those done; Ray Data feeds them in small blocks to a pool of
+actors, each of which loads the model once (`worker.Labeler`), reads its
+images, segments them with the task the local run uses (`mobilesam.tasks`)
+and writes their outputs with the local run's writers. Ray is imported only
+when a run starts: pip install 'mobilesam[ray]'.
+"""
+
+from __future__ import annotations
+
+from .refs import ImageRef, find_images
+from .run import RaySummary, label
+from .worker import Labeler, ModelSpec
+
+__all__ = ["ImageRef", "Labeler", "ModelSpec", "RaySummary", "find_images", "label"]
