@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, temporary_path, write_text_atomic
 from ..io.samples import calibration_photos
 from ..runtime.layout import ENCODER_FILE, METADATA_FILE, QUANTIZED_ENCODER_FILES, check_quantization, find_graphs
 from ..runtime.onnxruntime import OnnxRuntimeSessions
@@ -103,7 +102,7 @@ def quantize_static_int8(source: Path, target: Path, inputs: list[np.ndarray]) -
         subset_size=len(inputs),
     )
     # An IR is two files; both are written aside, and the .xml (what readers look for) is moved in last.
-    scratch = target.parent / f".{target.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    scratch = temporary_path(target)
     try:
         scratch.mkdir()
         ov.save_model(quantized, scratch / target.name)
