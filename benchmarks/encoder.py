@@ -8,9 +8,10 @@ backends (onnx*, openvino*) use `--onnx-dir` (a `mobilesam export` of the same
 checkpoint) or the export cache, which makes what is missing on first use,
 untimed (openvino-int8's NNCF calibration takes about a minute). Runs are interleaved
 (reference, then each backend, repeated) after a warm-up and the median is
-shown; accuracy is over the four test photos: the largest embedding
-difference and the share of mask pixels (4 prompts per photo, multimask)
-that agree with fp32 torch masks on the reference embedding.
+shown, timed on the astronaut photo. Accuracy is `mobilesam.fidelity`'s
+protocol, the one `auto` and `half` choose by: the largest embedding
+difference, the share of mask pixels equal to fp32 torch's and the lowest
+IoU of one mask with its fp32 twin, the engine run end to end.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from mobilesam import load_sam
 from mobilesam.backends import BACKENDS, auto_backend_name, make_backend
 from mobilesam.backends.auto import runs_well_here
 from mobilesam.bench import bench_encoder, format_table, machine_summary, probe_name
+from mobilesam.cpu import cpu_info
+from mobilesam.fidelity import PROTOCOL, protocol_images
 from mobilesam.probe import peak_rss_mib, peak_rss_of
 from mobilesam.registry import detect_model_name
 from mobilesam.weights import save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from images import sample_images  # noqa: E402
 from reference import mobile_sam, paired_models, sync_reference  # noqa: E402
 
 
@@ -65,7 +67,7 @@ def main() -> int:
     args = parse_args(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
         ours, reference, checkpoint, backends = setup(args, Path(tmp))
-        images = list(sample_images().values())
+        images = list(protocol_images().values())
         rows = bench_encoder(ours, reference.image_encoder, backends, images, args.repeats)
         if not args.no_rss:
             reference_probe = [sys.executable, str(Path(__file__).with_name("reference_rss.py")), str(checkpoint), str(args.threads)]
@@ -81,7 +83,8 @@ def main() -> int:
         f"encoder, 1024x1024 input, median of {args.repeats} "
         "(peak RSS: one image + one click, fresh process; onnx/openvino rows through OnnxPredictor, without torch)"
     )
-    print(f"auto picks {auto_backend_name()} here\n")
+    print(f"mask agreement: {PROTOCOL}")
+    print(f"auto picks {auto_backend_name()} here, auto with half=True {auto_backend_name(half=True)} (CPU class {cpu_info().cpu_class})\n")
     print(format_table(rows))
     return 0
 

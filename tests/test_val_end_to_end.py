@@ -16,7 +16,7 @@ from images import sample_images
 from mobilesam import SamPredictor, build_sam, load_sam
 from mobilesam.cli import app
 from mobilesam.val import ValReport, evaluate
-from mobilesam.val.metrics import mask_iou
+from mobilesam.masks import mask_iou
 from mobilesam.val.plot import plot_clicks
 from mobilesam.weights import save_checkpoint
 from reference import randomize

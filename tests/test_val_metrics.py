@@ -9,7 +9,8 @@ from images import sample_images
 from mobilesam import SamPredictor, build_sam
 from mobilesam.val import parse_protocols
 from mobilesam.val.clicks import farthest_point, next_click, replay_clicks, simulate_clicks
-from mobilesam.val.metrics import InstanceScore, encode_mask, mask_iou, match_masks, rle_iou, size_bucket, summarize
+from mobilesam.masks import mask_iou
+from mobilesam.val.metrics import InstanceScore, encode_mask, match_masks, rle_iou, size_bucket, summarize
 from mobilesam.val.protocols import Protocol, jitter_box, mask_box, parse_protocol
 from reference import randomize
 

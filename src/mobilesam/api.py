@@ -29,8 +29,10 @@ class SAM:
             or a model name ("vit_t", ...) for random weights.
         device: Torch device; default CPU.
         backend: What embeds and decodes: "auto" (the fastest engine on this machine whose
-            masks agree with fp32 on at least 99.5% of pixels; `info()` names it), or a name
-            of `mobilesam.backends.BACKENDS` ("torch" gives the reference's numerics exactly).
+            masks reproduce fp32's, `fidelity.FAITHFUL`; `info()` names it), or a name of
+            `mobilesam.backends.BACKENDS` ("torch" gives the reference's numerics exactly).
+        half: Reduced precision, as in Ultralytics: with "auto", the fastest bf16/int8 engine
+            measured within `fidelity.REDUCED` on this CPU class (`predict(half=...)` switches too).
 
     Example:
         >>> model = SAM("mobile_sam.pt")
@@ -40,10 +42,19 @@ class SAM:
     """
 
     def __init__(
-        self, model: str | os.PathLike[str] = "mobile_sam.pt", device: str | torch.device = "cpu", backend: str = "auto"
+        self,
+        model: str | os.PathLike[str] = "mobile_sam.pt",
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+        half: bool = False,
     ) -> None:
         self.model: Sam = load_sam(model, device=device)
-        self.backend = make_backend(backend, self.model)
+        self._backend_name = backend
+        self._use_backend(half)
+
+    def _use_backend(self, half: bool) -> None:
+        self.half = half
+        self.backend = make_backend(self._backend_name, self.model, half=half)
         self.predictor = SamPredictor(self.model, self.backend)
         # The last image's pixel digest and embedding: asking again about it skips the encoder.
         self._kept: tuple[str, ImageEmbedding[torch.Tensor]] | None = None
@@ -60,6 +71,7 @@ class SAM:
         multimask_output: bool = False,
         image_format: str = "RGB",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        half: bool | None = None,
         **generator_options: Any,
     ) -> list[Results]:
         """Segment the objects the prompts point at.
@@ -76,6 +88,8 @@ class SAM:
             image_format: "RGB" or "BGR" for array sources (cv2.imread gives BGR).
             max_pixels: Largest width x height of an image file or URL, checked before it is
                 decoded (`mobilesam.errors.ImageTooLarge` above it); arrays and PIL images are not checked.
+            half: Switch to reduced precision (True) or back to the faithful default (False)
+                for this and later calls, as `SAM(half=...)`; None keeps the current choice.
             **generator_options: With no prompt at all the whole image is
                 segmented ("segment everything"); these go to
                 `SamAutomaticMaskGenerator` (points_per_side, pred_iou_thresh, ...).
@@ -83,6 +97,8 @@ class SAM:
         Returns:
             One `Results` per image.
         """
+        if half is not None and half != self.half:
+            self._use_backend(half)
         sources = list(source) if isinstance(source, (list, tuple)) else [source]
         if points is None and bboxes is None:
             if labels is not None:
@@ -153,7 +169,7 @@ class SAM:
         }
         if verbose:
             print(", ".join(f"{name} {count:,}" for name, count in counts.items()) + " parameters")
-            print(f"backend {self.backend.name}: {self.backend.spec.summary}")
+            print(f"backend {self.backend.spec.label}: {self.backend.spec.summary}")
         return counts
 
 

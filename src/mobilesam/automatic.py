@@ -123,8 +123,9 @@ class SamAutomaticMaskGenerator:
         point_grids: Explicit (N, 2) grids in [0, 1] per crop layer.
         min_mask_region_area: If > 0, fill holes and remove islands smaller than this many pixels.
         output_mode: "binary_mask", "uncompressed_rle" or "coco_rle".
-        backend: What embeds the crops and decodes the prompt batches
-            (`mobilesam.backends`); default eager torch.
+        backend: What embeds the crops and decodes the prompt batches: a `mobilesam.backends`
+            backend or its name; default "auto", the fastest engine here whose masks reproduce
+            fp32's ("torch" gives the reference's bits).
     """
 
     def __init__(
@@ -144,7 +145,7 @@ class SamAutomaticMaskGenerator:
         min_mask_region_area: int = GENERATOR_DEFAULTS.min_mask_region_area,
         output_mode: OutputMode = "binary_mask",
         *,
-        backend: Backend | None = None,
+        backend: Backend | str = "auto",
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")

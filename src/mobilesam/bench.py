@@ -19,11 +19,10 @@ import torch
 
 from .backends import Backend, TorchBackend, make_backend
 from .cpu import cpu_info
-from .embedding import ImageEmbedding
+from .fidelity import Agreement, engine_agreement
 from .modeling import Sam
 from .predictor import SamPredictor
 from .probe import demo_image, demo_prompts, peak_rss_mib
-from .transforms import get_preprocess_shape
 
 # The first row of `mobilesam bench`'s tables.
 BASELINE = "torch eager"
@@ -37,7 +36,7 @@ class Row:
     encoder_ms: float | None = None
     encoder_ratio: float | None = None
     embedding_error: float | None = None
-    mask_agreement: float | None = None
+    agreement: Agreement | None = None
     decoder_ms: float | None = None
     decoder_ratio: float | None = None
     peak_rss_mib: float | None = None
@@ -67,11 +66,11 @@ def bench_encoder(
 ) -> list[Row]:
     """Encoder time on `images[0]` and accuracy on every image, per backend against `baseline`.
 
-    Accuracy: the largest absolute embedding difference, and the fraction of
-    mask pixels that agree with the fp32 torch decoder on the baseline's
-    embedding, over `demo_prompts` on every image (multimask output).
+    Accuracy: the largest absolute embedding difference from `baseline`'s, and
+    the agreement of the engine's masks with eager fp32 torch's by `fidelity`'s
+    protocol on `images` (`fidelity.engine_agreement`).
     """
-    predictor = SamPredictor(model)
+    predictor = SamPredictor(model, backend="torch")
     inputs = [model.preprocess(_model_input(predictor, image)) for image in images]
     with torch.inference_mode():
         calls = {"baseline": lambda: baseline(inputs[0])}
@@ -79,24 +78,19 @@ def bench_encoder(
         seconds = median_seconds(calls, repeats)
         rows = [Row(baseline_name, encoder_ms=1000 * seconds["baseline"], encoder_ratio=1.0)]
         expected = [baseline(x) for x in inputs]
-        for backend in backends:
-            errors, agree, total = [], 0, 0
-            for image, x, want in zip(images, inputs, expected):
-                got = backend.embed(x)
-                errors.append((got - want).abs().max().item())
-                for prompt in demo_prompts(*image.shape[:2]):
-                    a, b = _masks(predictor, want, image, prompt), _masks(predictor, got, image, prompt)
-                    agree, total = agree + int((a == b).sum()), total + a.size
-            ms = 1000 * seconds[backend.name]
-            rows.append(
-                Row(
-                    backend.name,
-                    encoder_ms=ms,
-                    encoder_ratio=rows[0].encoder_ms / ms,
-                    embedding_error=max(errors),
-                    mask_agreement=agree / total,
-                )
+        errors = {b.name: max((b.embed(x) - want).abs().max().item() for x, want in zip(inputs, expected)) for b in backends}
+    named_images = {str(index): image for index, image in enumerate(images)}
+    for backend in backends:
+        ms = 1000 * seconds[backend.name]
+        rows.append(
+            Row(
+                backend.name,
+                encoder_ms=ms,
+                encoder_ratio=rows[0].encoder_ms / ms,
+                embedding_error=errors[backend.name],
+                agreement=engine_agreement(model, backend, named_images),
             )
+        )
     return rows
 
 
@@ -114,7 +108,7 @@ def bench_decoder(
     the same click through `SamPredictor` on the torch embedding of `image`.
     """
     prompt = demo_prompts(*image.shape[:2])[0]
-    embedding_source = SamPredictor(model)
+    embedding_source = SamPredictor(model, backend="torch")
     embedding_source.set_image(image)
     kept = embedding_source.embedding
     calls = {"baseline": lambda: [baseline() for _ in range(prompts_per_round)]}
@@ -151,7 +145,7 @@ def run_benchmark(
     backends = [make_backend(name, model, onnx_dir=onnx_dir, threads=threads) for name in backend_names]
     image = demo_image() if image is None else image
     rows = bench_encoder(model, TorchBackend(model).embed, backends, [image], repeats, baseline_name=BASELINE)
-    baseline_predictor = SamPredictor(model)
+    baseline_predictor = SamPredictor(model, backend="torch")
     baseline_predictor.set_image(image)
     prompt = demo_prompts(*image.shape[:2])[0]
     decoder_ms = bench_decoder(model, lambda: baseline_predictor.predict(**prompt), backends, image, repeats)
@@ -181,15 +175,19 @@ def machine_summary() -> str:
 
 def format_table(rows: list[Row]) -> str:
     """A markdown table of `rows`; blanks where a figure was not measured."""
-    header = "| backend | encoder ms | × ref | max abs Δ embedding | mask agreement | decoder ms/prompt | × ref | peak RSS MiB |"
-    lines = [header, "|" + "---|" * 8]
+    header = (
+        "| backend | encoder ms | × ref | max abs Δ embedding | masks = fp32 | lowest mask IoU "
+        "| decoder ms/prompt | × ref | peak RSS MiB |"
+    )
+    lines = [header, "|" + "---|" * 9]
     for r in rows:
         cells = [
             r.name,
             _fmt(r.encoder_ms, "{:.0f}"),
             _fmt(r.encoder_ratio, "{:.2f}"),
             _fmt(r.embedding_error, "{:.1e}"),
-            _fmt(None if r.mask_agreement is None else 100 * r.mask_agreement, "{:.2f}%"),
+            _fmt(None if r.agreement is None else 100 * r.agreement.pixels_equal, "{:.2f}%"),
+            _fmt(None if r.agreement is None else r.agreement.min_iou, "{:.4f}"),
             _fmt(r.decoder_ms, "{:.1f}"),
             _fmt(r.decoder_ratio, "{:.2f}"),
             _fmt(r.peak_rss_mib, "{:.0f}"),
@@ -211,10 +209,3 @@ def _model_input(predictor: SamPredictor, image: np.ndarray) -> torch.Tensor:
     """(1, 3, h, w) resized, not normalised: what `set_torch_image` takes."""
     resized = predictor.transform.apply_image(image)
     return torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None]
-
-
-def _masks(predictor: SamPredictor, embedding: torch.Tensor, image: np.ndarray, prompt: dict) -> np.ndarray:
-    predictor.set_embedding(
-        ImageEmbedding(embedding, image.shape[:2], get_preprocess_shape(*image.shape[:2], predictor.model.img_size))
-    )
-    return predictor.predict(**prompt)[0]

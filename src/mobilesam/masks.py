@@ -24,6 +24,14 @@ import torch
 from pycocotools import mask as mask_utils
 
 
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of two (H, W) bool masks; 1.0 when both are empty."""
+    union = np.count_nonzero(pred | gt)
+    if union == 0:
+        return 1.0
+    return np.count_nonzero(pred & gt) / union
+
+
 def calculate_stability_score(mask_logits: torch.Tensor, mask_threshold: float, threshold_offset: float) -> torch.Tensor:
     """IoU between the masks cut at `threshold + offset` and at `threshold - offset`, over the last two axes.
 

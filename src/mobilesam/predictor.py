@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import Backend, TorchBackend
+from .backends import Backend, make_backend
+from .backends.base import tensors_stamp
 from .embedding import ImageEmbedding
 from .image_state import CurrentImage
 from .io.images import to_rgb_uint8
@@ -26,13 +27,19 @@ class SamPredictor(CurrentImage[torch.Tensor]):
 
     Args:
         sam_model: The model; it stays in whatever mode and on whatever device it is.
-        backend: What runs the encoder and decoder (`mobilesam.backends`);
-            default the model's own modules in eager torch.
+        backend: What runs the encoder and decoder: a `mobilesam.backends` backend or its
+            name. Default "auto": the fastest engine on this machine whose masks reproduce
+            fp32's (`fidelity.FAITHFUL`; a graph engine exports the model on first use).
+            "torch" runs the model's own modules in eager fp32: the reference's bits. The
+            other engines run a copy of the encoder; one made here from a name is made
+            again when the model's weights change (a backend object given is used as it is).
     """
 
-    def __init__(self, sam_model: Sam, backend: Backend | None = None) -> None:
+    def __init__(self, sam_model: Sam, backend: Backend | str = "auto") -> None:
         self.model = sam_model
-        self.backend = TorchBackend(sam_model) if backend is None else backend
+        self._backend_name = backend if isinstance(backend, str) else None
+        self._weights_stamp = tensors_stamp(self._weights())
+        self.backend = make_backend(backend, sam_model) if isinstance(backend, str) else backend
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         super().__init__()
 
@@ -71,8 +78,19 @@ class SamPredictor(CurrentImage[torch.Tensor]):
         shape = tuple(transformed_image.shape)
         if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
             raise ValueError(f"set_torch_image expects a (1, 3, H, W) image whose long side is {size}, got {shape}")
-        features = self.backend.embed(self.model.preprocess(transformed_image))
+        features = self._current_backend().embed(self.model.preprocess(transformed_image))
         return ImageEmbedding(features, (original_image_size[0], original_image_size[1]), (shape[2], shape[3]))
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    def _current_backend(self) -> Backend:
+        """The backend, made again from its name if it runs a copy of weights that have changed since."""
+        stamp = tensors_stamp(self._weights())
+        if self._backend_name is not None and stamp != self._weights_stamp and not self.backend.spec.reference_numerics:
+            self.backend = make_backend(self._backend_name, self.model)
+        self._weights_stamp = stamp
+        return self.backend
 
     def reset_image(self) -> None:
         """Forget the current image and the images of `set_image_batch`."""

@@ -31,9 +31,10 @@ Backends by name (`make_backend`):
   graphs (int8: an encoder NNCF calibrated on photos). `GraphBackend` runs
   them all; without a folder, the graphs are exported on first use and
   cached under $MOBILESAM_HOME/exports by the weights' hash.
-- ``auto``: the fastest of these, for this CPU, whose masks agree with fp32
-  on at least 99.5% of pixels and whose first image takes seconds, not a
-  minute (`auto_backend_name`).
+- ``auto``: the fastest of these on this CPU class whose masks reproduce
+  fp32's (`fidelity.FAITHFUL`) and whose first image takes seconds, not a
+  minute; with ``half=True``, the fastest bf16/int8 engine measured within
+  `fidelity.REDUCED` there (`auto_backend_name`, from `auto.MEASURED`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _EXPORTS = {
     "Candidates": ".base",
     "GraphBackend": ".graphs",
     "auto_backend_name": ".auto",
+    "resolve_backend_name": ".auto",
     "TorchBackend": ".torch",
     "TorchBf16Backend": ".torch",
     "TorchCompileBackend": ".torch",
@@ -65,7 +67,7 @@ __all__ = sorted([*_EXPORTS, "BACKENDS", "BACKEND_SPECS", "BackendSpec", "backen
 if TYPE_CHECKING:
     from ..modeling import Sam
     from .base import Backend, CandidateFilter, Candidates
-    from .auto import auto_backend_name
+    from .auto import auto_backend_name, resolve_backend_name
     from .graphs import GraphBackend
     from .torch import TorchBackend, TorchBf16Backend, TorchCompileBackend, TorchFastBackend, has_native_bf16
 
@@ -74,7 +76,12 @@ __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 
 def make_backend(
-    name: str, model: Sam, *, onnx_dir: str | os.PathLike[str] | None = None, threads: int | None = None
+    name: str,
+    model: Sam,
+    *,
+    onnx_dir: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    half: bool = False,
 ) -> Backend:
     """The backend called `name` for `model`.
 
@@ -85,17 +92,18 @@ def make_backend(
         onnx_dir: Folder written by `mobilesam export` for the graph backends (spec `needs_export`);
             None: the model's graphs are exported on first use and cached by its weights' hash.
         threads: Intra-op threads for onnxruntime and OpenVINO (torch uses `torch.set_num_threads`).
+        half: With "auto", reduced precision (Ultralytics' word): the fastest bf16/int8 engine
+            measured within `fidelity.REDUCED` on this CPU class; where none is, the faithful
+            pick, with a warning.
 
     Raises:
-        ValueError: Unknown name.
+        ValueError: Unknown name, or `half` with the name of an fp32 engine.
         FileNotFoundError: `onnx_dir` lacks the graph the backend needs.
         ImportError: The backend's runtime is not installed.
     """
-    if name == "auto":
-        from .auto import auto_backend_name
+    from .auto import resolve_backend_name
 
-        name = auto_backend_name(model.device, graphs_only=onnx_dir is not None)
-    spec = backend_spec(name)
+    spec = backend_spec(resolve_backend_name(name, model.device, graphs_only=onnx_dir is not None, half=half))
     if spec.needs_export:
         from .graphs import GraphBackend
 
@@ -103,7 +111,7 @@ def make_backend(
             from ..export.cache import cached_export
 
             onnx_dir = cached_export(model, spec.quantize)
-        return GraphBackend.from_export(onnx_dir, name, model, threads=threads)
+        return GraphBackend.from_export(onnx_dir, spec.name, model, threads=threads)
     from . import torch as torch_backends
 
     classes = {
@@ -112,4 +120,5 @@ def make_backend(
         "torch-bf16": torch_backends.TorchBf16Backend,
         "torch-compile": torch_backends.TorchCompileBackend,
     }
-    return classes[name](model)
+    return classes[spec.name](model)
+

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,3 +88,16 @@ class Backend(ABC):
         low_res_logits, iou_predictions = self.decode(image_embeddings, point_coords[:, None], labels, None, None, True)
         kept = keep(iou_predictions)
         return Candidates(iou_predictions, kept, low_res_logits[kept])
+
+
+def tensors_stamp(tensors: Iterable[torch.Tensor]) -> tuple[int, ...] | None:
+    """Changes whenever one of `tensors` is written in place or replaced by another.
+
+    Version counters count in-place writes (`load_state_dict`, optimiser steps);
+    ids catch tensors swapped for others. None where a tensor has no version
+    counter (made in inference mode): nothing can be told then.
+    """
+    tensors = list(tensors)
+    if any(t.is_inference() for t in tensors):
+        return None
+    return tuple(v for t in tensors for v in (id(t), t._version))

@@ -12,7 +12,7 @@ from ..fast_decoder import upscaled_masks
 from ..fast_encoder import fast_encoder_copy
 from ..modeling import Sam
 from ..modeling.transformer import ImageTokens, fused_attention
-from .base import Backend, CandidateFilter, Candidates
+from .base import Backend, CandidateFilter, Candidates, tensors_stamp
 
 # Segment-everything's prompts run through the decoder this many at a time.
 # Small batches keep the per-prompt image tokens in cache and are several
@@ -136,17 +136,9 @@ class TorchBackend(Backend):
         return image
 
     def _stamp(self, image_embeddings: torch.Tensor) -> tuple[int, ...] | None:
-        """Changes whenever the embedding or a prompt-encoder/decoder tensor is written in place or replaced.
-
-        Version counters count in-place writes (`load_state_dict`, optimiser
-        steps); ids catch tensors swapped for others. None where a tensor has
-        no version counter (made in inference mode): nothing is kept then.
-        """
+        """Changes whenever the embedding or a prompt-encoder/decoder tensor is written in place or replaced."""
         modules = (self.model.prompt_encoder, self.model.mask_decoder)
-        tensors = [image_embeddings, *(t for m in modules for t in itertools.chain(m.parameters(), m.buffers()))]
-        if any(t.is_inference() for t in tensors):
-            return None
-        return tuple(v for t in tensors for v in (id(t), t._version))
+        return tensors_stamp([image_embeddings, *(t for m in modules for t in itertools.chain(m.parameters(), m.buffers()))])
 
 
 class FastTorchDecoding(TorchBackend):

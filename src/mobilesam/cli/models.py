@@ -8,6 +8,7 @@ import torch
 import typer
 
 from .. import weights
+from ..backends import BACKEND_SPECS
 from ..backends.auto import auto_backend_name
 from ..cpu import cpu_info
 from ..errors import MobileSamError
@@ -67,4 +68,7 @@ def info(checkpoint: Path = typer.Argument(..., help="A checkpoint file (.pt, .p
     typer.echo(f"model:      {model_name} ({get_config(model_name).description})")
     typer.echo(f"tensors:    {len(state_dict)}")
     typer.echo(f"parameters: {sum(t.numel() for t in state_dict.values()):,} values")
-    typer.echo(f"backend:    auto is {auto_backend_name()} on this machine ({cpu_info().describe()})")
+    cpu = cpu_info()
+    faithful, half = BACKEND_SPECS[auto_backend_name(cpu=cpu)], BACKEND_SPECS[auto_backend_name(cpu=cpu, half=True)]
+    typer.echo(f"backend:    auto is {faithful.label} on this machine ({cpu.describe()}; class {cpu.cpu_class})")
+    typer.echo(f"            auto with --half is {half.label}")

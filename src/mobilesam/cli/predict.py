@@ -16,12 +16,14 @@ from ..tasks import EverythingTask, PromptTask, job_segmenter
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
+    HALF_OPTION,
     MAX_PIXELS_OPTION,
     MODEL_OPTION,
     ONNX_DIR_OPTION,
     QUIET_OPTION,
     THREADS_OPTION,
     UsageError,
+    backend_with_half,
     choose_backend,
     fail,
     load_model,
@@ -60,6 +62,7 @@ def predict(
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = BACKEND_OPTION,
+    half: bool = HALF_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
     max_pixels: int = MAX_PIXELS_OPTION,
     ray: str | None = RAY_OPTION,
@@ -85,6 +88,7 @@ def predict(
         fail(err, code=2)
     except (OSError, ValueError) as err:
         fail(err)
+    backend = backend_with_half(backend, half, device, onnx_dir)
     _label(
         PromptTask(objects, multimask), jobs, out, formats, model=model, backend=backend, onnx_dir=onnx_dir, device=device,
         threads=threads, ray=ray, workers=workers, threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
@@ -109,6 +113,7 @@ def everything(
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = BACKEND_OPTION,
+    half: bool = HALF_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
     max_pixels: int = MAX_PIXELS_OPTION,
     ray: str | None = RAY_OPTION,
@@ -127,6 +132,7 @@ def everything(
         fail(err, code=2)
     except (OSError, ValueError) as err:
         fail(err)
+    backend = backend_with_half(backend, half, device, onnx_dir)
     options = GeneratorOptions(
         points_per_side=points_per_side,
         points_per_batch=points_per_batch,
@@ -176,7 +182,7 @@ def _label(
         segment = task.segmenter(sam, chosen)
     except ValueError as err:
         fail(err, code=2)
-    run_batch(jobs, job_segmenter(segment), out, formats, overwrite, quiet, chosen.name, max_pixels)
+    run_batch(jobs, job_segmenter(segment), out, formats, overwrite, quiet, chosen.spec.label, max_pixels)
 
 
 def _parse_formats(values: list[str]) -> list[str]:

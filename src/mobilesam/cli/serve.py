@@ -11,10 +11,12 @@ from ..registry import detect_model_name
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
+    HALF_OPTION,
     MAX_PIXELS_OPTION,
     MODEL_OPTION,
     ONNX_DIR_OPTION,
     THREADS_OPTION,
+    backend_with_half,
     check_backend_options,
     choose_backend,
     fail,
@@ -37,6 +39,7 @@ def serve(
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = BACKEND_OPTION,
+    half: bool = HALF_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
 ) -> None:
     """Run the HTTP service and the click-to-segment page (http://HOST:PORT/; API docs at /docs)."""
@@ -62,11 +65,12 @@ def serve(
     except ValueError as err:
         fail(err, code=2)
     check_backend_options(backend, onnx_dir)
+    backend = backend_with_half(backend, half, device, onnx_dir)
     sam = load_model(model, device, threads)
     settings = dataclasses.replace(settings, model_name=detect_model_name(sam.state_dict()))
     chosen = choose_backend(backend, sam, onnx_dir, threads)
     typer.echo(
-        f"mobilesam: {settings.model_name} on {sam.device}, backend {chosen.name}; "
+        f"mobilesam: {settings.model_name} on {sam.device}, backend {chosen.spec.label}; "
         f"page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs"
     )
     service = create_app(sam, settings, chosen)

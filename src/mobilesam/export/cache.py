@@ -60,7 +60,8 @@ def cached_export(model: Sam, quantize: str | None = None) -> Path:
     if not (folder / METADATA_FILE).is_file():
         _export_into(folder, model)
     if quantize is not None and not (folder / QUANTIZED_ENCODER_FILES[quantize]).is_file():
-        logger.info("quantising %s's encoder (%s), once", folder, quantize)
+        # A warning, so the one line shows without logging set up: the first use takes seconds to a minute.
+        logger.warning("quantising the encoder (%s) into %s, once; later runs reuse it", quantize, folder)
         write_quantized_encoder(folder, quantize)
     return folder
 
@@ -71,7 +72,7 @@ def _export_into(folder: Path, model: Sam) -> None:
     remove_dead_temporaries(folder.parent)
     scratch = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(scratch, ignore_errors=True)
-    logger.info("exporting the model's graphs to %s, once", folder)
+    logger.warning("exporting the model's graphs to %s, once; later runs reuse them", folder)
     try:
         export_onnx(model, scratch, model_name=detect_model_name(model.state_dict()))
         os.rename(scratch, folder)

@@ -53,14 +53,14 @@ _ERRORS = {
 _BODY_OVERHEAD = 64 * 1024
 
 
-def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backend | None = None) -> FastAPI:
+def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backend | str = "auto") -> FastAPI:
     """The service for one model.
 
     Args:
         model: The model, in eval mode on its device; only the worker threads run it.
         settings: Limits and sizes; the defaults suit a laptop.
         backend: What embeds uploads and decodes prompts and segment-everything
-            (any backend of `model`, `mobilesam.backends.make_backend`; default eager torch).
+            (a backend of `model` or its name; default "auto", the fastest faithful engine here).
 
     Returns:
         The FastAPI app; its worker stops when the app shuts down.

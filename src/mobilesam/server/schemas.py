@@ -142,6 +142,7 @@ class Health(BaseModel):
     status: Literal["ok"]
     model: str
     backend: str = Field(description="What embeds and decodes (`mobilesam.backends`), as `serve --backend auto` picked it.")
+    precision: Literal["fp32", "bf16", "int8"] = Field(description="What the backend's image encoder computes in.")
     cache_entries: int
     cache_bytes: int
     cache_max_bytes: int

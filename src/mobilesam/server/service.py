@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from ..automatic import SamAutomaticMaskGenerator
-from ..backends import Backend, TorchBackend
+from ..backends import Backend, make_backend
 from ..embedding import ImageEmbedding
 from ..errors import ImageTooLarge, MobileSamError
 from ..io.images import DECODE_ERRORS, DEFAULT_MAX_PIXELS, load_image, open_image_file, pixels_digest
@@ -201,15 +201,15 @@ class SegmentationService:
         model: The model, in eval mode on its device; only the worker threads run it.
         settings: Limits and sizes; the defaults suit a laptop.
         backend: What embeds uploads and decodes prompts and segment-everything
-            (any backend of `model`, `mobilesam.backends.make_backend`; default eager torch).
+            (a backend of `model` or its name; default "auto", the fastest faithful engine here).
     """
 
-    def __init__(self, model: Sam, settings: ServeSettings | None = None, backend: Backend | None = None) -> None:
+    def __init__(self, model: Sam, settings: ServeSettings | None = None, backend: Backend | str = "auto") -> None:
         self.model = model
         self.settings = settings or ServeSettings()
         # One backend for every request: clicks on one image reuse the image side
         # of the transformer that it keeps for the last embedding.
-        self.backend = TorchBackend(model) if backend is None else backend
+        self.backend = make_backend(backend, model) if isinstance(backend, str) else backend
         self.worker = ModelWorker(self.settings.queue_size, self.settings.worker_threads)
         # Segment everything takes seconds: on a lane of its own, it never holds up the clicks
         # and uploads queued behind it (they share the cores meanwhile, and stay interactive).
@@ -228,6 +228,7 @@ class SegmentationService:
             status="ok",
             model=self.settings.model_name,
             backend=self.backend.name,
+            precision=self.backend.spec.precision,
             cache_entries=stats.entries,
             cache_bytes=stats.bytes,
             cache_max_bytes=stats.max_bytes,

@@ -22,11 +22,12 @@ from tqdm import tqdm
 from ..automatic import GENERATOR_DEFAULTS, SamAutomaticMaskGenerator
 from ..io.datasets import Dataset, ImageAnnotations, load_dataset
 from ..io.images import DEFAULT_MAX_PIXELS, load_image
+from ..masks import mask_iou
 from ..modeling import Sam
 from ..predictor import SamPredictor
 from ..registry import detect_model_name, load_sam
 from .clicks import replay_clicks, simulate_clicks
-from .metrics import InstanceScore, encode_mask, mask_iou, match_masks, rle_iou, summarize
+from .metrics import InstanceScore, encode_mask, match_masks, rle_iou, summarize
 from .protocols import Protocol, jitter_box, mask_box, parse_protocols
 from .report import ValReport
 

@@ -38,14 +38,6 @@ class InstanceScore:
     teacher_ious: tuple[float, ...] | None = None
 
 
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of two (H, W) bool masks; 1.0 when both are empty."""
-    union = np.count_nonzero(pred | gt)
-    if union == 0:
-        return 1.0
-    return np.count_nonzero(pred & gt) / union
-
-
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """(H, W) bool -> COCO compressed RLE (pycocotools' form, counts as bytes)."""
     return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
