@@ -55,7 +55,7 @@ class _Embeddings:
     """
 
     def __init__(self, model) -> None:
-        self._predictor = SamPredictor(model)
+        self._predictor = SamPredictor(model, backend="torch")
         self._ours: dict[bytes, ImageEmbedding] = {}
         self._reference: dict[bytes, tuple] = {}
 
@@ -93,7 +93,7 @@ def _generate(models, image: np.ndarray, embeddings: _Embeddings, **options) -> 
     ours, reference = models
     ref_generator = mobile_sam.SamAutomaticMaskGenerator(reference, **options)
     embeddings.install_reference(ref_generator)
-    our_records = SamAutomaticMaskGenerator(ours, **options).generate(image, embedding=embeddings.ours(image))
+    our_records = SamAutomaticMaskGenerator(ours, backend="torch", **options).generate(image, embedding=embeddings.ours(image))
     return our_records, ref_generator.generate(image)
 
 
@@ -231,7 +231,7 @@ def test_one_prompt_per_batch_on_one_thread_is_identical(models, embeddings, one
 def test_box_nms_matches_reference(models, embeddings):
     image = sample_images()["generated"]
     options = dict(LOW_THRESHOLDS, points_per_side=6)
-    generator = SamAutomaticMaskGenerator(models[0], **options)
+    generator = SamAutomaticMaskGenerator(models[0], backend="torch", **options)
     without_nms = generator.generate(image, embedding=embeddings.ours(image))
     options = dict(options, box_nms_thresh=0.7)
     ours, theirs = _generate(models, image, embeddings, **options)
@@ -269,7 +269,7 @@ def test_output_modes_match_reference(models, embeddings):
     ref_records = ref_generator.generate(image)
     assert len(ref_records) > 0
     for mode in ("binary_mask", "uncompressed_rle", "coco_rle"):
-        our_generator = SamAutomaticMaskGenerator(ours, output_mode=mode, **options)
+        our_generator = SamAutomaticMaskGenerator(ours, output_mode=mode, backend="torch", **options)
         our_records = our_generator.generate(image, embedding=embeddings.ours(image))
         expected = [dict(record, segmentation=_from_reference_rle(record["segmentation"], mode)) for record in ref_records]
         _assert_matching_records(our_records, expected, options, mode)
@@ -354,7 +354,7 @@ def test_explicit_point_grid(models):
 def test_bad_options_are_refused(models, options, message):
     ours, _ = models
     with pytest.raises(ValueError, match=message):
-        SamAutomaticMaskGenerator(ours, **options)
+        SamAutomaticMaskGenerator(ours, backend="torch", **options)
 
 
 def test_parallel_batches_restore_the_thread_count(models, embeddings):
@@ -364,7 +364,7 @@ def test_parallel_batches_restore_the_thread_count(models, embeddings):
     torch.set_num_threads(2)
     try:
         generators = [
-            SamAutomaticMaskGenerator(models[0], points_per_side=3, points_per_batch=3, **LOW_THRESHOLDS) for _ in range(2)
+            SamAutomaticMaskGenerator(models[0], points_per_side=3, points_per_batch=3, backend="torch", **LOW_THRESHOLDS) for _ in range(2)
         ]
         image = sample_images()["generated"]
         embedding = embeddings.ours(image)
@@ -382,7 +382,7 @@ def test_parallel_batches_restore_the_thread_count(models, embeddings):
 @pytest.mark.parametrize("mistake", ["a mask shifted by two pixels", "a confident mask dropped"])
 def test_the_record_matching_catches_small_mistakes(models, embeddings, mistake):
     options = dict(LOW_THRESHOLDS, points_per_side=4)
-    generator = SamAutomaticMaskGenerator(models[0], **options)
+    generator = SamAutomaticMaskGenerator(models[0], backend="torch", **options)
     image = sample_images()["generated"]
     records = generator.generate(image, embedding=embeddings.ours(image))
     mutated = [dict(record) for record in records]
@@ -397,7 +397,7 @@ def test_the_record_matching_catches_small_mistakes(models, embeddings, mistake)
 
 def test_an_embedding_of_another_image_is_refused(models, embeddings):
     images = sample_images()
-    generator = SamAutomaticMaskGenerator(models[0], points_per_side=2)
+    generator = SamAutomaticMaskGenerator(models[0], points_per_side=2, backend="torch")
     with pytest.raises(ValueError, match=r"the embedding is of a 457x123 image resized to .* but the image is 451x300"):
         generator.generate(images["chelsea"], embedding=embeddings.ours(images["generated"]))
 

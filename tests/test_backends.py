@@ -40,27 +40,27 @@ def model():
 def predictors(model):
     """(torch-fast predictor, torch eager predictor) holding the embedding of one photo each."""
     fast = SamPredictor(model, make_backend("torch-fast", model))
-    ref = SamPredictor(model)
+    ref = SamPredictor(model, backend="torch")
     image = sample_images()["chelsea"]
     fast.set_image(image)
     ref.set_image(image)
     return fast, ref
 
 
-def test_default_backend_is_torch_eager(model):
-    predictor = SamPredictor(model)
+def test_the_torch_backend_by_name_is_eager_torch(model):
+    predictor = SamPredictor(model, backend="torch")
     assert isinstance(predictor.backend, TorchBackend) and predictor.backend.name == "torch"
 
 
 def test_torch_backend_reuses_image_tokens_only_while_they_are_valid():
     model = randomize(build_from_config(dataclasses.replace(get_config("vit_t"), image_size=256)), seed=4)
-    predictor = SamPredictor(model)
+    predictor = SamPredictor(model, backend="torch")
     images = sample_images()
     click = dict(point_coords=np.array([[120.0, 90.0]]), point_labels=np.array([1]), return_logits=True)
     other = dict(box=np.array([30.0, 40.0, 200.0, 180.0]), return_logits=True)
 
     def fresh(prompt: dict) -> tuple:
-        uncached = SamPredictor(model)
+        uncached = SamPredictor(model, backend="torch")
         uncached.set_embedding(predictor.embedding)
         return uncached.predict(**prompt)
 
@@ -106,7 +106,7 @@ def test_torch_fast_predicts_like_torch(predictors):
 
 def test_fast_decoding_gives_the_models_masks_within_rounding(model):
     # The same embedding into both, so only the decoding differs: the upscaling as matrix products.
-    exact = SamPredictor(model)
+    exact = SamPredictor(model, backend="torch")
     exact.set_image(sample_images()["coffee"])
     fast = SamPredictor(model, FastTorchDecoding(model))
     fast.set_embedding(exact.embedding)
@@ -125,7 +125,7 @@ def test_fast_decoding_gives_the_models_masks_within_rounding(model):
     # Segment everything's batched decoding runs through it too.
     options = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     image = sample_images()["coffee"]
-    want = SamAutomaticMaskGenerator(model, **options).generate(image)
+    want = SamAutomaticMaskGenerator(model, backend="torch", **options).generate(image)
     got = SamAutomaticMaskGenerator(model, backend=FastTorchDecoding(model), **options).generate(image)
     assert len(got) == len(want) > 0
     for a, b in zip(want, got):
@@ -189,7 +189,7 @@ def test_torch_bf16_masks_agree_with_fp32_as_stated(model):
     assert backend.name == "torch-bf16" and backend.encoder_dtype == torch.bfloat16
     rows = bench_encoder(model, TorchBackend(model).embed, [backend], list(sample_images().values()), repeats=1)
     assert 1e-3 < rows[1].embedding_error, "bf16 must not be fp32 under another name"
-    assert rows[1].mask_agreement >= 0.98
+    assert rows[1].agreement.pixels_equal >= 0.98
 
 
 def test_torch_bf16_warns_where_the_cpu_has_no_native_bf16():
@@ -222,8 +222,9 @@ def test_bench_report_times_each_backend_against_eager_torch(model):
     assert [row.split(" | ")[0][2:] for row in table[1:]] == [BASELINE, "torch-fast"]
     baseline, fast = (row.split(" | ") for row in table[1:])
     assert baseline[2] == "1.00" and float(fast[2]) > 0  # encoder ratio
-    assert float(fast[3]) <= FAST_TOL and fast[4] == "100.00%"  # embedding error, mask agreement
-    assert float(baseline[5]) > 0 and float(fast[6]) > 0  # decoder ms per prompt, ratio
+    assert float(fast[3]) <= FAST_TOL and fast[4] == "100.00%"  # embedding error, masks equal to fp32
+    assert fast[5] == "1.0000"  # lowest mask IoU
+    assert float(baseline[6]) > 0 and float(fast[7]) > 0  # decoder ms per prompt, ratio
 
 
 @pytest.mark.slow
@@ -232,7 +233,7 @@ def test_torch_compile_predicts_like_torch():
     # in a fraction of the full encoder's compile time.
     config = dataclasses.replace(get_config("vit_t"), image_size=256, encoder=TinyViTConfig(depths=(1, 1, 1, 1)))
     model = randomize(build_from_config(config), seed=5)
-    compiled, ref = SamPredictor(model, make_backend("torch-compile", model)), SamPredictor(model)
+    compiled, ref = SamPredictor(model, make_backend("torch-compile", model)), SamPredictor(model, backend="torch")
     image = sample_images()["astronaut"]
     compiled.set_image(image)
     ref.set_image(image)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mobilesam import build_sam
-from mobilesam.backends import auto_backend_name
+from mobilesam.backends import BACKEND_SPECS, auto_backend_name
 from mobilesam.cli import app
 from mobilesam.registry import MODEL_CONFIGS
 from mobilesam.weights import save_checkpoint, sha256_file
@@ -49,7 +49,7 @@ def test_info_describes_a_checkpoint(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"sha256:     {sha256_file(path)}" in result.output
     assert "model:      vit_t" in result.output
-    assert f"backend:    auto is {auto_backend_name()} on this machine" in result.output
+    assert f"backend:    auto is {BACKEND_SPECS[auto_backend_name()].label} on this machine" in result.output
 
 
 @pytest.mark.parametrize(

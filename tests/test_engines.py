@@ -52,7 +52,7 @@ def _mask_agreement(model, backend) -> float:
     """Fraction of mask pixels equal to eager fp32 torch's, three clicks on each test photo."""
     agree = total = 0
     for image in sample_images().values():
-        exact, tested = SamPredictor(model), SamPredictor(model, backend)
+        exact, tested = SamPredictor(model, backend="torch"), SamPredictor(model, backend)
         exact.set_image(image)
         tested.set_image(image)
         h, w = image.shape[:2]
@@ -64,7 +64,7 @@ def _mask_agreement(model, backend) -> float:
 
 
 def test_openvino_f32_embeds_and_decodes_like_torch(model):
-    exact, tested = SamPredictor(model), SamPredictor(model, make_backend("openvino", model, threads=2))
+    exact, tested = SamPredictor(model, backend="torch"), SamPredictor(model, make_backend("openvino", model, threads=2))
     image = sample_images()["coffee"]
     exact.set_image(image)
     tested.set_image(image)
@@ -157,7 +157,7 @@ print(sorted(name for name in sys.modules if name.split(".")[0] == "torch"))
 def test_segment_everything_decodes_on_openvino(model):
     image = sample_images()["chelsea"]
     options = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    exact = SamAutomaticMaskGenerator(model, **options).generate(image)
+    exact = SamAutomaticMaskGenerator(model, backend="torch", **options).generate(image)
     tested = SamAutomaticMaskGenerator(model, backend=make_backend("openvino", model, threads=2), **options).generate(image)
     assert len(tested) == len(exact) > 0
     ious = [

@@ -51,7 +51,7 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def torch_predictor(exported):
     model = exported[0]
-    predictor = SamPredictor(model)
+    predictor = SamPredictor(model, backend="torch")
     predictor.set_image(sample_images()["coffee"])
     return predictor
 
@@ -170,7 +170,7 @@ def test_segment_everything_decodes_on_the_onnx_backend(exported, torch_predicto
     backend.sessions.decoder.run = lambda *args, **kwargs: runs.append(1) or run(*args, **kwargs)
     options = dict(points_per_side=4, pred_iou_thresh=0.5, stability_score_thresh=0.2, box_nms_thresh=1.0)
     image, embedding = sample_images()["coffee"], torch_predictor.embedding
-    on_torch = SamAutomaticMaskGenerator(model, **options).generate(image, embedding=embedding)
+    on_torch = SamAutomaticMaskGenerator(model, backend="torch", **options).generate(image, embedding=embedding)
     on_onnx = SamAutomaticMaskGenerator(model, backend=backend, **options).generate(image, embedding=embedding)
     assert len(runs) == 1 and len(on_onnx) == len(on_torch) > 0
     for ours, theirs in zip(on_onnx, on_torch):

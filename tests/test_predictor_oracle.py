@@ -22,7 +22,7 @@ from tolerance import assert_close, assert_masks_agree, decoder_layers, encoder_
 @pytest.fixture(scope="module")
 def predictors():
     ours, reference = paired_models("vit_t", seed=21)
-    return SamPredictor(ours), mobile_sam.SamPredictor(reference)
+    return SamPredictor(ours, backend="torch"), mobile_sam.SamPredictor(reference)
 
 
 def _prompts(h: int, w: int, rng: np.random.Generator) -> dict[str, dict]:

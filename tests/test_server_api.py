@@ -57,7 +57,8 @@ def model():
 @pytest.fixture(scope="module")
 def client(model):
     settings = ServeSettings(max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS, queue_size=2)
-    with TestClient(create_app(model, settings)) as test_client:
+    # Eager torch: the counting encoder above is what embeds.
+    with TestClient(create_app(model, settings, backend="torch")) as test_client:
         yield test_client
 
 
@@ -122,7 +123,7 @@ def test_concurrent_identical_uploads_compute_once(client, model):
 
 
 def test_segment_matches_the_predictor(client, model, generated_id):
-    predictor = SamPredictor(model)
+    predictor = SamPredictor(model, backend="torch")
     predictor.set_image(GENERATED)
     points, labels, box = [[200.0, 60.0], [40.0, 20.0]], [1, 0], [150.0, 20.0, 300.0, 110.0]
     expected, scores, _ = predictor.predict(np.array(points), np.array(labels), np.array(box), multimask_output=True)
@@ -195,7 +196,7 @@ def test_the_service_embeds_with_the_backend_it_is_given():
         image_id = upload(fast_client, png_bytes(GENERATED)).json()["image_id"]
         served = fast_client.app.state.cache.get(image_id).embedding.features
         body = fast_client.post(f"/v1/images/{image_id}/segment", json=prompt).json()
-    predictor, eager = SamPredictor(model, backend), SamPredictor(model)
+    predictor, eager = SamPredictor(model, backend), SamPredictor(model, backend="torch")
     predictor.set_image(GENERATED)
     eager.set_image(GENERATED)
     assert torch.equal(served, predictor.features) and not torch.equal(served, eager.features)
@@ -358,7 +359,7 @@ def test_models_openapi_and_page(client):
 
 def test_api_key_and_cors(model):
     settings = ServeSettings(api_key="s3cret", cors_origins=("http://labeler.local",))
-    with TestClient(create_app(model, settings)) as keyed:
+    with TestClient(create_app(model, settings, backend="torch")) as keyed:
         assert keyed.get("/v1/models").status_code == 401
         assert keyed.get("/v1/models", headers={"X-API-Key": "wrong"}).status_code == 401
         assert keyed.get("/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
