@@ -51,7 +51,16 @@ MEASURED: dict[str, tuple[Measured, ...]] = {
         Measured("onnx", 1.89),
         Measured("torch-fast", 1.52),
     ),
-    "avx512-bf16": (),
+    "avx512-bf16": (
+        Measured("openvino-bf16", 5.99, Agreement(0.9982, 0.7790)),
+        Measured("openvino-int8", 5.88, Agreement(0.9916, 0.0)),
+        Measured("onnx-int8", 3.69, Agreement(0.9912, 0.0)),
+        Measured("torch-bf16", 3.13, Agreement(0.9981, 0.7638)),
+        Measured("openvino", 3.00, Agreement(1.0, 1.0)),
+        Measured("onnx", 2.57, Agreement(1.0, 1.0)),
+        Measured("torch-compile", 2.32, Agreement(1.0, 1.0)),
+        Measured("torch-fast", 1.91, Agreement(1.0, 1.0)),
+    ),
 }
 # For engines a class has no figure of, and for the classes not measured with every engine ("avx2":
 # an AMD EPYC 7B13 was, before the OpenVINO engines; "other"): the fp32 engines in the order they

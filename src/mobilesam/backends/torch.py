@@ -122,16 +122,17 @@ class TorchBackend(Backend):
         A mask prompt makes the dense embeddings depend on the prompt, and
         training needs the graph, so only inference without a mask reuses.
         """
-        decoder, image_pe = self.model.mask_decoder, self.model.prompt_encoder.get_dense_pe()
+        decoder, prompt_encoder = self.model.mask_decoder, self.model.prompt_encoder
         if has_mask_prompt or torch.is_grad_enabled():
-            return decoder.prepare_image(image_embeddings, image_pe, dense_embeddings)
+            return decoder.prepare_image(image_embeddings, prompt_encoder.get_dense_pe(), dense_embeddings)
         stamp = self._stamp(image_embeddings)
         # Segment-everything's workers ask at once: the first computes, the others wait and reuse.
         with self._kept_lock:
             kept = self._kept_image
             if stamp is not None and kept is not None and kept[0] is image_embeddings and kept[1] == stamp:
+                # The positional encoding (sines of 64x64 positions) is made only with new tokens.
                 return kept[2]
-            image = decoder.prepare_image(image_embeddings, image_pe, dense_embeddings)
+            image = decoder.prepare_image(image_embeddings, prompt_encoder.get_dense_pe(), dense_embeddings)
             self._kept_image = None if stamp is None else (image_embeddings, stamp, image)
         return image
 
