@@ -9,7 +9,7 @@ import typer
 
 from .. import weights
 from ..backends import BACKEND_SPECS
-from ..backends.auto import auto_backend_name
+from ..backends.auto import MEASURED_ON, auto_backend_name
 from ..cpu import cpu_info
 from ..errors import MobileSamError
 from ..registry import (
@@ -72,3 +72,5 @@ def info(checkpoint: Path = typer.Argument(..., help="A checkpoint file (.pt, .p
     faithful, half = BACKEND_SPECS[auto_backend_name(cpu=cpu)], BACKEND_SPECS[auto_backend_name(cpu=cpu, half=True)]
     typer.echo(f"backend:    auto is {faithful.label} on this machine ({cpu.describe()}; class {cpu.cpu_class})")
     typer.echo(f"            auto with --half is {half.label}")
+    measured_on = MEASURED_ON.get(cpu.cpu_class, "none measured: the fp32 engines in the order of the measured classes")
+    typer.echo(f"            engine figures for this class: {measured_on}")

@@ -151,6 +151,7 @@ class _Model:
             pred_iou_thresh=pred_iou_thresh,
             stability_score_thresh=stability_score_thresh,
             output_mode="coco_rle",
+            backend=self.predictor.backend,
         )
 
 
