@@ -435,16 +435,14 @@ def test_a_run_goes_on_without_its_lock_where_the_filesystem_has_no_locks(tmp_pa
 
 
 def write_and_die_before_the_rename(out: pathlib.Path, format_name: str) -> None:
-    """In a child process: write `format_name` and exit at its final rename, running no cleanup, as SIGKILL would."""
+    """In a forked child: write `format_name` and exit at its final rename, running no cleanup, as SIGKILL would."""
     os.replace = lambda *args: os._exit(9)
     write_outputs(make_result(path="dog.png"), out, "sub/dog", [format_name])
 
 
 @pytest.mark.parametrize("format_name", list(OUTPUT_FORMATS))
 def test_a_writer_killed_mid_write_leaves_only_what_the_sweep_removes(tmp_path, format_name):
-    # A fresh interpreter, not a fork: late in the suite this process holds OpenVINO's, torch's and
-    # Ray's threads, and forking it crashed the test process itself (SIGSEGV while it waited).
-    child = multiprocessing.get_context("spawn").Process(target=write_and_die_before_the_rename, args=(tmp_path, format_name))
+    child = multiprocessing.get_context("fork").Process(target=write_and_die_before_the_rename, args=(tmp_path, format_name))
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 9
