@@ -17,11 +17,11 @@ from pathlib import Path
 from encoder import parse_args, setup
 
 from mobilesam.bench import Row, bench_decoder, format_table, machine_summary
-from mobilesam.probe import demo_prompts
+from mobilesam.fidelity import demo_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from images import sample_images  # noqa: E402
-from reference import mobile_sam  # noqa: E402
+from images import sample_images
+from reference import mobile_sam
 
 
 def main() -> int:

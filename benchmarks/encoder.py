@@ -30,11 +30,11 @@ from mobilesam.bench import bench_encoder, format_table, machine_summary, probe_
 from mobilesam.cpu import cpu_info
 from mobilesam.fidelity import PROTOCOL, protocol_images
 from mobilesam.probe import peak_rss_mib, peak_rss_of
-from mobilesam.registry import detect_model_name
+from mobilesam.registry import model_name
 from mobilesam.weights import save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference import mobile_sam, paired_models, sync_reference  # noqa: E402
+from reference import mobile_sam, paired_models, sync_reference
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -53,7 +53,7 @@ def setup(args: argparse.Namespace, workdir: Path):
     torch.set_num_threads(args.threads)
     if args.checkpoint:
         ours = load_sam(args.checkpoint).eval()
-        reference = sync_reference(mobile_sam.sam_model_registry[detect_model_name(ours.state_dict())](), ours)
+        reference = sync_reference(mobile_sam.sam_model_registry[model_name(ours)](), ours)
         checkpoint = Path(args.checkpoint)
     else:
         ours, reference = paired_models("vit_t", seed=0)
@@ -70,7 +70,12 @@ def main() -> int:
         images = list(protocol_images().values())
         rows = bench_encoder(ours, reference.image_encoder, backends, images, args.repeats)
         if not args.no_rss:
-            reference_probe = [sys.executable, str(Path(__file__).with_name("reference_rss.py")), str(checkpoint), str(args.threads)]
+            reference_probe = [
+                sys.executable,
+                str(Path(__file__).with_name("reference_rss.py")),
+                str(checkpoint),
+                str(args.threads),
+            ]
             for row in rows:
                 if row.name == "reference":
                     row.peak_rss_mib = peak_rss_of(reference_probe)
@@ -84,7 +89,9 @@ def main() -> int:
         "(peak RSS: one image + one click, fresh process; onnx/openvino rows through OnnxPredictor, without torch)"
     )
     print(f"mask agreement: {PROTOCOL}")
-    print(f"auto picks {auto_backend_name()} here, auto with half=True {auto_backend_name(half=True)} (CPU class {cpu_info().cpu_class})\n")
+    print(
+        f"auto picks {auto_backend_name()} here, auto with half=True {auto_backend_name(half=True)} (CPU class {cpu_info().cpu_class})\n"
+    )
     print(format_table(rows))
     return 0
 

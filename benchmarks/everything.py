@@ -31,7 +31,7 @@ from mobilesam.io.images import load_image
 
 # The oracle helpers live with the tests: the reference package and seeded weights.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference import mobile_sam, paired_models, sync_reference  # noqa: E402
+from reference import mobile_sam, paired_models, sync_reference
 
 
 def _models(checkpoint: str | None) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -90,9 +90,11 @@ def main() -> int:
     identical, lowest_iou = _agreement(our_records, ref_records)
     same = len(our_records) == len(ref_records) and lowest_iou >= 0.999
     print(f"machine: {machine_summary()}")
-    print(f"image {image.shape[1]}x{image.shape[0]}, {args.points_per_side}x{args.points_per_side} points, "
-          f"{args.threads} threads, weights: {args.checkpoint or 'seeded random'}, median of {args.repeats}, "
-          f"pred_iou_thresh {args.pred_iou_thresh}, stability_score_thresh {args.stability_score_thresh}")
+    print(
+        f"image {image.shape[1]}x{image.shape[0]}, {args.points_per_side}x{args.points_per_side} points, "
+        f"{args.threads} threads, weights: {args.checkpoint or 'seeded random'}, median of {args.repeats}, "
+        f"pred_iou_thresh {args.pred_iou_thresh}, stability_score_thresh {args.stability_score_thresh}"
+    )
     print(f"{'generator':<12}{'seconds':>10}{'masks':>8}")
     print(f"{'reference':<12}{ref_s:>10.2f}{len(ref_records):>8}")
     print(f"{'mobilesam':<12}{our_s:>10.2f}{len(our_records):>8}")

@@ -36,7 +36,7 @@ from mobilesam.backends import make_backend
 from mobilesam.bench import machine_summary
 from mobilesam.distributed import ImageRef, find_images, label
 from mobilesam.io.sources import find_jobs
-from mobilesam.labeling import label_images
+from mobilesam.labeling import RunOptions, label_images
 from mobilesam.prompts import make_prompt
 from mobilesam.registry import build_sam, load_sam
 from mobilesam.tasks import PromptTask, job_segmenter
@@ -44,10 +44,10 @@ from mobilesam.weights import save_checkpoint
 
 # The image helpers and seeded weights live with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from images import generated_image, sample_images  # noqa: E402
-from reference import randomize  # noqa: E402
+from images import generated_image, sample_images
+from reference import randomize
 
-FORMATS = ["png", "overlay"]
+FORMATS = ("png", "overlay")
 TASK = PromptTask((make_prompt([[100, 80]], [1]),))
 
 
@@ -67,7 +67,7 @@ def _local(checkpoint: str, backend: str, jobs: list, out: Path) -> float:
     torch.set_num_threads(1)
     sam = load_sam(checkpoint)
     segment = TASK.segmenter(sam, make_backend(backend, sam, threads=1))
-    summary = label_images(jobs, job_segmenter(segment), out, FORMATS, overwrite=True, progress=False)
+    summary = label_images(jobs, job_segmenter(segment), out, RunOptions(FORMATS, overwrite=True, progress=False))
     _check(summary.written, len(jobs), summary.failures)
     return started
 
@@ -92,7 +92,8 @@ def _two_processes(checkpoint: str, backend: str, jobs: list, out: Path) -> floa
 def _ray(checkpoint: str, backend: str, refs: list[ImageRef], out: Path, workers: int) -> float:
     """Start time of a Ray run with `workers` one-thread actors over `refs`."""
     started = time.time()
-    summary = label(refs, TASK, out, FORMATS, model=checkpoint, backend=backend, workers=workers, overwrite=True, progress=False)
+    options = RunOptions(FORMATS, overwrite=True, progress=False, model=checkpoint, backend=backend, workers=workers)
+    summary = label(refs, TASK, out, options)
     _check(summary.written, len(refs), summary.failures)
     return started
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 
 from mobilesam import load_sam
-from mobilesam.probe import current_peak_rss_mib, demo_image, demo_prompts
-from mobilesam.registry import detect_model_name
+from mobilesam.fidelity import demo_image, demo_prompts
+from mobilesam.probe import current_peak_rss_mib
+from mobilesam.registry import model_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference import mobile_sam, sync_reference  # noqa: E402
+from reference import mobile_sam, sync_reference
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     if threads:
         torch.set_num_threads(threads)
     ours = load_sam(checkpoint)
-    reference = sync_reference(mobile_sam.sam_model_registry[detect_model_name(ours.state_dict())](), ours)
+    reference = sync_reference(mobile_sam.sam_model_registry[model_name(ours)](), ours)
     del ours
     predictor = mobile_sam.SamPredictor(reference)
     image = demo_image()

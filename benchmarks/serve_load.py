@@ -50,7 +50,7 @@ from mobilesam.registry import build_from_config, get_config
 from mobilesam.server import ServeSettings, create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import test_server_load as load  # noqa: E402  (the mixed load and its checks)
+import test_server_load as load
 
 
 def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
@@ -73,7 +73,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="Segment requests in all (--mixed: requests of every kind).")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--mixed", action="store_true", help="The mixed load of tests/test_server_load.py, every answer checked.")
-    parser.add_argument("--image-size", type=int, default=None, help="Input side of a random-weights model (default 1024; the test: 256).")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="Input side of a random-weights model (default 1024; the test: 256)."
+    )
     parser.add_argument("--cache-mib", type=int, default=64, help="--mixed: the embedding cache's bound (MiB).")
     args = parser.parse_args()
     if args.clients < 1 or args.requests < 1:
@@ -157,7 +159,9 @@ def clicks_during_everything(url: str, image_id: str, clicks: list[list[float]])
     with httpx.Client(base_url=url, timeout=120) as client:
         while not done.is_set():
             sent = time.perf_counter()
-            client.post(f"/v1/images/{image_id}/segment", json={"points": [clicks[len(latencies) % len(clicks)]]}).raise_for_status()
+            client.post(
+                f"/v1/images/{image_id}/segment", json={"points": [clicks[len(latencies) % len(clicks)]]}
+            ).raise_for_status()
             latencies.append(time.perf_counter() - sent)
     background.join()
     return sorted(latencies), took[0]
@@ -200,7 +204,9 @@ def mixed(model: torch.nn.Module, clients: int, per_client: int, cache_mib: int)
         statuses = collections.Counter("hung up" if a.status is None else str(a.status) for a in mine)
         seconds = sorted(a.seconds for a in mine)
         timed = kind not in load.HANG_UPS  # no answer to wait for
-        p50, p99 = (f"{statistics.median(seconds) * 1000:.0f}", f"{percentile(seconds, 0.99) * 1000:.0f}") if timed else ("-", "-")
+        p50, p99 = (
+            (f"{statistics.median(seconds) * 1000:.0f}", f"{percentile(seconds, 0.99) * 1000:.0f}") if timed else ("-", "-")
+        )
         print(f"| {kind} | {len(mine)} | {', '.join(f'{s} x{n}' for s, n in sorted(statuses.items()))} | {p50} | {p99} |")
     allocated = "" if before.allocated is None else f"; malloc-allocated {before.allocated:.0f} -> {after.allocated:.0f} MiB"
     print(

@@ -364,7 +364,8 @@ def test_parallel_batches_restore_the_thread_count(models, embeddings):
     torch.set_num_threads(2)
     try:
         generators = [
-            SamAutomaticMaskGenerator(models[0], points_per_side=3, points_per_batch=3, backend="torch", **LOW_THRESHOLDS) for _ in range(2)
+            SamAutomaticMaskGenerator(models[0], points_per_side=3, points_per_batch=3, backend="torch", **LOW_THRESHOLDS)
+            for _ in range(2)
         ]
         image = sample_images()["generated"]
         embedding = embeddings.ours(image)
@@ -418,4 +419,8 @@ def test_every_entry_point_takes_the_generator_defaults_from_one_table():
     evaluate_defaults = {name: p.default for name, p in inspect.signature(evaluate).parameters.items()}
     assert all(evaluate_defaults[name] == getattr(GENERATOR_DEFAULTS, name) for name in ("points_per_side", "pred_iou_thresh"))
     # segment_anything's values, which the generator's drop-in promise depends on.
-    assert (GENERATOR_DEFAULTS.points_per_side, GENERATOR_DEFAULTS.pred_iou_thresh, GENERATOR_DEFAULTS.stability_score_thresh) == (32, 0.88, 0.95)
+    assert (
+        GENERATOR_DEFAULTS.points_per_side,
+        GENERATOR_DEFAULTS.pred_iou_thresh,
+        GENERATOR_DEFAULTS.stability_score_thresh,
+    ) == (32, 0.88, 0.95)

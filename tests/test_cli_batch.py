@@ -66,7 +66,18 @@ def _png_mask(path: Path) -> np.ndarray:
 def test_predict_writes_every_format_for_a_folder(checkpoint, photos, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(
-        app, ["predict", str(photos), "--model", str(checkpoint), "--point", f"{POINT[0]},{POINT[1]}", "--out", str(out), *ALL_FORMATS]
+        app,
+        [
+            "predict",
+            str(photos),
+            "--model",
+            str(checkpoint),
+            "--point",
+            f"{POINT[0]},{POINT[1]}",
+            "--out",
+            str(out),
+            *ALL_FORMATS,
+        ],
     )
     assert result.exit_code == 0, result.output
     stems = ["astronaut", "cats/chelsea", "generated"]
@@ -78,7 +89,11 @@ def test_predict_writes_every_format_for_a_folder(checkpoint, photos, tmp_path):
     np.testing.assert_array_equal(_png_mask(out / "masks" / "cats" / "chelsea" / "000.png"), expected.masks[0])
 
     coco = COCO(str(out / "coco.json"))
-    assert sorted(image["file_name"] for image in coco.dataset["images"]) == ["astronaut.png", "cats/chelsea.jpg", "generated.png"]
+    assert sorted(image["file_name"] for image in coco.dataset["images"]) == [
+        "astronaut.png",
+        "cats/chelsea.jpg",
+        "generated.png",
+    ]
     for image in coco.dataset["images"]:
         stem = image["file_name"].rsplit(".", 1)[0]
         [annotation] = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
@@ -128,9 +143,7 @@ def test_unreadable_image_is_reported_and_the_others_written(checkpoint, photos,
     (photos / "cats" / "chelsea.jpg").unlink()
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "out"
-    result = runner.invoke(
-        app, ["predict", str(photos), "-m", str(checkpoint), "-p", "30,30", "-o", str(out), "-f", "overlay"]
-    )
+    result = runner.invoke(app, ["predict", str(photos), "-m", str(checkpoint), "-p", "30,30", "-o", str(out), "-f", "overlay"])
     assert result.exit_code == 1
     assert "2 images: 1 written, 0 already done, 1 failed" in result.output
     assert f"failed: {photos / 'broken.jpg'}: cannot read image" in result.output
@@ -142,20 +155,24 @@ def test_prompts_file_gives_each_image_its_own_objects(checkpoint, photos, tmp_p
     prompts.write_text(
         json.dumps(
             [
-                {"image": "astronaut.png", "objects": [{"points": [[30, 30], [90, 90]], "labels": [1, 0]}, {"box": [10, 10, 100, 120]}]},
+                {
+                    "image": "astronaut.png",
+                    "objects": [{"points": [[30, 30], [90, 90]], "labels": [1, 0]}, {"box": [10, 10, 100, 120]}],
+                },
                 {"image": "generated.png", "points": [[2000, 10]]},
             ]
         )
     )
     out = tmp_path / "out"
-    result = runner.invoke(
-        app, ["predict", str(prompts), "-m", str(checkpoint), "-o", str(out), "-f", "coco", "--multimask"]
-    )
+    result = runner.invoke(app, ["predict", str(prompts), "-m", str(checkpoint), "-o", str(out), "-f", "coco", "--multimask"])
     assert result.exit_code == 1, result.output
     assert "generated.png: point (2000, 10) lies far outside the 457x123 image" in result.output
     document = json.loads((out / "coco" / "astronaut.json").read_text())
     prompts_seen = [annotation["prompt"] for annotation in document["annotations"]]
-    assert prompts_seen == [{"points": [[30.0, 30.0], [90.0, 90.0]], "labels": [1, 0]}] * 3 + [{"box": [10.0, 10.0, 100.0, 120.0]}] * 3
+    assert (
+        prompts_seen
+        == [{"points": [[30.0, 30.0], [90.0, 90.0]], "labels": [1, 0]}] * 3 + [{"box": [10.0, 10.0, 100.0, 120.0]}] * 3
+    )
 
 
 def test_everything_writes_the_generators_masks(checkpoint, photos, tmp_path):
@@ -182,7 +199,21 @@ def test_predict_on_the_fast_backend_gives_the_same_masks(checkpoint, photos, tm
     image = photos / "cats" / "chelsea.jpg"
     out = tmp_path / "out"
     result = runner.invoke(
-        app, ["predict", str(image), "-m", str(checkpoint), "-p", f"{POINT[0]},{POINT[1]}", "-o", str(out), "-f", "png", "--backend", "torch-fast"]
+        app,
+        [
+            "predict",
+            str(image),
+            "-m",
+            str(checkpoint),
+            "-p",
+            f"{POINT[0]},{POINT[1]}",
+            "-o",
+            str(out),
+            "-f",
+            "png",
+            "--backend",
+            "torch-fast",
+        ],
     )
     assert result.exit_code == 0, result.output
     [expected] = SAM(checkpoint).predict(image, points=list(POINT), labels=[1])
@@ -207,8 +238,16 @@ def test_predict_on_the_fast_backend_gives_the_same_masks(checkpoint, photos, tm
         (["predict", "{photos}", "-p", "1,2", "--device", "cuda:7"], 1, "--device"),
         (["everything", "{photos}", "--box-nms-thresh", "1.5"], 2, "box_nms_thresh"),
         (["predict", "{photos}", "-p", "1,2", "--backend", "tensorrt"], 2, "--backend must be auto or one of torch, torch-fast"),
-        (["everything", "{photos}", "--backend", "torch-fast", "--onnx-dir", "{photos}"], 2, "--onnx-dir is for the onnx/openvino"),
-        (["predict", "{photos}", "-p", "1,2", "--backend", "onnx", "--onnx-dir", "{photos}"], 1, "not a `mobilesam export` folder"),
+        (
+            ["everything", "{photos}", "--backend", "torch-fast", "--onnx-dir", "{photos}"],
+            2,
+            "--onnx-dir is for the onnx/openvino",
+        ),
+        (
+            ["predict", "{photos}", "-p", "1,2", "--backend", "onnx", "--onnx-dir", "{photos}"],
+            1,
+            "not a `mobilesam export` folder",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line(checkpoint, photos, tmp_path, args, status, message):

@@ -21,6 +21,7 @@ from mobilesam import build_sam
 from mobilesam.cli import app
 from mobilesam.distributed import find_images, label
 from mobilesam.io.sources import find_jobs
+from mobilesam.labeling import RunOptions
 from mobilesam.prompts import make_prompt
 from mobilesam.tasks import EverythingTask, PromptTask
 from mobilesam.weights import save_checkpoint
@@ -87,7 +88,13 @@ def _tree(root: Path) -> dict[str, bytes]:
 def _expected_files(stems: list[str]) -> set[str]:
     files = {"coco.json"}
     for stem in stems:
-        files |= {f"masks/{stem}/000.png", f"overlays/{stem}.jpg", f"coco/{stem}.json", f"labels/{stem}.txt", f"labelme/{stem}.json"}
+        files |= {
+            f"masks/{stem}/000.png",
+            f"overlays/{stem}.jpg",
+            f"coco/{stem}.json",
+            f"labels/{stem}.txt",
+            f"labelme/{stem}.json",
+        }
     return files
 
 
@@ -110,7 +117,11 @@ def _actor_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and ACTOR_TITLE in (entry / "cmdline").read_bytes() and ours in (entry / "environ").read_bytes():
+            if (
+                entry.name.isdigit()
+                and ACTOR_TITLE in (entry / "cmdline").read_bytes()
+                and ours in (entry / "environ").read_bytes()
+            ):
                 pids.append(int(entry.name))
         except OSError:
             continue  # the process ended while we looked
@@ -143,7 +154,9 @@ def test_everything_on_ray_from_a_uri_writes_the_local_runs_files(checkpoint, cl
     formats = ["--format", "png,coco"]
     options = ["-m", str(checkpoint), *formats, *EVERYTHING]
     local = runner.invoke(app, ["everything", str(photos), *options, "-o", str(tmp_path / "local"), "--threads", "1"])
-    distributed = runner.invoke(app, ["everything", photos.as_uri(), *options, "-o", str(tmp_path / "ray"), "--ray", cluster.address])
+    distributed = runner.invoke(
+        app, ["everything", photos.as_uri(), *options, "-o", str(tmp_path / "ray"), "--ray", cluster.address]
+    )
     assert local.exit_code == 0, local.output
     assert distributed.exit_code == 0, distributed.output
     tree = _tree(tmp_path / "ray")
@@ -160,8 +173,14 @@ def test_an_actor_killed_mid_run_is_replaced_and_every_image_is_written_once(che
     watcher = threading.Thread(target=_kill_an_actor_while_it_writes, args=(out, killed), daemon=True)
     watcher.start()
     task = PromptTask((make_prompt([[50, 40]], [1]),))
-    formats = ["png", "overlay", "coco", "yolo", "labelme"]
-    summary = label(photos, task, out, formats, model=checkpoint, address=cluster.address, workers=2, progress=False)
+    options = RunOptions(
+        formats=("png", "overlay", "coco", "yolo", "labelme"),
+        model=checkpoint,
+        address=cluster.address,
+        workers=2,
+        progress=False,
+    )
+    summary = label(photos, task, out, options)
     watcher.join()
     assert killed, "no actor was killed"
     assert (summary.written, summary.skipped, summary.failures, summary.workers) == (12, 0, [], 2)
@@ -237,9 +256,9 @@ def test_ray_options_without_ray_or_with_threads_are_usage_errors(tmp_path):
 
 def test_gpus_per_worker_need_the_cuda_device(tmp_path):
     with pytest.raises(ValueError, match="need the CUDA device"):
-        label(tmp_path, EverythingTask(), tmp_path / "out", gpus_per_worker=0.5)
+        label(tmp_path, EverythingTask(), tmp_path / "out", RunOptions(gpus_per_worker=0.5))
     with pytest.raises(ValueError, match="needs GPUs per worker"):
-        label(tmp_path, EverythingTask(), tmp_path / "out", device="cuda")
+        label(tmp_path, EverythingTask(), tmp_path / "out", RunOptions(device="cuda"))
 
 
 def test_a_uri_folder_gives_the_local_runs_stems(photos):

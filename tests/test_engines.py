@@ -25,8 +25,8 @@ from mobilesam.backends.auto import MEASURED, measured, reduced_precision_backen
 from mobilesam.cli import app
 from mobilesam.cpu import CpuInfo
 from mobilesam.export import cached_export, weights_digest
-from mobilesam.fidelity import FAITHFUL, REDUCED
 from mobilesam.export.cache import exports_dir
+from mobilesam.fidelity import FAITHFUL, REDUCED
 from mobilesam.registry import build_from_config, get_config
 from mobilesam.runtime import openvino_cache_dir
 from mobilesam.weights import save_checkpoint
@@ -186,7 +186,9 @@ def test_auto_picks_an_engine_that_reproduces_fp32_on_every_cpu_class(cpu):
             break
         spec = BACKEND_SPECS[faster.backend]
         assert not spec.quick_start or (spec.precision != "fp32" and not (faster.agreement and faster.agreement.meets(FAITHFUL)))
-    assert auto_backend_name("cpu", cpu, graphs_only=True) in {"onnx", "openvino"} | {m.backend for m in MEASURED.get(cpu.cpu_class, ())}
+    assert auto_backend_name("cpu", cpu, graphs_only=True) in {"onnx", "openvino"} | {
+        m.backend for m in MEASURED.get(cpu.cpu_class, ())
+    }
 
 
 def test_today_no_reduced_precision_engine_is_faithful_so_auto_runs_fp32():
@@ -212,9 +214,7 @@ def test_half_picks_the_fastest_reduced_precision_engine_within_the_bar_or_none(
     assert reduced_precision_backend(torch.device("cuda", 0), AMX) is None
 
 
-@pytest.mark.parametrize(
-    ("missing", "expected"), [(("openvino",), "onnx"), (("openvino", "onnxruntime"), "torch-fast")]
-)
+@pytest.mark.parametrize(("missing", "expected"), [(("openvino",), "onnx"), (("openvino", "onnxruntime"), "torch-fast")])
 def test_auto_falls_back_to_what_is_installed(missing, expected):
     script = f"""
 import sys
@@ -239,9 +239,12 @@ def test_cli_runs_openvino_without_an_export_step_and_names_the_backend(model, t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         result = runner.invoke(
-            app, ["predict", str(photo), "-m", str(checkpoint), "-p", "300,200", "-o", str(tmp_path / "out"), "--backend", "openvino"]
+            app,
+            ["predict", str(photo), "-m", str(checkpoint), "-p", "300,200", "-o", str(tmp_path / "out"), "--backend", "openvino"],
         )
     assert result.exit_code == 0, result.output
     assert "backend openvino" in result.output and (tmp_path / "out" / "masks" / "coffee").is_dir()
-    result = runner.invoke(app, ["predict", str(photo), "-m", "vit_t", "-p", "1,2", "--backend", "torch", "--onnx-dir", str(tmp_path)])
+    result = runner.invoke(
+        app, ["predict", str(photo), "-m", "vit_t", "-p", "1,2", "--backend", "torch", "--onnx-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "--onnx-dir is for the onnx/openvino backends" in result.output

@@ -110,7 +110,9 @@ def _prompts(h: int, w: int) -> dict[str, dict]:
     box = np.array([0.1 * w, 0.2 * h, 0.8 * w, 0.9 * h])
     return {
         "point": dict(point_coords=np.array([[0.5 * w, 0.4 * h]]), point_labels=np.array([1])),
-        "points": dict(point_coords=np.array([[0.3 * w, 0.3 * h], [0.6 * w, 0.7 * h], [10.0, 5.0]]), point_labels=np.array([1, 0, 1])),
+        "points": dict(
+            point_coords=np.array([[0.3 * w, 0.3 * h], [0.6 * w, 0.7 * h], [10.0, 5.0]]), point_labels=np.array([1, 0, 1])
+        ),
         "box": dict(box=box),
         "point_and_box": dict(point_coords=np.array([[0.4 * w, 0.5 * h]]), point_labels=np.array([0]), box=box),
     }
@@ -139,7 +141,11 @@ def test_onnx_decoder_predicts_like_torch(exported, torch_predictor):
         ("point_and_box", dict(multimask_output=True)),
     ]
     for case, options in cases:
-        _assert_close(predictor.predict(**prompts[case], **options), torch_predictor.predict(**prompts[case], **options), f"{case}/{options}")
+        _assert_close(
+            predictor.predict(**prompts[case], **options),
+            torch_predictor.predict(**prompts[case], **options),
+            f"{case}/{options}",
+        )
     logits = torch_predictor.predict(**prompts["point"], return_logits=True)
     best = logits[2][np.argmax(logits[1])][None]
     _assert_close(
@@ -333,7 +339,10 @@ def test_the_service_runs_on_the_onnx_backend(exported):
         uploaded = client.post("/v1/images", files={"file": ("chelsea.png", buffer.getvalue(), "image/png")})
         image_id = uploaded.json()["image_id"]
         clicked = client.post(f"/v1/images/{image_id}/segment", json={"points": [[200, 150]], "multimask": False})
-        everything = client.post(f"/v1/images/{image_id}/everything", json={"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0})
+        everything = client.post(
+            f"/v1/images/{image_id}/everything",
+            json={"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+        )
     assert uploaded.status_code == clicked.status_code == everything.status_code == 200
     predictor = SamPredictor(model, backend)
     predictor.set_image(image)

@@ -20,7 +20,8 @@ from images import sample_images
 from mobilesam import SAM, SamAutomaticMaskGenerator, SamPredictor
 from mobilesam.backends import BACKEND_SPECS, auto_backend_name, make_backend
 from mobilesam.backends.auto import reduced_precision_backend
-from mobilesam.fidelity import FAITHFUL, Agreement, compare_masks, engine_agreement
+from mobilesam.bench import engine_agreement
+from mobilesam.fidelity import FAITHFUL, Agreement, compare_masks
 from mobilesam.registry import build_from_config, get_config
 from mobilesam.weights import save_checkpoint
 from reference import mobile_sam, paired_models, randomize

@@ -69,9 +69,7 @@ EDGE_NUMBERS = st.sampled_from(
     [0, 1, -1, 0.5, 2**31, 2**63, 2**64, -(2**63) - 1, 10**400, 1e308, -1e308, 5e-324, math.nan, math.inf, -math.inf]
 )
 NUMBERS = st.one_of(st.integers(), st.floats(), EDGE_NUMBERS)
-LEAVES = st.one_of(
-    NUMBERS, st.booleans(), st.none(), st.text(max_size=4), st.sampled_from(["1.5", "nan", b"12", 1 + 2j, {}, ()])
-)
+LEAVES = st.one_of(NUMBERS, st.booleans(), st.none(), st.text(max_size=4), st.sampled_from(["1.5", "nan", b"12", 1 + 2j, {}, ()]))
 COORDS = st.floats(-100, 1000)
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4)
 ODD_ARRAYS = st.one_of(
@@ -108,9 +106,7 @@ def boxes(draw: st.DrawFn) -> list[float]:
 
 
 @st.composite
-def some_broken(
-    draw: st.DrawFn, good: dict[str, st.SearchStrategy], junk: dict[str, st.SearchStrategy]
-) -> dict[str, Any]:
+def some_broken(draw: st.DrawFn, good: dict[str, st.SearchStrategy], junk: dict[str, st.SearchStrategy]) -> dict[str, Any]:
     """Arguments each left out (None) or well-formed, but for up to two drawn from their junk.
 
     One broken part at a time reaches each part's checks; all parts junk would
@@ -118,9 +114,7 @@ def some_broken(
     """
     given_parts = draw(st.sets(st.sampled_from(sorted(good))))
     broken = draw(st.sets(st.sampled_from(sorted(good)), max_size=2))
-    return {
-        part: draw(junk[part]) if part in broken else draw(good[part]) if part in given_parts else None for part in good
-    }
+    return {part: draw(junk[part]) if part in broken else draw(good[part]) if part in given_parts else None for part in good}
 
 
 @st.composite
@@ -495,7 +489,7 @@ def _read_prompts(scratch: Path, suffix: str, data: bytes) -> None:
 @given(text_files(prompt_documents().map(json.dumps)))
 @example(b'[{"image": "a.jpg", "points": [[1, ' + b"1" * 5000 + b"]]}]")
 @example(b"[" * 100_000)
-@example(b'[{"image": "a.jpg", "points": [[1' + b"0" * 400 + b', 2]]}]')
+@example(b'[{"image": "a.jpg", "points": [[1' + b"0" * 400 + b", 2]]}]")
 @example(b'\xef\xbb\xbf[{"image": "a.jpg", "box": [1, 2, 3, 4]}]')
 @example(b'[{"points": [0.0, 0.0], "image": "."}]')
 @example(b'{"sub/..": {"box": [1, 2, 3, 4]}}')

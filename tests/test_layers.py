@@ -28,11 +28,23 @@ def _imports(module: str, *, at_import_time: bool) -> set[str]:
     path = MODULES[module]
     tree = ast.parse(path.read_text())
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-    nodes = tree.body if at_import_time else list(ast.walk(tree))
+    # Imports for type checkers only never run, so they tie nothing together.
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    nodes = tree.body if at_import_time else [node for node in ast.walk(tree) if id(node) not in typing_only]
     found = set()
     for node in nodes:
         if isinstance(node, ast.ImportFrom):
-            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) if node.level else node.module
+            base = (
+                ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else node.module
+            )
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base)
         elif isinstance(node, ast.Import):
@@ -59,8 +71,10 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_no_import_circles_at_import_time():
-    graph = {module: _imports(module, at_import_time=True) for module in MODULES}
+@pytest.mark.parametrize("at_import_time", [True, False], ids=["at import time", "inside functions too"])
+def test_no_import_circles(at_import_time):
+    # A function-level import is a dependency all the same: it only hides the circle until the call.
+    graph = {module: _imports(module, at_import_time=at_import_time) for module in MODULES}
     assert _cycle(graph) is None, f"import circle: {' -> '.join(_cycle(graph))}"
 
 
@@ -93,11 +107,65 @@ def test_leaves_import_nothing_of_ours(leaf):
 
 
 # (lower, higher): the lower module never imports the higher one, not even inside a function.
-# io/'s writers take `Results`; the registry's builder loads through weights.py.
-BELOW = [("mobilesam.results", "mobilesam.io"), ("mobilesam.weights", "mobilesam.registry")]
+# io/'s writers take `Results`; the registry's builder loads through weights.py; val's plot draws a report.
+BELOW = [
+    ("mobilesam.results", "mobilesam.io"),
+    ("mobilesam.weights", "mobilesam.registry"),
+    ("mobilesam.val.report", "mobilesam.val.plot"),
+]
 
 
 @pytest.mark.parametrize(("lower", "higher"), BELOW)
 def test_lower_layers_do_not_import_higher_ones(lower, higher):
     upward = {name for name in _imports(lower, at_import_time=False) if name == higher or name.startswith(higher + ".")}
     assert not upward, f"{lower} imports {sorted(upward)}, above it"
+
+
+def test_only_the_registry_branches_on_model_families():
+    # A family is one record in `mobilesam.families`; the registry loops over the records, modeling/ defines
+    # the encoders and `fast_encoder` is TinyViT's rewrite. Anywhere else, naming an encoder or its config
+    # class, or importing an encoder's module, is a branch on the family that a new family would miss.
+    aware = ("mobilesam.families", "mobilesam.registry", "mobilesam.modeling", "mobilesam.fast_encoder")
+    names = {"TinyViT", "TinyViTConfig", "ImageEncoderViT", "ViTConfig"}
+    encoder_modules = {"mobilesam.modeling.tiny_vit", "mobilesam.modeling.vit"}
+
+    def references(tree: ast.AST) -> list[str]:
+        found = []
+        for node in ast.walk(tree):
+            name = {ast.Name: "id", ast.Attribute: "attr", ast.alias: "name"}.get(type(node))
+            if name and getattr(node, name) in names:
+                found.append(f"line {node.lineno}: {getattr(node, name)}")
+        return found
+
+    # The check itself finds a branch.
+    assert references(ast.parse("if isinstance(model.image_encoder, modeling.TinyViT): pass"))
+    for module, path in MODULES.items():
+        if module.startswith(aware):
+            continue
+        found = references(ast.parse(path.read_text()))
+        found += [f"imports {name}" for name in sorted(_imports(module, at_import_time=False) & encoder_modules)]
+        assert not found, f"{module} names a model family ({', '.join(found)}); put it in the family's record"
+
+
+# The inference runtimes, and where they may be named: runtime/ opens their sessions, backends/ wraps them,
+# export/ writes and converts files with their tools (quantisers, converters) and checks them through runtime/.
+RUNTIME_PACKAGES = {"onnxruntime", "openvino", "executorch", "ai_edge_litert", "coremltools", "ncnn"}
+RUNTIME_OWNERS = ("mobilesam.runtime", "mobilesam.backends", "mobilesam.export")
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_runtime_backends_and_export_name_a_runtime():
+    for module, path in MODULES.items():
+        if module.startswith(RUNTIME_OWNERS):
+            continue
+        named = _third_party_imports(path) & RUNTIME_PACKAGES
+        assert not named, f"{module} imports {sorted(named)}; open runtimes in mobilesam.runtime, run them through a backend"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from mobile_sam.utils import amg as ref
 from pycocotools import mask as mask_utils
 
 from images import generated_image
 from mobilesam import SamAutomaticMaskGenerator, SamPredictor, build_sam
 from mobilesam import masks as ours
-from reference import mobile_sam  # noqa: F401  (imports the reference quietly)
-from reference import randomize
-from mobile_sam.utils import amg as ref
+from reference import (
+    mobile_sam,  # noqa: F401  (imports the reference quietly)
+    randomize,
+)
 
 
 def _blobs(n: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -51,6 +54,21 @@ def test_empty_inputs():
     empty = torch.zeros((0, 5, 6), dtype=torch.bool)
     assert ours.batched_mask_to_box(empty).shape == (0, 4)
     assert ours.mask_to_rle(empty) == []
+
+
+def test_pixel_edge_boxes_reach_one_past_the_last_pixel():
+    masks = _blobs(9, 37, 53, seed=7)
+    inclusive, edges = ours.batched_mask_to_box(masks), ours.batched_mask_to_box(masks, pixel_edges=True)
+    assert edges[0].tolist() == [0, 0, 0, 0]  # an empty mask has no box in either convention
+    assert edges[1].tolist() == [0, 0, 53, 37]
+    assert torch.equal(edges[1:], inclusive[1:] + torch.tensor([0, 0, 1, 1]))
+
+
+def test_one_mask_encodes_as_pycocotools_does():
+    for mask in _blobs(9, 37, 53, seed=5).numpy():
+        coco = ours.coco_encode_mask(mask)
+        assert coco == ours.encode_masks(mask[None], [0.0])[0].rle
+        assert coco["counts"] == mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
 
 
 def test_encoder_matches_pycocotools_and_the_parts_it_replaces():
@@ -131,9 +149,7 @@ def test_uncrop_and_edge_filters_match_reference():
     assert torch.equal(ours.uncrop_points(points, crop_box), ref.uncrop_points(points, crop_box))
     assert torch.equal(ours.uncrop_masks(masks, crop_box, 500, 600), ref.uncrop_masks(masks, crop_box, 500, 600))
     for orig in ([0, 0, 600, 500], [0, 0, 400, 300]):
-        assert torch.equal(
-            ours.is_box_near_crop_edge(boxes, crop_box, orig), ref.is_box_near_crop_edge(boxes, crop_box, orig)
-        )
+        assert torch.equal(ours.is_box_near_crop_edge(boxes, crop_box, orig), ref.is_box_near_crop_edge(boxes, crop_box, orig))
     box = torch.tensor([3, 4, 10, 20])
     assert torch.equal(ours.box_xyxy_to_xywh(box), ref.box_xyxy_to_xywh(box))
     assert box.tolist() == [3, 4, 10, 20]
@@ -151,6 +167,31 @@ def test_remove_small_regions_matches_reference(mode, area):
     result, changed = ours.remove_small_regions(mask, area, mode)
     expected, expected_changed = ref.remove_small_regions(mask, area, mode)
     assert np.array_equal(result, expected) and changed == expected_changed
+
+
+def _outline_masks() -> np.ndarray:
+    """A mask in three parts and a square with a hole, 40 x 60."""
+    masks = np.zeros((2, 40, 60), dtype=bool)
+    masks[0, 2:12, 2:14] = True
+    masks[0, 30:35, 50:55] = True
+    masks[0, 25:28, 25:29] = True
+    masks[1, 20:36, 5:21] = True
+    masks[1, 25:30, 10:15] = False
+    return masks
+
+
+def test_joined_outlines_enclose_every_part_and_only_seams_besides():
+    assert ours.join_outlines([]).shape == (0, 2) and ours.join_outlines([]).dtype == np.float32
+    for mask in _outline_masks():
+        outlines = ours.mask_to_polygons(mask)
+        joined = ours.join_outlines(outlines)
+        assert joined.dtype == np.float32
+        assert {tuple(v) for v in joined.tolist()} == {tuple(v) for o in outlines for v in o.tolist()}
+        filled = cv2.fillPoly(np.zeros(mask.shape, np.uint8), [joined.astype(np.int32)], 1).astype(bool)
+        solid = cv2.fillPoly(np.zeros(mask.shape, np.uint8), [o.astype(np.int32) for o in outlines], 1).astype(bool)
+        edges = cv2.polylines(np.zeros(mask.shape, np.uint8), [joined.astype(np.int32)], True, 1).astype(bool)
+        assert (filled >= solid).all()  # every part, holes filled as in the outlines
+        assert not (filled & ~solid & ~edges).any()  # and besides them only its own edges: the seams
 
 
 def test_remove_small_regions_rejects_unknown_mode():

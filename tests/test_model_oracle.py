@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilesam.registry import MODEL_CONFIGS, build_from_config, count_parameters, get_config
+from mobilesam.modeling import count_parameters
+from mobilesam.registry import MODEL_CONFIGS, build_from_config, get_config
 from reference import mobile_sam, paired_models
 from tolerance import assert_close, assert_masks_agree, decoder_layers, encoder_layers
 

@@ -93,7 +93,9 @@ def test_a_huge_header_is_refused_before_decoding_without_pils_bomb_warning(tmp_
     assert path.stat().st_size < 100
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ImageTooLarge, match=f"{side}x{side} = {side * side:,} pixels, over the limit of {DEFAULT_MAX_PIXELS:,}"):
+        with pytest.raises(
+            ImageTooLarge, match=f"{side}x{side} = {side * side:,} pixels, over the limit of {DEFAULT_MAX_PIXELS:,}"
+        ):
             load_image(path)
 
 

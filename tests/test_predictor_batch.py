@@ -44,7 +44,9 @@ def test_each_image_gets_its_own_prompts_and_the_masks_of_predicting_it_alone(pr
     single.set_image(images[0])
     # Mapped as `predict` maps a box (float64, then float32), so the decoder gets the same numbers.
     in_frame = torch.as_tensor(single.transform.apply_boxes(boxes, images[0].shape[:2]), dtype=torch.float)
-    for got, want in zip((masks[0], scores[0], logits[0]), single.predict_torch(None, None, boxes=in_frame, multimask_output=False)):
+    for got, want in zip(
+        (masks[0], scores[0], logits[0]), single.predict_torch(None, None, boxes=in_frame, multimask_output=False)
+    ):
         np.testing.assert_array_equal(got, want.numpy())
     alone = _alone(predictor, images[1], point_coords=points, point_labels=np.array([1, 0]), multimask_output=False)
     for got, want in zip((masks[1], scores[1], logits[1]), alone):

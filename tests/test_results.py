@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from mobilesam.masks import mask_to_polygons
+from mobilesam.draw import PALETTE, draw_overlay
+from mobilesam.masks import join_outlines, mask_to_polygons
 from mobilesam.results import Boxes, Masks, Results
 
 H, W = 40, 60
@@ -64,6 +64,7 @@ def test_boxes_attributes():
 
 
 def test_xy_is_one_polygon_through_every_part():
+    # The joining itself is tested in test_masks.py.
     result = make_result()
     xy, xyn = result.masks.xy, result.masks.xyn
     assert all(polygon.dtype == np.float32 for polygon in xy + xyn)
@@ -71,14 +72,24 @@ def test_xy_is_one_polygon_through_every_part():
     np.testing.assert_allclose(xyn[0], xy[0] / [W, H], rtol=1e-6)
     assert xy[3].shape == xyn[3].shape == (0, 2)
     for index in (1, 2):
-        mask = result.masks[index]
-        outlines = mask_to_polygons(mask)
-        assert {tuple(v) for v in xy[index].tolist()} == {tuple(v) for o in outlines for v in o.tolist()}
-        filled = cv2.fillPoly(np.zeros((H, W), np.uint8), [xy[index].astype(np.int32)], 1).astype(bool)
-        solid = cv2.fillPoly(np.zeros((H, W), np.uint8), [o.astype(np.int32) for o in outlines], 1).astype(bool)
-        edges = cv2.polylines(np.zeros((H, W), np.uint8), [xy[index].astype(np.int32)], True, 1).astype(bool)
-        assert (filled >= solid).all()  # every part, holes filled as in the outlines
-        assert not (filled & ~solid & ~edges).any()  # and besides them only its own edges: the seams
+        assert np.array_equal(xy[index], join_outlines(mask_to_polygons(result.masks[index])))
+
+
+def test_plot_draws_masks_then_prompts():
+    result = make_result()
+    result.points = np.array([[[5.0, 5.0]], [[50.0, 32.0]], [[0.0, 0.0]], [[0.0, 0.0]]])
+    result.labels = np.array([[1], [0], [-1], [-1]])
+    result.bboxes = np.array([[1, 1, 30, 30], [np.nan] * 4, [np.nan] * 4, [np.nan] * 4])
+    plain = result.plot(alpha=0.5, draw_prompts=False)
+    assert plain.shape == (H, W, 3) and plain.dtype == np.uint8
+    assert plain[15, 30].tolist() == np.round(PALETTE[0] * 0.5).tolist()  # mask 0 over black
+    assert plain[0, 0].tolist() == [0, 0, 0]
+    drawn = result.plot(alpha=0.5)
+    assert np.array_equal(
+        drawn, draw_overlay(result.orig_img, np.asarray(result.masks), 0.5, result.points, result.labels, result.bboxes)
+    )
+    assert drawn[5, 5].tolist() == [0, 220, 0] and drawn[32, 50].tolist() == [230, 0, 0]  # foreground, background dots
+    assert drawn[1, 15].tolist() == [255, 255, 255]  # the box's outline
 
 
 def test_cpu_and_numpy_copy():

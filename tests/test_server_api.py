@@ -16,12 +16,12 @@ from pycocotools import mask as mask_utils
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from images import generated_image, sample_images  # noqa: E402
-from mobilesam import SamPredictor, build_sam  # noqa: E402
-from mobilesam.backends import make_backend  # noqa: E402
-from mobilesam.server import (  # noqa: E402
+from images import generated_image, sample_images
+from mobilesam import SamPredictor, build_sam
+from mobilesam.backends import make_backend
+from mobilesam.server import (
     ImageNotFound,
     InvalidRequest,
     PayloadTooLarge,
@@ -31,8 +31,8 @@ from mobilesam.server import (  # noqa: E402
     UnsupportedMedia,
     create_app,
 )
-from mobilesam.server.schemas import EverythingRequest, SegmentRequest  # noqa: E402
-from reference import randomize  # noqa: E402
+from mobilesam.server.schemas import EverythingRequest, SegmentRequest
+from reference import randomize
 
 MAX_UPLOAD = 300_000
 MAX_PIXELS = 400_000
@@ -130,7 +130,9 @@ def test_segment_matches_the_predictor(client, model, generated_id):
     order = np.argsort(-scores, kind="stable")
 
     calls = model.image_encoder.calls
-    response = client.post(f"/v1/images/{generated_id}/segment", json={"points": points, "labels": labels, "box": box, "multimask": True})
+    response = client.post(
+        f"/v1/images/{generated_id}/segment", json={"points": points, "labels": labels, "box": box, "multimask": True}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert model.image_encoder.calls == calls  # decoder only, on the cached embedding
@@ -215,9 +217,7 @@ def test_segment_png_and_mask_input_round_trip(client, generated_id):
     assert int((png == 255).sum()) == mask["area"]
     logits = np.frombuffer(base64.b64decode(mask["low_res_logits"]), dtype="<f4")
     assert logits.shape == (256 * 256,) and np.isfinite(logits).all()
-    again = client.post(
-        f"/v1/images/{generated_id}/segment", json={"points": [[100, 50]], "mask_input": mask["low_res_logits"]}
-    )
+    again = client.post(f"/v1/images/{generated_id}/segment", json={"points": [[100, 50]], "mask_input": mask["low_res_logits"]})
     assert again.status_code == 200, again.text
     nested = client.post(f"/v1/images/{generated_id}/segment", json={"mask_input": logits.reshape(256, 256).tolist()})
     assert nested.status_code == 200, nested.text
@@ -328,7 +328,9 @@ def test_clicks_do_not_wait_for_a_running_everything(client, generated_id):
     blocker = lane.submit(release.wait, 60)
     answers = {}
     everything = threading.Thread(
-        target=lambda: answers.update(everything=client.post(f"/v1/images/{generated_id}/everything", json={"points_per_side": 4}))
+        target=lambda: answers.update(
+            everything=client.post(f"/v1/images/{generated_id}/everything", json={"points_per_side": 4})
+        )
     )
     try:
         everything.start()
@@ -349,7 +351,9 @@ def test_models_openapi_and_page(client):
     (info,) = client.get("/v1/models").json()["models"]
     assert info["name"] == "vit_t" and info["image_size"] == 1024 and info["parameters"] > 9_000_000
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/images", "/v1/images/{image_id}/segment", "/v1/images/{image_id}/everything", "/v1/models", "/healthz"} <= set(paths)
+    assert {"/v1/images", "/v1/images/{image_id}/segment", "/v1/images/{image_id}/everything", "/v1/models", "/healthz"} <= set(
+        paths
+    )
     assert "multipart/form-data" in paths["/v1/images"]["post"]["requestBody"]["content"]
     page = client.get("/")
     assert page.status_code == 200 and 'id="prompt-canvas"' in page.text

@@ -54,7 +54,18 @@ def server(tmp_path):
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-c", "from mobilesam.cli import run; run()", "serve", "--model", str(checkpoint), "--port", str(port), "--threads", "2"],
+        [
+            sys.executable,
+            "-c",
+            "from mobilesam.cli import run; run()",
+            "serve",
+            "--model",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--threads",
+            "2",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -119,7 +130,9 @@ def test_click_to_segment_page(server, tmp_path):
             assert page.text_content("#status").startswith("Mask: score")
 
             canvas.click(position={"x": 60 * scale, "y": 450 * scale}, button="right")  # a background point
-            page.wait_for_function("state.labels.length === 2 && document.getElementById('status').textContent.startsWith('Mask')")
+            page.wait_for_function(
+                "state.labels.length === 2 && document.getElementById('status').textContent.startsWith('Mask')"
+            )
             assert page.evaluate("() => state.labels") == [1, 0]
 
             ARTIFACTS.mkdir(exist_ok=True)

@@ -176,7 +176,11 @@ def make_uploads(count: int = 64, seed: int = 0) -> list[Upload]:
 def documented_statuses(client: httpx.Client) -> dict[str, set[int]]:
     """POST route -> the statuses its OpenAPI document lists, read from the running app."""
     paths = client.get("/openapi.json").raise_for_status().json()["paths"]
-    return {path: {int(code) for code in operations["post"]["responses"]} for path, operations in paths.items() if "post" in operations}
+    return {
+        path: {int(code) for code in operations["post"]["responses"]}
+        for path, operations in paths.items()
+        if "post" in operations
+    }
 
 
 class Mix:
@@ -229,7 +233,9 @@ class Mix:
             return Answer(kind, None, time.perf_counter() - started)
         if kind == "hang_up_click":
             image_id, _ = target
-            request = client.build_request("POST", f"/v1/images/{image_id}/segment", json={"points": [[1.0, 1.0]], "multimask": True})
+            request = client.build_request(
+                "POST", f"/v1/images/{image_id}/segment", json={"points": [[1.0, 1.0]], "multimask": True}
+            )
             self._hang_up(request, fraction=0.5)
             return Answer(kind, None, time.perf_counter() - started)
         if kind == "hang_up_waiting":
@@ -261,22 +267,32 @@ class Mix:
             image_id = ids[int(rng.integers(len(ids)))]
             return image_id, self._known[image_id]
 
-    def _build(self, client: httpx.Client, rng: np.random.Generator, kind: str, upload: Upload, target: Any) -> tuple[httpx.Request, Any]:
+    def _build(
+        self, client: httpx.Client, rng: np.random.Generator, kind: str, upload: Upload, target: Any
+    ) -> tuple[httpx.Request, Any]:
         """The request of `kind` and what its answer is checked against."""
         if kind == "upload":
             return _upload_request(client, upload, as_json=rng.random() < 0.2), upload
         if kind == "bad_json_upload":
-            return client.build_request("POST", "/v1/images", content=b'{"image": "iVBO', headers={"content-type": "application/json"}), None
+            return client.build_request(
+                "POST", "/v1/images", content=b'{"image": "iVBO', headers={"content-type": "application/json"}
+            ), None
         if kind == "bad_multipart":
             content = b"these bytes are no multipart body"
-            return client.build_request("POST", "/v1/images", content=content, headers={"content-type": "multipart/form-data; boundary=b"}), None
+            return client.build_request(
+                "POST", "/v1/images", content=content, headers={"content-type": "multipart/form-data; boundary=b"}
+            ), None
         if kind == "not_image":
             file = ("notes.txt", b"these bytes are no image " * 20, str(rng.choice(["text/plain", "application/octet-stream"])))
             return client.build_request("POST", "/v1/images", files={"file": file}), None
         if kind == "oversize_file":  # under the body limit, over the file limit: refused by the service
-            return client.build_request("POST", "/v1/images", files={"file": ("big.png", b"\x89PNG" + bytes(MAX_UPLOAD), "image/png")}), None
+            return client.build_request(
+                "POST", "/v1/images", files={"file": ("big.png", b"\x89PNG" + bytes(MAX_UPLOAD), "image/png")}
+            ), None
         if kind == "oversize_body":  # over the body limit, declared in Content-Length: refused before it is read
-            return client.build_request("POST", "/v1/images", files={"file": ("huge.png", bytes(3 * MAX_UPLOAD), "image/png")}), None
+            return client.build_request(
+                "POST", "/v1/images", files={"file": ("huge.png", bytes(3 * MAX_UPLOAD), "image/png")}
+            ), None
         if kind == "too_many_pixels":
             buffer = io.BytesIO()
             Image.new("RGB", (MAX_SIDE[1] + 1, MAX_SIDE[0])).save(buffer, format="PNG")
@@ -554,7 +570,11 @@ def test_under_load_answers_stay_right_and_memory_stays_bounded():
     print(
         f"{len(answers)} requests in {elapsed:.1f} s; cache +{cache_growth:.1f} MiB; RSS {before.rss:.0f} -> {after.rss:.0f} MiB "
         f"(+{after.rss - before.rss:.1f}, bound {CACHE_BYTES / MIB + RSS_MARGIN_MIB:.0f}); allocated "
-        + ("n/a" if before.allocated is None else f"{before.allocated:.0f} -> {after.allocated:.0f} MiB ({after.allocated - before.allocated:+.1f})")
+        + (
+            "n/a"
+            if before.allocated is None
+            else f"{before.allocated:.0f} -> {after.allocated:.0f} MiB ({after.allocated - before.allocated:+.1f})"
+        )
     )
     assert after.rss - before.rss <= CACHE_BYTES / MIB + RSS_MARGIN_MIB, (
         f"RSS grew {after.rss - before.rss:.1f} MiB under load: more than the cache's limit "
@@ -571,7 +591,7 @@ def test_an_upload_cut_short_is_answered_400_not_raised():
     """A client that hangs up mid-upload got an exception out of the app (uvicorn logged a 500 for it);
     now it gets the 400 that FastAPI answers a JSON body cut short with."""
     app = create_app(build_model(), SETTINGS)
-    body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
     body += bytes(1000) + b"\r\n--b--\r\n"
     scope = {
         "type": "http",
@@ -583,7 +603,11 @@ def test_an_upload_cut_short_is_answered_400_not_raised():
         "raw_path": b"/v1/images",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"test"), (b"content-type", b"multipart/form-data; boundary=b"), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"host", b"test"),
+            (b"content-type", b"multipart/form-data; boundary=b"),
+            (b"content-length", str(len(body)).encode()),
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 80),
     }

@@ -1,4 +1,4 @@
-"""Expanding a command's SOURCE: files, folders, globs and prompts files."""
+"""Expanding a command's SOURCE: files, folders, globs and prompts files (parsed by `mobilesam.io.prompt_files`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mobilesam.io.prompt_files import read_prompt_objects
 from mobilesam.io.sources import SourceError, find_jobs, read_prompts_file
 from mobilesam.prompts import Prompt
 
@@ -91,11 +92,7 @@ def test_json_prompts_file_entries_objects_and_mapping(tmp_path):
 def test_csv_prompts_file_groups_rows_by_image_and_object(tmp_path):
     prompts = tmp_path / "prompts.csv"
     prompts.write_text(
-        "image,object,x,y,label,x1,y1,x2,y2\n"
-        "a.jpg,0,10,20,1,,,,\n"
-        "a.jpg,0,30,40,0,,,,\n"
-        "a.jpg,1,,,,1,2,3,4\n"
-        "b.jpg,,7,8,,,,,\n"
+        "image,object,x,y,label,x1,y1,x2,y2\na.jpg,0,10,20,1,,,,\na.jpg,0,30,40,0,,,,\na.jpg,1,,,,1,2,3,4\nb.jpg,,7,8,,,,,\n"
     )
     jobs = find_jobs(prompts)
     assert [job.stem for job in jobs] == ["a", "b"]
@@ -124,9 +121,17 @@ def test_csv_prompts_file_groups_rows_by_image_and_object(tmp_path):
         (".csv", "image,x1,y1,x2,y2\na.jpg,1,2,3,4\na.jpg,1,2,3,5\n", "line 3: a second box"),
         # Checked into a Prompt as the file is read, not when the image is segmented.
         (".json", '[{"image": "a.jpg", "points": [[1, 2]], "labels": [2]}]', "entry 0: point labels must be 1 (foreground) or 0"),
-        (".json", '[{"image": "a.jpg", "objects": [{"box": [1, 2, 3, 4]}, {"box": [9, 2, 3, 4]}]}]', "entry 0, object 1: box corners must satisfy x1 <= x2"),
+        (
+            ".json",
+            '[{"image": "a.jpg", "objects": [{"box": [1, 2, 3, 4]}, {"box": [9, 2, 3, 4]}]}]',
+            "entry 0, object 1: box corners must satisfy x1 <= x2",
+        ),
         (".json", '[{"image": "a.jpg", "points": [[NaN, 2]]}]', "entry 0: point_coords contains NaN"),
-        (".csv", "image,object,x,y,label\na.jpg,0,1,2,1\nb.jpg,0,3,4,1\na.jpg,0,5,6,3\n", "lines 2, 4, object 0 of a.jpg: point labels must be 1"),
+        (
+            ".csv",
+            "image,object,x,y,label\na.jpg,0,1,2,1\nb.jpg,0,3,4,1\na.jpg,0,5,6,3\n",
+            "lines 2, 4, object 0 of a.jpg: point labels must be 1",
+        ),
         (".csv", "image,x1,y1,x2,y2\na.jpg,5,2,3,4\n", "line 2, object 0 of a.jpg: box corners must satisfy"),
     ],
 )
@@ -134,6 +139,6 @@ def test_malformed_prompts_files_name_the_entry(tmp_path, suffix, text, message)
     prompts = tmp_path / f"prompts{suffix}"
     prompts.write_text(text)
     with pytest.raises(SourceError) as info:
-        read_prompts_file(prompts)
+        read_prompt_objects(prompts)
     assert message in str(info.value)
     assert str(prompts) in str(info.value)

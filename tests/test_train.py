@@ -31,7 +31,22 @@ runner = CliRunner()
 SIZE = 64
 TEACHER = {"embed_dim": 32, "depth": 1, "num_heads": 2, "global_attn_indexes": [0]}
 SMALL_STUDENT = {"embed_dims": [16, 32, 32, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 2], "window_sizes": [2, 2, 2, 2]}
-DISTILL_FLAGS = ["--steps", "40", "--batch-size", "2", "--lr", "3e-3", "--warmup-steps", "5", "--workers", "0", "--log-every", "5", "--no-tensorboard", "-q"]
+DISTILL_FLAGS = [
+    "--steps",
+    "40",
+    "--batch-size",
+    "2",
+    "--lr",
+    "3e-3",
+    "--warmup-steps",
+    "5",
+    "--workers",
+    "0",
+    "--log-every",
+    "5",
+    "--no-tensorboard",
+    "-q",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +73,10 @@ def workspace(tmp_path_factory) -> Path:
         Image.fromarray(generated_image(40 + 8 * i, 64, seed=i)).save(folder / f"img{i}.png")
     torch.manual_seed(0)
     save_checkpoint(build_from_config(model_config("vit_b", TEACHER, SIZE)), root / "teacher.pt")
-    _yaml(root / "teacher.yaml", {"teacher": "vit_b", "teacher_overrides": TEACHER, "image_size": SIZE, "flips": True, "shard_size": 4})
+    _yaml(
+        root / "teacher.yaml",
+        {"teacher": "vit_b", "teacher_overrides": TEACHER, "image_size": SIZE, "flips": True, "shard_size": 4},
+    )
     return root
 
 
@@ -71,8 +89,19 @@ def _cache(workspace: Path) -> Path:
 
 
 def _cache_args(workspace: Path) -> list[str]:
-    return ["train", "cache-teacher", "--config", str(workspace / "teacher.yaml"), "--images", str(workspace / "images"),
-            "--teacher-weights", str(workspace / "teacher.pt"), "--out", str(workspace / "cache"), "-q"]
+    return [
+        "train",
+        "cache-teacher",
+        "--config",
+        str(workspace / "teacher.yaml"),
+        "--images",
+        str(workspace / "images"),
+        "--teacher-weights",
+        str(workspace / "teacher.pt"),
+        "--out",
+        str(workspace / "cache"),
+        "-q",
+    ]
 
 
 def test_cache_teacher_writes_shards_and_a_rerun_does_nothing(workspace):
@@ -109,7 +138,19 @@ def test_batch_plan_splits_ranks_and_epochs_deterministically():
 def _distill(workspace: Path, out: Path, *extra: str) -> None:
     config = _yaml(workspace / "student.yaml", {"student": "vit_t", "student_overrides": SMALL_STUDENT, "seed": 1})
     result = runner.invoke(
-        app, ["train", "distill", "--cache", str(_cache(workspace)), "--out", str(out), "--config", str(config), *DISTILL_FLAGS, *extra]
+        app,
+        [
+            "train",
+            "distill",
+            "--cache",
+            str(_cache(workspace)),
+            "--out",
+            str(out),
+            "--config",
+            str(config),
+            *DISTILL_FLAGS,
+            *extra,
+        ],
     )
     assert result.exit_code == 0, result.output
 
@@ -143,7 +184,9 @@ def test_distill_lowers_the_loss_and_resume_is_exact(workspace, tmp_path):
     assert [r.rsplit(",", 1)[0] for r in rows[0]] == [r.rsplit(",", 1)[0] for r in rows[1]]
     # The final model takes the teacher's prompt encoder and decoder unchanged.
     teacher = read_state_dict(workspace / "teacher.pt")
-    assert torch.equal(straight["mask_decoder.iou_prediction_head.layers.0.weight"], teacher["mask_decoder.iou_prediction_head.layers.0.weight"])
+    assert torch.equal(
+        straight["mask_decoder.iou_prediction_head.layers.0.weight"], teacher["mask_decoder.iou_prediction_head.layers.0.weight"]
+    )
 
 
 @pytest.mark.slow
@@ -152,8 +195,24 @@ def test_distilled_vit_t_loads_with_sam_and_predicts(workspace, tmp_path):
     # The command as a user runs it, in its own process: a DataLoader with workers leaves torch's
     # SIGCHLD handler installed in the process that ran it, and in the test process (after Ray's
     # tests) the next child's exit then crashed pytest with SIGSEGV.
-    command = [str(Path(sys.executable).with_name("mobilesam")), "train", "distill", "--cache", str(_cache(workspace)),
-               "--out", str(out), "--steps", "2", "--batch-size", "2", "--workers", "1", "--log-every", "1", "-q"]
+    command = [
+        str(Path(sys.executable).with_name("mobilesam")),
+        "train",
+        "distill",
+        "--cache",
+        str(_cache(workspace)),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--log-every",
+        "1",
+        "-q",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "config.yaml").is_file() and list((out / "tensorboard").iterdir())
@@ -167,7 +226,9 @@ def test_distill_errors_are_one_line(workspace, tmp_path):
     assert result.exit_code == 1 and "no finished teacher cache" in result.output
     assert len(result.output.strip().splitlines()) == 1
     bad = _yaml(tmp_path / "bad.yaml", {"learning_rate": 1})
-    result = runner.invoke(app, ["train", "distill", "--cache", str(_cache(workspace)), "--out", str(tmp_path / "run"), "--config", str(bad)])
+    result = runner.invoke(
+        app, ["train", "distill", "--cache", str(_cache(workspace)), "--out", str(tmp_path / "run"), "--config", str(bad)]
+    )
     assert result.exit_code == 2 and "unknown setting learning_rate" in result.output
     result = runner.invoke(app, ["train", "distill", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "cache is required" in result.output
@@ -178,10 +239,31 @@ def test_torchrun_two_ranks_end_with_identical_weights(workspace, tmp_path):
     out = tmp_path / "ddp"
     config = _yaml(tmp_path / "student.yaml", {"student": "vit_t", "student_overrides": SMALL_STUDENT})
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(Path(sys.executable).parent / "mobilesam"), "train", "distill", "--cache", str(_cache(workspace)),
-        "--out", str(out), "--config", str(config), "--steps", "3", "--batch-size", "2", "--workers", "0",
-        "--device", "cpu", "--no-tensorboard", "-q",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(Path(sys.executable).parent / "mobilesam"),
+        "train",
+        "distill",
+        "--cache",
+        str(_cache(workspace)),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-tensorboard",
+        "-q",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
@@ -219,9 +301,36 @@ def test_finetune_decoder_lowers_the_loss(workspace, tmp_path):
     out = tmp_path / "ft"
     result = runner.invoke(
         app,
-        ["train", "finetune-decoder", "--data", str(_sa1b(tmp_path)), "--model", str(model), "--out", str(out), "--config", str(config),
-         "--image-size", str(SIZE), "--steps", "12", "--batch-size", "2", "--iterations", "2", "--lr", "1e-3", "--warmup-steps", "2",
-         "--workers", "0", "--log-every", "2", "--no-tensorboard", "-q"],
+        [
+            "train",
+            "finetune-decoder",
+            "--data",
+            str(_sa1b(tmp_path)),
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--config",
+            str(config),
+            "--image-size",
+            str(SIZE),
+            "--steps",
+            "12",
+            "--batch-size",
+            "2",
+            "--iterations",
+            "2",
+            "--lr",
+            "1e-3",
+            "--warmup-steps",
+            "2",
+            "--workers",
+            "0",
+            "--log-every",
+            "2",
+            "--no-tensorboard",
+            "-q",
+        ],
     )
     assert result.exit_code == 0, result.output
     loss = [float(row.split(",")[3]) for row in (out / "metrics.csv").read_text().splitlines()[1:]]

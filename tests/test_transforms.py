@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from mobile_sam.utils.transforms import ResizeLongestSide as ReferenceResize
 
 from images import generated_image, sample_images
 from mobilesam.transforms import ResizeLongestSide, get_preprocess_shape
 from reference import mobile_sam  # noqa: F401  (imports the reference quietly)
-from mobile_sam.utils.transforms import ResizeLongestSide as ReferenceResize
 
 IMAGES = {
     **sample_images(),

@@ -33,7 +33,7 @@ from mobilesam import build_sam
 from mobilesam.weights import save_checkpoint
 from reference import randomize
 
-MOBILE_SAM_POINT_PROMPT = '''
+MOBILE_SAM_POINT_PROMPT = """
 from ultralytics import SAM
 
 # Load the model
@@ -50,9 +50,9 @@ model.predict("ultralytics/assets/zidane.jpg", points=[[[400, 370], [900, 370]]]
 
 # Predict a segment using both positive and negative prompts.
 model.predict("ultralytics/assets/zidane.jpg", points=[[[400, 370], [900, 370]]], labels=[[1, 0]])
-'''
+"""
 
-MOBILE_SAM_BOX_PROMPT = '''
+MOBILE_SAM_BOX_PROMPT = """
 from ultralytics import SAM
 
 # Load the model
@@ -60,9 +60,9 @@ model = SAM("mobile_sam.pt")
 
 # Predict a segment based on a box prompt
 model.predict("ultralytics/assets/zidane.jpg", bboxes=[439, 437, 524, 709])
-'''
+"""
 
-SAM_SEGMENT_WITH_PROMPTS = '''
+SAM_SEGMENT_WITH_PROMPTS = """
 from ultralytics import SAM
 
 # Load a model
@@ -76,9 +76,9 @@ model('ultralytics/assets/zidane.jpg', bboxes=[439, 437, 524, 709])
 
 # Run inference with points prompt
 model('ultralytics/assets/zidane.jpg', points=[900, 370], labels=[1])
-'''
+"""
 
-SAM_SEGMENT_EVERYTHING = '''
+SAM_SEGMENT_EVERYTHING = """
 from ultralytics import SAM
 
 # Load a model
@@ -89,7 +89,7 @@ model.info()
 
 # Run inference
 model("path/to/image.jpg")
-'''
+"""
 
 PHOTO_PATHS = ("ultralytics/assets/zidane.jpg", "path/to/image.jpg")
 H, W = 720, 1280

@@ -46,7 +46,13 @@ def test_coco_polygons_and_rle_read_back_as_pycocotools_draws_them(tmp_path):
     masks = _random_masks(4, seed=0)
     annotations = [
         {"id": 10, "image_id": 2, "category_id": 3, "segmentation": _compressed(masks[0]), "iscrowd": 0},
-        {"id": 11, "image_id": 2, "category_id": 5, "segmentation": mask_to_rle(torch.from_numpy(masks[1])[None])[0], "iscrowd": 0},
+        {
+            "id": 11,
+            "image_id": 2,
+            "category_id": 5,
+            "segmentation": mask_to_rle(torch.from_numpy(masks[1])[None])[0],
+            "iscrowd": 0,
+        },
         # Two polygon parts make one instance.
         {"id": 12, "image_id": 1, "category_id": 3, "segmentation": [[2, 2, 20, 2, 20, 15, 2, 15], [30, 30, 50, 30, 40, 45]]},
         {"id": 13, "image_id": 1, "category_id": 5, "segmentation": _compressed(masks[2]), "iscrowd": 1},
@@ -138,14 +144,19 @@ def test_unusable_datasets_are_one_clear_error(tmp_path):
         load_dataset(tmp_path / "nope.json")
     image = {"id": 1, "file_name": "a.png", "height": H, "width": W}
     triangle = [[1, 1, 9, 1, 9, 9]]
-    good = _write_json(tmp_path / "ok.json", {"images": [image], "annotations": [{"id": 1, "image_id": 1, "segmentation": triangle}]})
+    good = _write_json(
+        tmp_path / "ok.json", {"images": [image], "annotations": [{"id": 1, "image_id": 1, "segmentation": triangle}]}
+    )
     with pytest.raises(FileNotFoundError, match="images folder not found"):
         load_dataset(good, tmp_path / "missing")
     crowd = {"id": 1, "image_id": 1, "segmentation": _compressed(_random_masks(1, 0)[0]), "iscrowd": 1}
     cases = [
         ({"images": [image], "annotations": []}, "no instances to evaluate"),
         ({"images": [image], "annotations": [crowd]}, r"no instances to evaluate \(1 crowd annotations skipped\)"),
-        ({"images": [], "annotations": [{"id": 7, "image_id": 1, "segmentation": triangle}]}, "annotation 7 refers to unknown image 1"),
+        (
+            {"images": [], "annotations": [{"id": 7, "image_id": 1, "segmentation": triangle}]},
+            "annotation 7 refers to unknown image 1",
+        ),
         (
             {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 7, "image_id": 1, "segmentation": triangle}]},
             "needs 'height' and 'width'",
@@ -171,7 +182,10 @@ def test_a_mask_of_the_wrong_size_is_reported(tmp_path):
     rle = _compressed(_random_masks(1, 0)[0])
     path = _write_json(
         tmp_path / "coco.json",
-        {"images": [{"id": 1, "file_name": "a.png", "height": H + 1, "width": W}], "annotations": [{"id": 5, "image_id": 1, "segmentation": rle}]},
+        {
+            "images": [{"id": 1, "file_name": "a.png", "height": H + 1, "width": W}],
+            "annotations": [{"id": 5, "image_id": 1, "segmentation": rle}],
+        },
     )
     [instance] = load_dataset(path).images[0].instances
     with pytest.raises(DatasetError, match=f"instance 5: mask is {W}x{H}, expected {W}x{H + 1}"):

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from images import sample_images
 from mobilesam import SamPredictor, build_sam, load_sam
 from mobilesam.cli import app
-from mobilesam.val import ValReport, evaluate
 from mobilesam.masks import mask_iou
+from mobilesam.val import ValReport, evaluate
 from mobilesam.val.plot import plot_clicks
 from mobilesam.weights import save_checkpoint
 from reference import randomize
@@ -59,7 +59,13 @@ def dataset(tmp_path_factory) -> Path:
                 mask = mask_utils.decode({**segmentation, "counts": segmentation["counts"].encode()}).astype(bool)
             image[mask] = COLOURS[category_id]
             document["annotations"].append(
-                {"id": len(document["annotations"]) + 1, "image_id": image_id, "category_id": category_id, "segmentation": segmentation, "iscrowd": 0}
+                {
+                    "id": len(document["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": category_id,
+                    "segmentation": segmentation,
+                    "iscrowd": 0,
+                }
             )
         Image.fromarray(image).save(root / "images" / file_name)
         document["images"].append({"id": image_id, "file_name": file_name, "height": h, "width": w})
@@ -111,7 +117,9 @@ def test_cli_val_with_a_teacher_writes_report_and_plot(dataset, checkpoints, tmp
         assert 0.0 <= protocol["miou"] <= 1.0 and 0.0 <= protocol["teacher_miou"] <= 1.0
         expected_mean = np.mean([protocol["per_size"][s] for s in ("small", "medium", "large")])  # two of each size
         assert protocol["miou"] == pytest.approx(expected_mean)
-        assert protocol["calibration"]["count"] == 6 and protocol["calibration"]["mean_actual_iou"] == pytest.approx(protocol["miou"])
+        assert protocol["calibration"]["count"] == 6 and protocol["calibration"]["mean_actual_iou"] == pytest.approx(
+            protocol["miou"]
+        )
     clicks = report["protocols"]["clicks:3"]
     assert len(clicks["per_click"]) == 3 and len(clicks["teacher_per_click"]) == 3
     assert clicks["per_click"][-1] == clicks["miou"]
@@ -153,7 +161,9 @@ def test_evaluate_from_python_agrees_with_a_hand_computation(dataset, checkpoint
         else:
             gt = mask_utils.decode({**segmentation, "counts": segmentation["counts"].encode()}).astype(bool)
         rows, cols = np.nonzero(gt)
-        masks, _, _ = predictor.predict(box=np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]), multimask_output=False)
+        masks, _, _ = predictor.predict(
+            box=np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]), multimask_output=False
+        )
         ious.append(mask_iou(masks[0], gt))
     assert report.protocols["box"].miou == pytest.approx(np.mean(ious), abs=1e-12)
     assert report.protocols["box:0.2"].miou != report.protocols["box"].miou

@@ -7,10 +7,10 @@ import pytest
 
 from images import sample_images
 from mobilesam import SamPredictor, build_sam
+from mobilesam.masks import coco_encode_mask, mask_iou
 from mobilesam.val import parse_protocols
 from mobilesam.val.clicks import farthest_point, next_click, replay_clicks, simulate_clicks
-from mobilesam.masks import mask_iou
-from mobilesam.val.metrics import InstanceScore, encode_mask, match_masks, rle_iou, size_bucket, summarize
+from mobilesam.val.metrics import InstanceScore, match_masks, rle_iou, size_bucket, summarize
 from mobilesam.val.protocols import Protocol, jitter_box, mask_box, parse_protocol
 from reference import randomize
 
@@ -34,7 +34,14 @@ def test_mask_iou_of_overlapping_rectangles():
 
 
 def test_size_buckets_follow_coco_areas():
-    assert [size_bucket(a) for a in (1, 1023, 1024, 9215, 9216, 10**6)] == ["small", "small", "medium", "medium", "large", "large"]
+    assert [size_bucket(a) for a in (1, 1023, 1024, 9215, 9216, 10**6)] == [
+        "small",
+        "small",
+        "medium",
+        "medium",
+        "large",
+        "large",
+    ]
 
 
 def test_match_masks_picks_the_best_candidate_per_ground_truth():
@@ -46,13 +53,13 @@ def test_match_masks_picks_the_best_candidate_per_ground_truth():
         _rect(shape, 0, 0, 8, 6),  # IoU 0.75 with gt 0
         _rect(shape, 0, 16, 8, 24),  # matches nothing
     ]
-    best, ious = match_masks([encode_mask(m) for m in candidates], [encode_mask(m) for m in gts])
+    best, ious = match_masks([coco_encode_mask(m) for m in candidates], [coco_encode_mask(m) for m in gts])
     assert best.tolist() == [2, 1]
     assert ious.tolist() == [0.75, 0.5]
-    best, ious = match_masks([], [encode_mask(m) for m in gts])
+    best, ious = match_masks([], [coco_encode_mask(m) for m in gts])
     assert best.tolist() == [-1, -1] and ious.tolist() == [0.0, 0.0]
-    assert rle_iou(encode_mask(candidates[0]), encode_mask(gts[0])) == 0.5
-    assert rle_iou(None, None) == 1.0 and rle_iou(None, encode_mask(gts[0])) == 0.0
+    assert rle_iou(coco_encode_mask(candidates[0]), coco_encode_mask(gts[0])) == 0.5
+    assert rle_iou(None, None) == 1.0 and rle_iou(None, coco_encode_mask(gts[0])) == 0.0
 
 
 def test_summary_of_known_ious():
@@ -168,17 +175,20 @@ def test_next_click_is_always_inside_the_error_region():
         assert click.label == int(gt[y, x]), "positive exactly on missed pixels"
 
 
+IMAGE = sample_images()["chelsea"][::3, ::3]  # 100 x 151
+
+
 @pytest.fixture(scope="module")
 def predictor() -> SamPredictor:
     predictor = SamPredictor(randomize(build_sam("vit_t"), seed=5))
-    predictor.set_image(sample_images()["chelsea"][::3, ::3])  # 100 x 151
+    predictor.set_image(IMAGE)
     return predictor
 
 
 def test_simulated_clicks_correct_the_previous_mask(predictor):
     gt = np.zeros((100, 151), dtype=bool)
     gt[20:70, 30:110] = True
-    trace = simulate_clicks(predictor, gt, num_clicks=4)
+    trace = simulate_clicks(predictor, IMAGE, gt, num_clicks=4)
     assert 1 <= len(trace.clicks) <= 4 and len(trace.masks) == len(trace.scores) == len(trace.clicks)
     assert trace.clicks[0].xy == farthest_point(gt)[0] and trace.clicks[0].label == 1
     for previous, click in zip(trace.masks, trace.clicks[1:]):
@@ -188,7 +198,7 @@ def test_simulated_clicks_correct_the_previous_mask(predictor):
     if len(trace.clicks) < 4:
         assert np.array_equal(trace.masks[-1], gt)
     # The same clicks on the same model give the same masks: the simulation is deterministic.
-    replayed = replay_clicks(predictor, trace.clicks)
+    replayed = replay_clicks(predictor, IMAGE, trace.clicks)
     for a, b in zip(trace.masks, replayed.masks):
         np.testing.assert_array_equal(a, b)
     assert replayed.scores == trace.scores

@@ -313,6 +313,8 @@ def test_model_kind_is_read_off_the_registry_for_every_model():
             state_dict = build_from_config(get_config(name)).state_dict()
         assert detect_model_name(state_dict) == name
     with torch.device("meta"):
-        shallow = build_from_config(dataclasses.replace(get_config("vit_b"), encoder=dataclasses.replace(get_config("vit_b").encoder, depth=3)))
+        shallow = build_from_config(
+            dataclasses.replace(get_config("vit_b"), encoder=dataclasses.replace(get_config("vit_b").encoder, depth=3))
+        )
     with pytest.raises(CheckpointError, match="width 768 means vit_b with 12 blocks, but the file has 3"):
         detect_model_name(shallow.state_dict())

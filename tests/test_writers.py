@@ -267,7 +267,13 @@ def test_labelme_document(tmp_path):
     path = write_labelme(result, tmp_path / "out" / "labelme" / "dog.json")
     document = json.loads(path.read_text())
     assert set(document) == {
-        "version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth",
+        "version",
+        "flags",
+        "shapes",
+        "imagePath",
+        "imageData",
+        "imageHeight",
+        "imageWidth",
     }
     assert document["imagePath"] == "../../images/dog.png"
     assert (path.parent / document["imagePath"]).resolve() == image.resolve()
@@ -458,7 +464,11 @@ def test_registry_layout_and_write_outputs(tmp_path):
     assert list(OUTPUT_FORMATS) == ["png", "overlay", "coco", "yolo", "labelme"]
     paths = output_paths(tmp_path, "sub/dog", OUTPUT_FORMATS)
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
-        "masks/sub/dog", "overlays/sub/dog.jpg", "coco/sub/dog.json", "labels/sub/dog.txt", "labelme/sub/dog.json",
+        "masks/sub/dog",
+        "overlays/sub/dog.jpg",
+        "coco/sub/dog.json",
+        "labels/sub/dog.txt",
+        "labelme/sub/dog.json",
     ]
     result = make_result(path=str(tmp_path / "src" / "sub" / "dog.jpeg"))
     assert write_outputs(result, tmp_path, "sub/dog", OUTPUT_FORMATS) == paths

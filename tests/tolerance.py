@@ -17,9 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mobilesam.families import FAMILIES
 from mobilesam.modeling import Sam
-from mobilesam.modeling.tiny_vit import MBConv, PatchMerging, TinyViTBlock
-from mobilesam.modeling.vit import Block as ViTBlock
 
 FP32_ULP = float(torch.finfo(torch.float32).eps)
 # Measured between ours and the reference at two threads: at most 1.1 ulps per
@@ -29,7 +28,8 @@ ULPS_PER_LAYER = 4
 
 def encoder_layers(model: Sam) -> int:
     """Layers an image embedding passes through: residual blocks and downsamplings, plus patch embedding and neck."""
-    return 2 + sum(isinstance(m, (MBConv, PatchMerging, TinyViTBlock, ViTBlock)) for m in model.image_encoder.modules())
+    layer_types = tuple(t for family in FAMILIES.values() for t in family.layer_types)
+    return 2 + sum(isinstance(m, layer_types) for m in model.image_encoder.modules())
 
 
 def decoder_layers(model: Sam) -> int:

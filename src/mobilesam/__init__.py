@@ -40,11 +40,11 @@ if TYPE_CHECKING:
     from .automatic import SamAutomaticMaskGenerator
     from .embedding import ImageEmbedding
     from .errors import CheckpointError, DownloadError, ImageTooLarge, MobileSamError, UnknownModelError
-    from .runtime.predictor import OnnxPredictor
     from .modeling import Sam
     from .predictor import SamPredictor
     from .registry import MODEL_CONFIGS, build_sam, load_sam, sam_model_registry
     from .results import Results
+    from .runtime.predictor import OnnxPredictor
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

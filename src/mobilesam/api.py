@@ -13,11 +13,12 @@ from .automatic import SamAutomaticMaskGenerator
 from .backends import make_backend
 from .embedding import ImageEmbedding
 from .io.images import DEFAULT_MAX_PIXELS, ImageSource, load_image, pixels_digest
-from .modeling import Sam
+from .modeling import Sam, count_parameters
 from .predictor import SamPredictor
 from .prompts import Prompt, as_object_prompts, check_in_image
-from .registry import count_parameters, load_sam
+from .registry import load_sam
 from .results import Results
+from .segment import segment_prompts
 
 
 class SAM:
@@ -127,27 +128,12 @@ class SAM:
         image = load_image(source, image_format, max_pixels=max_pixels)
         for prompt in prompts:
             check_in_image(prompt, image.shape[:2])
-        coords, point_labels, boxes = _stacked(prompts)
-        self.predictor.set_embedding(self._embedding_of(image))
-        transform, size = self.predictor.transform, image.shape[:2]
-        device = self.predictor.device
-        coords_torch = labels_torch = boxes_torch = None
-        if coords is not None:
-            coords_torch = torch.as_tensor(transform.apply_coords(coords, size), dtype=torch.float, device=device)
-            labels_torch = torch.as_tensor(point_labels, dtype=torch.int, device=device)
-        if boxes is not None:
-            boxes_torch = torch.as_tensor(transform.apply_boxes(boxes, size), dtype=torch.float, device=device)
-        masks, scores, _ = self.predictor.predict_torch(
-            coords_torch, labels_torch, boxes_torch, multimask_output=multimask_output
-        )
-        per_object = masks.shape[1]
-        return Results(
-            orig_img=image,
-            masks=masks.flatten(0, 1).cpu().numpy(),
-            scores=scores.flatten().float().cpu().numpy(),
-            points=None if coords is None else np.repeat(coords, per_object, axis=0),
-            labels=None if point_labels is None else np.repeat(point_labels, per_object, axis=0),
-            bboxes=None if boxes is None else np.repeat(boxes, per_object, axis=0),
+        return segment_prompts(
+            self.predictor,
+            self._embedding_of(image),
+            prompts,
+            image,
+            multimask_output=multimask_output,
             path=_source_path(source),
         )
 
@@ -171,15 +157,6 @@ class SAM:
             print(", ".join(f"{name} {count:,}" for name, count in counts.items()) + " parameters")
             print(f"backend {self.backend.spec.label}: {self.backend.spec.summary}")
         return counts
-
-
-def _stacked(prompts: list[Prompt]) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """`as_object_prompts`' objects together: (B, N, 2) XY, (B, N) labels, (B, 4) XYXY; None where they have none."""
-    first = prompts[0]
-    coords = None if first.point_coords is None else np.stack([p.point_coords for p in prompts])
-    labels = None if first.point_labels is None else np.stack([p.point_labels for p in prompts])
-    boxes = None if first.box is None else np.stack([p.box for p in prompts])
-    return coords, labels, boxes
 
 
 def _source_path(source: ImageSource) -> str | None:

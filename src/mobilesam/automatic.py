@@ -45,6 +45,8 @@ OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Full-resolution logits are made this many masks at a time to bound memory.
 _UPSCALE_CHUNK = 16
+
+
 @dataclass(frozen=True)
 class GeneratorOptions:
     """The generator's numeric options; `GENERATOR_DEFAULTS` holds segment_anything's defaults.
@@ -279,12 +281,9 @@ class SamAutomaticMaskGenerator:
         embedding: ImageEmbedding[torch.Tensor] | None,
     ) -> _Candidates:
         x0, y0, x1, y1 = crop_box
-        cropped = image[y0:y1, x0:x1, :]
-        crop_size = cropped.shape[:2]
-        if embedding is None:
-            self.predictor.set_image(cropped)
-        else:
-            self.predictor.set_embedding(embedding)
+        # Each crop has its own embedding, so calls on other threads (the service) never share state.
+        crop_embedding = embedding if embedding is not None else self.predictor.embed(image[y0:y1, x0:x1, :])
+        crop_size = crop_embedding.original_size
         points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
         batches = [
             points_for_crop[start : start + self.points_per_batch]
@@ -293,14 +292,13 @@ class SamAutomaticMaskGenerator:
 
         def process(points: np.ndarray) -> _Candidates:
             with torch.no_grad():  # grad mode is per thread
-                return self._process_batch(points, crop_size, crop_box, orig_size)
+                return self._process_batch(points, crop_embedding, crop_box, orig_size)
 
         candidates = _Candidates()
         parallel = self.predictor.backend.parallel_batches and self.predictor.device.type == "cpu"
         with _batch_workers(parallel, len(batches)) as map_batches:
             for batch_candidates in map_batches(process, batches):
                 candidates.extend(batch_candidates)
-        self.predictor.reset_image()
 
         keep = _batched_nms(
             candidates.boxes.float(), candidates.iou_preds, torch.zeros(len(candidates)), iou_threshold=self.box_nms_thresh
@@ -314,14 +312,16 @@ class SamAutomaticMaskGenerator:
     def _process_batch(
         self,
         points: np.ndarray,
-        crop_size: tuple[int, int],
+        crop_embedding: ImageEmbedding[torch.Tensor],
         crop_box: list[int],
         orig_size: tuple[int, int],
     ) -> _Candidates:
         predictor, model = self.predictor, self.predictor.model
         # float64 like the reference, so the prompt encoder normalises the same numbers.
-        in_points = torch.as_tensor(predictor.transform.apply_coords(points, crop_size), device=predictor.device)
-        decoded = predictor.backend.decode_candidates(predictor.features, in_points, self._passes_iou)
+        in_points = torch.as_tensor(
+            predictor.transform.apply_coords(points, crop_embedding.original_size), device=predictor.device
+        )
+        decoded = predictor.backend.decode_candidates(crop_embedding.features, in_points, self._passes_iou)
         keep = decoded.kept
         if not keep.any():
             return _Candidates()
@@ -332,7 +332,7 @@ class SamAutomaticMaskGenerator:
         masks, scores, passed = [], [], []
         for start in range(0, len(low_res), _UPSCALE_CHUNK):
             logits = model.postprocess_masks(
-                low_res[start : start + _UPSCALE_CHUNK, None], predictor.input_size, predictor.original_size
+                low_res[start : start + _UPSCALE_CHUNK, None], crop_embedding.input_size, crop_embedding.original_size
             )[:, 0]  # (chunk, H, W) at the crop's size
             score = calculate_stability_score(logits, model.mask_threshold, self.stability_score_offset)
             stable = score >= self.stability_score_thresh

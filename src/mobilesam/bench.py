@@ -19,10 +19,10 @@ import torch
 
 from .backends import Backend, TorchBackend, make_backend
 from .cpu import cpu_info
-from .fidelity import Agreement, engine_agreement
+from .fidelity import Agreement, compare_masks, demo_image, demo_prompts, protocol_images
 from .modeling import Sam
 from .predictor import SamPredictor
-from .probe import demo_image, demo_prompts, peak_rss_mib
+from .probe import peak_rss_mib
 
 # The first row of `mobilesam bench`'s tables.
 BASELINE = "torch eager"
@@ -68,7 +68,7 @@ def bench_encoder(
 
     Accuracy: the largest absolute embedding difference from `baseline`'s, and
     the agreement of the engine's masks with eager fp32 torch's by `fidelity`'s
-    protocol on `images` (`fidelity.engine_agreement`).
+    protocol on `images` (`engine_agreement`).
     """
     predictor = SamPredictor(model, backend="torch")
     inputs = [model.preprocess(_model_input(predictor, image)) for image in images]
@@ -209,3 +209,23 @@ def _model_input(predictor: SamPredictor, image: np.ndarray) -> torch.Tensor:
     """(1, 3, h, w) resized, not normalised: what `set_torch_image` takes."""
     resized = predictor.transform.apply_image(image)
     return torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None]
+
+
+def engine_agreement(model: Sam, backend: Backend, images: dict[str, np.ndarray] | None = None) -> Agreement:
+    """The agreement of `backend`'s masks with eager fp32 torch's on `model`, by the protocol.
+
+    Args:
+        model: The model both run.
+        backend: The engine measured, made for `model`.
+        images: The images; default `protocol_images()`.
+    """
+    expected, measured = SamPredictor(model, backend="torch"), SamPredictor(model, backend=backend)
+    want_masks: list[np.ndarray] = []
+    got_masks: list[np.ndarray] = []
+    for image in (protocol_images() if images is None else images).values():
+        expected.set_image(image)
+        measured.set_image(image)
+        for prompt in demo_prompts(*image.shape[:2]):
+            want_masks.extend(expected.predict(**prompt)[0])
+            got_masks.extend(measured.predict(**prompt)[0])
+    return compare_masks(want_masks, got_masks)

@@ -85,6 +85,4 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     flags = set(fields.get("flags", "").split())
     features = tuple(name for name, any_of in ISA_FEATURES if flags & any_of)
     caps = tuple((key, os.environ[key]) for key in KERNEL_CAPS if os.environ.get(key))
-    return CpuInfo(
-        model, features, caps, fields.get("vendor_id", ""), fields.get("cpu family", ""), fields.get("model", "")
-    )
+    return CpuInfo(model, features, caps, fields.get("vendor_id", ""), fields.get("cpu family", ""), fields.get("model", ""))

@@ -19,6 +19,18 @@ class DownloadError(MobileSamError, OSError):
     """A checkpoint could not be downloaded; the message says where to put it by hand."""
 
 
+class SourceError(MobileSamError, ValueError):
+    """A source that names no images, or a prompts file that cannot be understood."""
+
+
+class DatasetError(MobileSamError, ValueError):
+    """A dataset file or folder that cannot be understood; the message names the file."""
+
+
+class ConfigError(MobileSamError, ValueError):
+    """A training configuration that cannot be used; the message names the setting."""
+
+
 class ImageTooLarge(MobileSamError, ValueError):
     """An image file whose header gives more pixels than the limit; none of its pixels were decoded.
 

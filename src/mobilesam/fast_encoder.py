@@ -1,4 +1,7 @@
-"""Inference-only rewrites of a copy of the image encoder, for CPUs that memory bandwidth limits.
+"""Inference-only rewrites of a copy of a TinyViT image encoder, for CPUs that memory bandwidth limits.
+
+`fast_encoder_copy` is the TinyViT family's `fast_encoder`
+(`mobilesam.families`), which the torch-fast and torch-compile backends run.
 
 TinyViT's first stage works at 256x256 with 4x-wide MBConv blocks: each of
 their hidden activations is a 64 MiB tensor, and on the development machine

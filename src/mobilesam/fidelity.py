@@ -3,8 +3,8 @@
 The protocol (`PROTOCOL`, printed by the benchmarks beside their figures):
 
 - images: scikit-image's astronaut (512x512), coffee (400x600) and chelsea
-  (300x451) photos, and `probe.demo_image` (768x1024, generated);
-- prompts: `probe.demo_prompts` on each (a click; a positive and a negative
+  (300x451) photos, and `demo_image` (768x1024, generated);
+- prompts: `demo_prompts` on each (a click; a positive and a negative
   click; a box; a box with a click), multimask output: 12 masks per image;
 - expected: eager fp32 torch (`backend="torch"`, the reference's bits);
   measured: the engine end to end, its own embedding and its own decoder,
@@ -22,13 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .backends import Backend
-    from .modeling import Sam
 
 PROTOCOL = (
     "masks of astronaut, coffee, chelsea and a generated 768x1024 image, 4 prompts each "
@@ -63,14 +58,34 @@ FAITHFUL = Agreement(pixels_equal=0.999, min_iou=0.999)
 REDUCED = Agreement(pixels_equal=0.995, min_iou=0.0)
 
 
+def demo_image(h: int = 768, w: int = 1024) -> np.ndarray:
+    """A deterministic (h, w, 3) uint8 image: gradients and discs (for when no photo is given)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (h + w) * 255], axis=-1)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(20, min(h, w) / 3)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 255, 3)
+    return image.astype(np.uint8)
+
+
+def demo_prompts(h: int, w: int) -> list[dict[str, np.ndarray]]:
+    """A click, two clicks, a box, and a box with a click, spread over an (h, w) image."""
+    box = np.array([0.2 * w, 0.25 * h, 0.7 * w, 0.8 * h])
+    return [
+        dict(point_coords=np.array([[0.5 * w, 0.5 * h]]), point_labels=np.array([1])),
+        dict(point_coords=np.array([[0.3 * w, 0.4 * h], [0.6 * w, 0.6 * h]]), point_labels=np.array([1, 0])),
+        dict(box=box),
+        dict(point_coords=np.array([[0.45 * w, 0.5 * h]]), point_labels=np.array([1]), box=box),
+    ]
+
+
 def protocol_images() -> dict[str, np.ndarray]:
     """name -> (H, W, 3) uint8 RGB image of the protocol.
 
     Raises:
         ImportError: scikit-image is not installed (its wheel ships the photos).
     """
-    from .probe import demo_image
-
     try:
         from skimage import data
     except ImportError as err:
@@ -88,26 +103,3 @@ def compare_masks(expected: Sequence[np.ndarray], measured: Sequence[np.ndarray]
         equal, total = equal + int((want == got).sum()), total + want.size
         lowest = min(lowest, float(mask_iou(want, got)))
     return Agreement(equal / total if total else 1.0, lowest)
-
-
-def engine_agreement(model: Sam, backend: Backend, images: dict[str, np.ndarray] | None = None) -> Agreement:
-    """The agreement of `backend`'s masks with eager fp32 torch's on `model`, by the protocol.
-
-    Args:
-        model: The model both run.
-        backend: The engine measured, made for `model`.
-        images: The images; default `protocol_images()`.
-    """
-    from .predictor import SamPredictor
-    from .probe import demo_prompts
-
-    expected, measured = SamPredictor(model, backend="torch"), SamPredictor(model, backend=backend)
-    want_masks: list[np.ndarray] = []
-    got_masks: list[np.ndarray] = []
-    for image in (protocol_images() if images is None else images).values():
-        expected.set_image(image)
-        measured.set_image(image)
-        for prompt in demo_prompts(*image.shape[:2]):
-            want_masks.extend(expected.predict(**prompt)[0])
-            got_masks.extend(measured.predict(**prompt)[0])
-    return compare_masks(want_masks, got_masks)

@@ -8,10 +8,12 @@ outright (SIGKILL) leaves hidden temporaries, which the next run removes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +24,7 @@ from .atomic import remove_dead_temporaries, run_lock
 from .io.images import DEFAULT_MAX_PIXELS
 from .io.prefetch import prefetch_images
 from .io.sources import ImageJob
-from .io.writers import merge_coco_outputs, output_paths, write_outputs
-from .predictor import SamPredictor
-from .prompts import Prompt, check_in_image
+from .io.writers import finalise_outputs, output_paths, write_outputs
 from .results import Results
 
 logger = logging.getLogger(__name__)
@@ -70,46 +70,87 @@ class RunSummary:
         )
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a batch run goes, here or on Ray: one value from the command line down to the workers.
+
+    Attributes:
+        formats: Names from `mobilesam.io.writers.OUTPUT_FORMATS`.
+        overwrite: Redo images whose outputs exist.
+        progress: Show a progress bar on stderr.
+        max_pixels: Largest width x height of an image file, checked before it is decoded.
+        model: Checkpoint path, known checkpoint name or model name.
+        backend: A name of `mobilesam.backends.BACKENDS`, or "auto".
+        onnx_dir: Folder written by `mobilesam export`, for the graph backends.
+        device: Torch device: "cpu", or "cuda" (on Ray with `gpus_per_worker`).
+        threads: Torch and engine threads of a local run; None leaves the default.
+        address: Ray's `ray.init` address for a Ray run (see `mobilesam.distributed.label`).
+        workers: Ray actors; None: as many as the cluster's CPUs (or GPUs) hold.
+        threads_per_worker: CPUs of each Ray actor, and its torch / engine threads.
+        gpus_per_worker: GPUs of each Ray actor, fractions allowed.
+    """
+
+    formats: tuple[str, ...] = ("png", "overlay")
+    overwrite: bool = False
+    progress: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    model: str | os.PathLike[str] = "mobile_sam.pt"
+    backend: str = "auto"
+    onnx_dir: str | os.PathLike[str] | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    address: str | None = None
+    workers: int | None = None
+    threads_per_worker: int = 1
+    gpus_per_worker: float = 0.0
+
+
+@contextlib.contextmanager
+def run_frame(out_dir: Path, stems: Sequence[str], options: RunOptions) -> Iterator[list[int]]:
+    """The frame of every batch run: yields the indexes of `stems` left to do, with the output folder locked.
+
+    Images whose outputs all exist are skipped (unless `options.overwrite`).
+    Temporaries that killed runs left are swept before the lock is taken and
+    again at the end (a Ray actor killed mid-write leaves some); when the run
+    ends without an error, each format's finalise step runs (COCO's merged file).
+    """
+    todo = [index for index, stem in enumerate(stems) if options.overwrite or not is_done(out_dir, stem, options.formats)]
+    # Before taking our lock: a killed run that had our pid (as every run may in a container) left its lock unheld.
+    remove_dead_temporaries(out_dir, recursive=True)
+    with run_lock(out_dir):
+        yield todo
+        finalise_outputs(out_dir, stems, options.formats)
+        remove_dead_temporaries(out_dir, recursive=True)
+
+
 def label_images(
-    jobs: Sequence[ImageJob],
-    segment: Segmenter,
-    out_dir: str | Path,
-    formats: Sequence[str],
-    *,
-    overwrite: bool = False,
-    progress: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    jobs: Sequence[ImageJob], segment: Segmenter, out_dir: str | Path, options: RunOptions = RunOptions()
 ) -> RunSummary:
-    """Segment each image with `segment` and write its outputs in `formats` under `out_dir`.
+    """Segment each image with `segment` and write its outputs under `out_dir`, as `options` say.
 
     An image that cannot be read or segmented (bad file, more than
-    `max_pixels` pixels, prompt outside the image) is logged and counted in
-    `failures`; the run goes on. With "coco" among the formats,
-    `out_dir/coco.json` gathers every done image at the end.
+    `options.max_pixels` pixels, prompt outside the image) is logged and
+    counted in `failures`; the run goes on. The model options of `options`
+    are the caller's business: `segment` already holds its model.
 
     Args:
         jobs: Images with their output stems (see `mobilesam.io.sources.find_jobs`).
         segment: Maps (job, (H, W, 3) uint8 RGB image) to its `Results`.
         out_dir: Output folder, created if needed.
-        formats: Names from `mobilesam.io.writers.OUTPUT_FORMATS`.
-        overwrite: Redo images whose outputs exist.
-        progress: Show a progress bar on stderr.
-        max_pixels: Largest width x height of an image file, checked before it is decoded.
+        options: Formats, overwrite, progress and the pixel limit.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     summary = RunSummary(total=len(jobs))
-    todo = [job for job in jobs if overwrite or not is_done(out_dir, job.stem, formats)]
-    summary.skipped = len(jobs) - len(todo)
-    # Before taking our lock: a killed run that had our pid (as every run may in a container) left its lock unheld.
-    remove_dead_temporaries(out_dir, recursive=True)
-    with run_lock(out_dir), tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for job, image in prefetch_images(todo, max_pixels=max_pixels):
-            summary.record(str(job.path), *label_one(functools.partial(segment, job), image, out_dir, job.stem, formats))
-            bar.update()
-            bar.set_postfix(masks=summary.masks, failed=len(summary.failures), refresh=False)
-        if "coco" in formats:
-            merge_coco_outputs(out_dir, [job.stem for job in jobs])
+    with run_frame(out_dir, [job.stem for job in jobs], options) as todo:
+        summary.skipped = len(jobs) - len(todo)
+        todo_jobs = [jobs[index] for index in todo]
+        with tqdm(total=len(todo_jobs), unit="img", disable=not options.progress, dynamic_ncols=True) as bar:
+            for job, image in prefetch_images(todo_jobs, max_pixels=options.max_pixels):
+                outcome = label_one(functools.partial(segment, job), image, out_dir, job.stem, options.formats)
+                summary.record(str(job.path), *outcome)
+                bar.update()
+                bar.set_postfix(masks=summary.masks, failed=len(summary.failures), refresh=False)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -148,60 +189,3 @@ def label_one(
 def is_done(out_dir: Path, stem: str, formats: Sequence[str]) -> bool:
     """Whether every output of image `stem` exists; each is written atomically, so it is complete."""
     return all(path.exists() for path in output_paths(out_dir, stem, formats))
-
-
-def segment_objects(
-    predictor: SamPredictor,
-    image: np.ndarray,
-    objects: Sequence[Prompt],
-    multimask_output: bool = False,
-    path: str | None = None,
-) -> Results:
-    """Embed `image` once and predict each object's masks (1, or 3 with `multimask_output`).
-
-    Objects may have different numbers of points; in `Results` the shorter
-    ones are padded with label -1 (SAM's "not a point"), and objects without
-    a box get a NaN box when others have one.
-
-    Args:
-        predictor: What embeds and decodes.
-        image: (H, W, 3) uint8 RGB.
-        objects: One prompt per object, checked where they came from (a
-            prompts file, the command line); here only against the image.
-        multimask_output: Three candidate masks per object instead of the best one.
-        path: The image's path, for `Results`.
-
-    Raises:
-        ValueError: No objects, or a prompt that does not fit the image (see `mobilesam.prompts.check_in_image`).
-    """
-    if not objects:
-        raise ValueError("no objects to segment: give points or a box")
-    # Before the costly embedding, so a prompt outside the image fails fast.
-    for prompt in objects:
-        check_in_image(prompt, image.shape[:2])
-    predictor.set_image(image)
-    masks, scores, points, labels, boxes = [], [], [], [], []
-    for prompt in objects:
-        object_masks, object_scores, _ = predictor.predict_prompt(prompt, multimask_output=multimask_output)
-        masks.append(object_masks)
-        scores.append(object_scores)
-        has_points = prompt.point_coords is not None
-        points.extend([prompt.point_coords if has_points else np.zeros((0, 2))] * len(object_masks))
-        labels.extend([prompt.point_labels if has_points else np.zeros(0)] * len(object_masks))
-        boxes.extend([np.full(4, np.nan) if prompt.box is None else prompt.box] * len(object_masks))
-    width = max(len(p) for p in points)
-    padded_points = np.zeros((len(points), width, 2))
-    padded_labels = np.full((len(points), width), -1, dtype=np.int64)
-    for index, (p, l) in enumerate(zip(points, labels)):
-        padded_points[index, : len(p)] = p
-        padded_labels[index, : len(l)] = l
-    any_box = any(prompt.box is not None for prompt in objects)
-    return Results(
-        orig_img=image,
-        masks=np.concatenate(masks),
-        scores=np.concatenate(scores).astype(np.float32),
-        points=padded_points if width else None,
-        labels=padded_labels if width else None,
-        bboxes=np.stack(boxes) if any_box else None,
-        path=path,
-    )

@@ -6,7 +6,8 @@ column-major runs that start with a run of zeros.
 
 `encode_masks` / `encode_rles` are the one encoder of masks for every output
 (Results JSON, COCO files, the service, the generator's records): RLE, box,
-area and score per mask.
+area and score per mask; `coco_encode_mask` is its RLE alone, for one mask.
+`batched_mask_to_box` is the one box of a mask, in either convention.
 """
 
 from __future__ import annotations
@@ -43,8 +44,18 @@ def calculate_stability_score(mask_logits: torch.Tensor, mask_threshold: float, 
     return high / low
 
 
-def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
-    """(..., H, W) bool masks -> (..., 4) XYXY int64 boxes (inclusive); [0, 0, 0, 0] for an empty mask."""
+def batched_mask_to_box(masks: torch.Tensor, *, pixel_edges: bool = False) -> torch.Tensor:
+    """The XYXY boxes around masks; [0, 0, 0, 0] for an empty mask.
+
+    Args:
+        masks: (..., H, W) bool masks.
+        pixel_edges: False: x2, y2 are the last pixel's indices, segment_anything's boxes
+            (the generator's records, `Results.boxes`, COCO's bbox). True: they are its far
+            edges (last index + 1), the box drawn around the pixels, SAM's box prompt for a mask.
+
+    Returns:
+        (..., 4) int64 XYXY boxes.
+    """
     if masks.numel() == 0:
         return torch.zeros(*masks.shape[:-2], 4, dtype=torch.long, device=masks.device)
     h, w = masks.shape[-2:]
@@ -57,6 +68,8 @@ def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     right = (cols * col_idx).amax(dim=-1)
     left = torch.where(cols, col_idx, w).amin(dim=-1)
     boxes = torch.stack([left, top, right, bottom], dim=-1)
+    if pixel_edges:
+        boxes[..., 2:] += 1
     empty = ~rows.any(dim=-1)
     return boxes * (~empty).unsqueeze(-1)
 
@@ -90,9 +103,7 @@ def uncrop_masks(masks: torch.Tensor, crop_box: list[int], orig_h: int, orig_w: 
     return torch.nn.functional.pad(masks, (x0, pad_x - x0, y0, pad_y - y0), value=0)
 
 
-def is_box_near_crop_edge(
-    boxes: torch.Tensor, crop_box: list[int], orig_box: list[int], atol: float = 20.0
-) -> torch.Tensor:
+def is_box_near_crop_edge(boxes: torch.Tensor, crop_box: list[int], orig_box: list[int], atol: float = 20.0) -> torch.Tensor:
     """(N,) True for (N, 4) crop-frame boxes that touch the crop's edge where it is not the image's edge."""
     crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
     orig = torch.as_tensor(orig_box, dtype=torch.float, device=boxes.device)
@@ -116,9 +127,7 @@ def build_all_layer_point_grids(n_per_side: int, n_layers: int, scale_per_layer:
     return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
 
 
-def generate_crop_boxes(
-    im_size: tuple[int, ...], n_layers: int, overlap_ratio: float
-) -> tuple[list[list[int]], list[int]]:
+def generate_crop_boxes(im_size: tuple[int, ...], n_layers: int, overlap_ratio: float) -> tuple[list[list[int]], list[int]]:
     """XYXY crop boxes and their layer: the whole image, then (2**i)**2 overlapping crops for layer i."""
     im_h, im_w = im_size
     short_side = min(im_h, im_w)
@@ -179,6 +188,11 @@ def coco_encode_rle(uncompressed_rle: dict[str, Any]) -> dict[str, Any]:
     return rle
 
 
+def coco_encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """(H, W) bool mask -> COCO compressed RLE with `counts` as str: the RLE `encode_masks` gives it."""
+    return coco_encode_rle(mask_to_rle(torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None])[0])
+
+
 def coco_decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """COCO compressed RLE (counts str or bytes) -> (H, W) bool mask, via pycocotools."""
     counts = rle["counts"]
@@ -186,9 +200,7 @@ def coco_decode_rle(rle: dict[str, Any]) -> np.ndarray:
     return mask_utils.decode(encoded).astype(bool)
 
 
-def remove_small_regions(
-    mask: np.ndarray, area_thresh: float, mode: Literal["holes", "islands"]
-) -> tuple[np.ndarray, bool]:
+def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: Literal["holes", "islands"]) -> tuple[np.ndarray, bool]:
     """Fill holes or remove islands smaller than `area_thresh` (8-connectivity).
 
     When every island is too small the largest is kept. Returns the mask and
@@ -227,11 +239,48 @@ def mask_to_polygons(mask: np.ndarray) -> list[np.ndarray]:
         points enclose no area), sorted by enclosed area, descending. Empty for
         an empty mask.
     """
-    contours, _ = cv2.findContours(
-        np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
+    contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polygons = [contour.reshape(-1, 2).astype(np.float64) for contour in contours if len(contour) >= 3]
     return sorted(polygons, key=lambda polygon: -cv2.contourArea(polygon.astype(np.float32)))
+
+
+def join_outlines(outlines: list[np.ndarray]) -> np.ndarray:
+    """One polygon through all `outlines`, Ultralytics' polygon for a mask in several parts.
+
+    Each outline is linked to the next at their closest pair of vertices. The
+    path goes out along the chain (first and last outlines all the way round,
+    the others from the vertex it arrived at to the one leaving for the next)
+    and comes back over the rest of each outline, so every link is a seam
+    walked once each way and the polygon encloses the parts and nothing else.
+
+    Args:
+        outlines: (K_i, 2) XY outlines, as `mask_to_polygons` gives them.
+
+    Returns:
+        (K, 2) float32 XY polygon; (0, 2) for no outline.
+    """
+    if len(outlines) < 2:
+        return outlines[0].astype(np.float32) if outlines else np.zeros((0, 2), dtype=np.float32)
+    # links[i]: (vertex of outline i, vertex of outline i + 1) closest to each other.
+    links = [_closest_vertices(a, b) for a, b in zip(outlines[:-1], outlines[1:])]
+    last = len(outlines) - 1
+    out, back = [], []
+    for i, outline in enumerate(outlines):
+        entry = links[0][0] if i == 0 else links[i - 1][1]
+        loop = np.roll(outline, -entry, axis=0)  # starts at the entry vertex
+        if i in (0, last):
+            out.append(np.concatenate([loop, loop[:1]]))
+            continue
+        leave = (links[i][0] - entry) % len(outline)
+        out.append(loop[: leave + 1])
+        back.append(np.concatenate([loop[leave:], loop[:1]]))
+    return np.concatenate(out + back[::-1]).astype(np.float32)
+
+
+def _closest_vertices(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    distances = ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1)  # (len(a), len(b))
+    i, j = np.unravel_index(int(np.argmin(distances)), distances.shape)
+    return int(i), int(j)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .modeling import Sam
 from .prompts import ModelFramePrompt, Prompt, check_prompt, to_model_frame
 from .transforms import ResizeLongestSide
 
+
 class SamPredictor(CurrentImage[torch.Tensor]):
     """Computes an image embedding once and predicts masks from prompts on it.
 
@@ -73,7 +74,9 @@ class SamPredictor(CurrentImage[torch.Tensor]):
         self.set_embedding(self._embed_resized(transformed_image, original_image_size))
 
     @torch.no_grad()
-    def _embed_resized(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> ImageEmbedding[torch.Tensor]:
+    def _embed_resized(
+        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+    ) -> ImageEmbedding[torch.Tensor]:
         size = self.model.image_encoder.img_size
         shape = tuple(transformed_image.shape)
         if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
@@ -197,7 +200,7 @@ class SamPredictor(CurrentImage[torch.Tensor]):
         For callers that check their prompts at their own boundary (a prompts
         file, the service) before the image is embedded.
         """
-        masks, iou_predictions, low_res_logits = self._decode_prompts(
+        masks, iou_predictions, low_res_logits = self.decode_prompts(
             self._require_image(), [prompt], multimask_output, return_logits
         )
         return masks[0], iou_predictions[0], low_res_logits[0]
@@ -234,9 +237,7 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             raise ValueError(
                 f"point_coords (B, N, 2) and point_labels (B, N) disagree: {tuple(point_coords.shape)} vs {tuple(point_labels.shape)}"
             )
-        return self._decode(
-            self._require_image(), point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
-        )
+        return self._decode(self._require_image(), point_coords, point_labels, boxes, mask_input, multimask_output, return_logits)
 
     def _predict_objects(
         self,
@@ -262,13 +263,31 @@ class SamPredictor(CurrentImage[torch.Tensor]):
                 )
                 for b in range(objects)
             ]
-        outputs = self._decode_prompts(embedding, prompts, multimask_output, return_logits)
+        outputs = self.decode_prompts(embedding, prompts, multimask_output, return_logits)
         return tuple(output[0] for output in outputs) if objects is None else outputs
 
-    def _decode_prompts(
-        self, embedding: ImageEmbedding[torch.Tensor], prompts: list[Prompt], multimask_output: bool, return_logits: bool
+    def decode_prompts(
+        self,
+        embedding: ImageEmbedding[torch.Tensor],
+        prompts: Sequence[Prompt],
+        multimask_output: bool = True,
+        return_logits: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Checked prompts of B objects decoded together on `embedding`: (B, C, H, W) masks, (B, C), (B, C, h, w)."""
+        """B objects' checked prompts decoded together on any embedding; the current image is left as it is.
+
+        The objects must agree in shape (number of points, a box or not, a mask
+        or not); `mobilesam.segment.segment_prompts` groups them for you.
+
+        Returns:
+            masks (B, C, H, W) bool (or float logits with `return_logits`), iou_predictions (B, C),
+            low_res_logits (B, C, 256, 256).
+
+        Raises:
+            ValueError: The objects' prompts differ in shape.
+        """
+        if len({prompt.layout for prompt in prompts}) > 1:
+            layouts = sorted({prompt.layout for prompt in prompts}, key=str)
+            raise ValueError(f"objects decoded together need prompts of one shape (points, box, mask), got {layouts}")
         framed = [to_model_frame(prompt, self.transform, embedding.original_size) for prompt in prompts]
         parts = [None if value is None else np.concatenate(value) for value in _transpose(framed)]
         decoded = self._decode(embedding, *self._tensors(ModelFramePrompt(*parts)), multimask_output, return_logits)

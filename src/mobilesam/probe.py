@@ -1,4 +1,4 @@
-"""Peak memory of one image prediction, measured in a fresh process, and the demo inputs benchmarks share.
+"""Peak memory of one image prediction, measured in a fresh process.
 
 Run as ``python -m mobilesam.probe MODEL BACKEND [ONNX_DIR] [THREADS]`` it
 loads MODEL, predicts one click on one image with BACKEND and prints its
@@ -16,31 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .backends.specs import BACKEND_SPECS
-
-
-def demo_image(h: int = 768, w: int = 1024) -> np.ndarray:
-    """A deterministic (h, w, 3) uint8 image: gradients and discs (for when no photo is given)."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    image = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (h + w) * 255], axis=-1)
-    rng = np.random.default_rng(0)
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(20, min(h, w) / 3)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 255, 3)
-    return image.astype(np.uint8)
-
-
-def demo_prompts(h: int, w: int) -> list[dict[str, np.ndarray]]:
-    """A click, two clicks, a box, and a box with a click, spread over an (h, w) image."""
-    box = np.array([0.2 * w, 0.25 * h, 0.7 * w, 0.8 * h])
-    return [
-        dict(point_coords=np.array([[0.5 * w, 0.5 * h]]), point_labels=np.array([1])),
-        dict(point_coords=np.array([[0.3 * w, 0.4 * h], [0.6 * w, 0.6 * h]]), point_labels=np.array([1, 0])),
-        dict(box=box),
-        dict(point_coords=np.array([[0.45 * w, 0.5 * h]]), point_labels=np.array([1]), box=box),
-    ]
+from .fidelity import demo_image, demo_prompts
 
 
 def peak_rss_mib(model: str, backend: str, onnx_dir: Path | None = None, threads: int | None = None) -> float:

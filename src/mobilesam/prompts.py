@@ -39,6 +39,12 @@ class Prompt:
     box: np.ndarray | None = None
     mask_input: np.ndarray | None = None
 
+    @property
+    def layout(self) -> tuple[int | None, bool, bool]:
+        """(number of points or None, has a box, has a mask): what objects decoded in one batch share."""
+        points = None if self.point_coords is None else len(self.point_coords)
+        return points, self.box is not None, self.mask_input is not None
+
 
 def make_prompt(
     point_coords: Any = None,
@@ -140,8 +146,7 @@ def as_object_prompts(points: Any, labels: Any, bboxes: Any) -> list[Prompt]:
             count = coords.shape[0] * coords.shape[1]
             if point_labels.ndim not in (label_ndim, max(label_ndim, 1)) or point_labels.size != count:
                 raise ValueError(
-                    f"labels must match points: {count} labels shaped like the points without XY, "
-                    f"got shape {point_labels.shape}"
+                    f"labels must match points: {count} labels shaped like the points without XY, got shape {point_labels.shape}"
                 )
             point_labels = point_labels.reshape(coords.shape[:2])  # (B, N)
     elif labels is not None:

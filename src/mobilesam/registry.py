@@ -1,47 +1,46 @@
-"""Model configurations by name, each with its published checkpoint, and the one builder of `Sam` modules."""
+"""Model configurations by name, each with its published checkpoint, and the one builder of `Sam` modules.
+
+What differs between kinds of encoder lives in one record per family
+(`mobilesam.families`); this module loops over those records. A new model of
+a registered family is one `register_model(ModelConfig(...))`.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import weights
 from .errors import CheckpointError, UnknownModelError
-from .modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+from .families import FAMILIES, TinyViTConfig, ViTConfig, family_of
+from .modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from .weights import Checkpoint
 
-
-@dataclass(frozen=True)
-class TinyViTConfig:
-    """Architecture of a TinyViT encoder (MobileSAM)."""
-
-    embed_dims: tuple[int, ...] = (64, 128, 160, 320)
-    depths: tuple[int, ...] = (2, 2, 6, 2)
-    num_heads: tuple[int, ...] = (2, 4, 5, 10)
-    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
-    mlp_ratio: float = 4.0
-    mbconv_expand_ratio: float = 4.0
-    local_conv_size: int = 3
-    num_classes: int = 1000
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    """Architecture of a SAM ViT encoder."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    global_attn_indexes: tuple[int, ...]
-    window_size: int = 14
-    patch_size: int = 16
-    mlp_ratio: float = 4.0
+__all__ = [
+    "MODEL_CONFIGS",
+    "ModelConfig",
+    "TinyViTConfig",
+    "ViTConfig",
+    "build_from_config",
+    "build_sam",
+    "checkpoint_model_name",
+    "config_of",
+    "detect_model_name",
+    "get_config",
+    "known_checkpoints",
+    "load_from_config",
+    "load_sam",
+    "model_name",
+    "register_model",
+    "resolve_checkpoint",
+    "sam_model_registry",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class ModelConfig:
 
     name: str
     description: str
-    encoder: TinyViTConfig | ViTConfig
+    encoder: Any  # an instance of a registered family's config type (`mobilesam.families`)
     checkpoint: Checkpoint | None = None  # the published weights, if any
     image_size: int = 1024
     prompt_embed_dim: int = 256
@@ -135,6 +134,24 @@ def get_config(name: str) -> ModelConfig:
     raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
 
 
+def register_model(config: ModelConfig) -> None:
+    """Add a model to `MODEL_CONFIGS` and `sam_model_registry` under its name and aliases.
+
+    Its encoder's family must be registered first (`mobilesam.families.register_family`).
+
+    Raises:
+        ValueError: Its name or an alias is already taken.
+        TypeError: Its encoder configuration belongs to no registered family.
+    """
+    family_of(config.encoder)
+    taken = [name for name in (config.name, *config.aliases) if name in sam_model_registry]
+    if taken:
+        raise ValueError(f"names already registered: {', '.join(map(repr, taken))} (known models: {', '.join(MODEL_CONFIGS)})")
+    MODEL_CONFIGS[config.name] = config
+    for alias in (config.name, *config.aliases):
+        sam_model_registry[alias] = partial(build_sam, config.name)
+
+
 def known_checkpoints() -> dict[str, Checkpoint]:
     """The published checkpoints by filename, read off `MODEL_CONFIGS`."""
     return {config.checkpoint.filename: config.checkpoint for config in MODEL_CONFIGS.values() if config.checkpoint}
@@ -172,36 +189,13 @@ def resolve_checkpoint(
 
 
 def build_from_config(config: ModelConfig) -> Sam:
-    """A freshly initialised `Sam` (train mode, CPU or the current default device)."""
-    enc = config.encoder
-    if isinstance(enc, TinyViTConfig):
-        image_encoder: torch.nn.Module = TinyViT(
-            img_size=config.image_size,
-            embed_dims=enc.embed_dims,
-            depths=enc.depths,
-            num_heads=enc.num_heads,
-            window_sizes=enc.window_sizes,
-            mlp_ratio=enc.mlp_ratio,
-            mbconv_expand_ratio=enc.mbconv_expand_ratio,
-            local_conv_size=enc.local_conv_size,
-            num_classes=enc.num_classes,
-            out_chans=config.prompt_embed_dim,
-        )
-        patch_size = 16
-    else:
-        image_encoder = ImageEncoderViT(
-            img_size=config.image_size,
-            patch_size=enc.patch_size,
-            embed_dim=enc.embed_dim,
-            depth=enc.depth,
-            num_heads=enc.num_heads,
-            global_attn_indexes=enc.global_attn_indexes,
-            window_size=enc.window_size,
-            mlp_ratio=enc.mlp_ratio,
-            out_chans=config.prompt_embed_dim,
-        )
-        patch_size = enc.patch_size
-    grid = config.image_size // patch_size
+    """A freshly initialised `Sam` (train mode, CPU or the current default device) that carries `config`.
+
+    Raises:
+        TypeError: `config.encoder` belongs to no registered family.
+    """
+    image_encoder = family_of(config.encoder).build_encoder(config.encoder, config)
+    grid = config.image_size // config.encoder.patch_size
     prompt_encoder = PromptEncoder(
         embed_dim=config.prompt_embed_dim,
         image_embedding_size=(grid, grid),
@@ -220,7 +214,9 @@ def build_from_config(config: ModelConfig) -> Sam:
         iou_head_depth=config.iou_head_depth,
         iou_head_hidden_dim=config.iou_head_hidden_dim,
     )
-    return Sam(image_encoder, prompt_encoder, mask_decoder, config.pixel_mean, config.pixel_std)
+    model = Sam(image_encoder, prompt_encoder, mask_decoder, config.pixel_mean, config.pixel_std)
+    model.config = config
+    return model
 
 
 def build_sam(
@@ -247,7 +243,7 @@ def build_sam(
     path, state_dict, found = _read_checkpoint(checkpoint)
     if found != config.name:
         raise CheckpointError(f"{path} holds a {found!r} model, not {config.name!r}; use build_sam({found!r}, ...)")
-    return _with_weights(config, state_dict, path, device)
+    return _with_weights(config, state_dict, path).to(device).eval()
 
 
 def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Sam:
@@ -271,35 +267,74 @@ def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu
         else:
             return build_sam(text, device=device)
     path, state_dict, found = _read_checkpoint(text)
-    return _with_weights(get_config(found), state_dict, path, device)
+    return _with_weights(get_config(found), state_dict, path).to(device).eval()
 
 
 def detect_model_name(state_dict: Mapping[str, torch.Tensor]) -> str:
     """Which of `MODEL_CONFIGS` a state dict belongs to, read off its encoder's shapes.
 
-    TinyViT encoders are told apart by their first stage's width, SAM's ViTs
-    by their width, and a ViT's depth must then be its config's.
+    Each registered family in turn recognises its own weights (TinyViT by its
+    first stage's width, SAM's ViTs by their width, then the depth must be
+    that config's).
 
     Raises:
-        CheckpointError: Not a SAM / MobileSAM state dict.
+        CheckpointError: Not a SAM / MobileSAM state dict, or a family's weights that fit none of its models.
     """
-    first_mbconv = state_dict.get("image_encoder.layers.0.blocks.0.conv1.c.weight")  # (hidden, width, 1, 1)
-    if first_mbconv is not None:
-        for config in MODEL_CONFIGS.values():
-            if isinstance(config.encoder, TinyViTConfig) and config.encoder.embed_dims[0] == first_mbconv.shape[1]:
-                return config.name
-    pos_embed = state_dict.get("image_encoder.pos_embed")  # (1, H/16, W/16, width)
-    vits = {c.encoder.embed_dim: c for c in MODEL_CONFIGS.values() if isinstance(c.encoder, ViTConfig)}
-    if pos_embed is not None and pos_embed.shape[-1] in vits:
-        config = vits[pos_embed.shape[-1]]
-        blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
-        if len(blocks) != config.encoder.depth:
-            raise CheckpointError(
-                f"width {pos_embed.shape[-1]} means {config.name} with {config.encoder.depth} blocks, but the file has {len(blocks)}"
-            )
-        return config.name
+    for family in FAMILIES.values():
+        configs = [c for c in MODEL_CONFIGS.values() if type(c.encoder) is family.config_type]
+        name = family.recognise(state_dict, configs)
+        if name is not None:
+            return name
     sample = ", ".join(list(state_dict)[:5])
     raise CheckpointError(f"not a SAM or MobileSAM checkpoint: no image encoder found (first keys: {sample})")
+
+
+def checkpoint_model_name(checkpoint: str | os.PathLike[str]) -> str:
+    """The registered model a checkpoint file (path or known filename, downloaded if missing) belongs to.
+
+    Raises:
+        FileNotFoundError: No such checkpoint.
+        CheckpointError: Unreadable, or not a registered model's.
+    """
+    return _read_checkpoint(checkpoint)[2]
+
+
+def load_from_config(config: ModelConfig, checkpoint: str | os.PathLike[str]) -> Sam:
+    """`config`'s model with a checkpoint's weights (strict), on the CPU in train mode.
+
+    Args:
+        config: The architecture; it may be a registered one with a changed image size or encoder.
+        checkpoint: A file path or a known checkpoint filename (downloaded if missing).
+
+    Raises:
+        FileNotFoundError: No such checkpoint.
+        CheckpointError: The checkpoint does not fit `config`.
+    """
+    path = resolve_checkpoint(checkpoint)
+    return _with_weights(config, weights.read_state_dict(path), path)
+
+
+def config_of(model: Sam) -> ModelConfig:
+    """The configuration `model` was built from.
+
+    A `Sam` assembled by hand, not by `build_from_config`, carries none: then
+    the registered configuration its weights belong to (`detect_model_name`).
+
+    Raises:
+        CheckpointError: Built by hand, and its weights are no registered model's.
+    """
+    if model.config is not None:
+        return model.config
+    return get_config(detect_model_name(model.state_dict()))
+
+
+def model_name(model: Sam) -> str:
+    """The registered name of `model`'s architecture ("vit_t"), as `config_of` finds it.
+
+    Raises:
+        CheckpointError: Built by hand, and its weights are no registered model's.
+    """
+    return config_of(model).name
 
 
 def _read_checkpoint(checkpoint: str | os.PathLike[str]) -> tuple[Path, dict[str, torch.Tensor], str]:
@@ -309,20 +344,14 @@ def _read_checkpoint(checkpoint: str | os.PathLike[str]) -> tuple[Path, dict[str
     return path, state_dict, detect_model_name(state_dict)
 
 
-def _with_weights(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: Path, device: str | torch.device) -> Sam:
+def _with_weights(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: Path) -> Sam:
+    """`config`'s model with `state_dict` loaded strictly, on the CPU in train mode."""
     model = build_from_config(config)
     weights.load_weights(model, state_dict, source=str(path))
-    return model.to(device).eval()
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    """Number of parameters (works on the meta device)."""
-    return sum(p.numel() for p in module.parameters())
+    return model
 
 
 sam_model_registry = {
-    alias: partial(build_sam, config.name)
-    for config in MODEL_CONFIGS.values()
-    for alias in (config.name, *config.aliases)
+    alias: partial(build_sam, config.name) for config in MODEL_CONFIGS.values() for alias in (config.name, *config.aliases)
 }
 """`segment_anything`-style table: `sam_model_registry["vit_t"](checkpoint=path)`."""

@@ -15,27 +15,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .atomic import atomic_path, write_text_atomic
-from .masks import batched_mask_to_box, encode_masks, mask_to_polygons
+from .draw import draw_overlay
+from .masks import batched_mask_to_box, encode_masks, join_outlines, mask_to_polygons
 
-# Distinct, colour-blind friendly (Okabe-Ito, then Tableau) RGB colours for masks.
-PALETTE = np.array(
-    [
-        (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-        (213, 94, 0), (204, 121, 167), (31, 119, 180), (255, 127, 14), (44, 160, 44),
-        (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34),
-    ],
-    dtype=np.float32,
-)
-_FOREGROUND = (0, 220, 0)
-_BACKGROUND = (230, 0, 0)
-_BOX = (255, 255, 255)
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def _picks_rows(index: Any) -> bool:
@@ -54,7 +45,65 @@ def _to_numpy(values: Any, dtype: Any = None) -> np.ndarray:
     return np.asarray(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=dtype)
 
 
-class Masks:
+class _MaskRows:
+    """What `Masks` and `Boxes` share: one row per mask, kept as numpy arrays, behaving as the first of them.
+
+    Attributes are tensors sharing the arrays' memory until `numpy()`, as in
+    Ultralytics. An int index gives that row of the first array; an index that
+    picks rows (slice, list, boolean) gives an object of the same class with
+    those rows of every array.
+
+    Args:
+        rows: The arrays, one row per mask, in the order the subclass's constructor takes them.
+        orig_shape: (H, W) of the image.
+        as_numpy: Whether attributes are numpy arrays rather than tensors.
+    """
+
+    def __init__(self, rows: tuple[np.ndarray, ...], orig_shape: tuple[int, int], as_numpy: bool) -> None:
+        self._rows = rows
+        self.orig_shape = (int(orig_shape[0]), int(orig_shape[1]))
+        self._as_numpy = as_numpy
+
+    def _out(self, array: np.ndarray) -> torch.Tensor | np.ndarray:
+        return array if self._as_numpy else torch.from_numpy(array)
+
+    def _with_rows(self, rows: tuple[np.ndarray, ...], as_numpy: bool) -> Self:
+        # Subclasses take their row arrays first, then orig_shape and as_numpy.
+        return type(self)(*rows, self.orig_shape, as_numpy)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._rows[0].shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._rows[0].dtype
+
+    def cpu(self) -> Self:
+        """A copy whose attributes are CPU tensors."""
+        return self._with_rows(tuple(array.copy() for array in self._rows), as_numpy=False)
+
+    def numpy(self) -> Self:
+        """A copy whose attributes are numpy arrays."""
+        return self._with_rows(tuple(array.copy() for array in self._rows), as_numpy=True)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.array(self._rows[0], dtype=dtype, copy=copy)
+
+    def __len__(self) -> int:
+        return len(self._rows[0])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._rows[0])
+
+    def __getitem__(self, index: Any) -> Self | np.ndarray:
+        rows = _numpy_index(index)
+        if _picks_rows(index):
+            return self._with_rows(tuple(array[rows] for array in self._rows), self._as_numpy)
+        return self._rows[0][rows]
+
+
+class Masks(_MaskRows):
     """The masks of one image as Ultralytics' `Masks`, and as the (N, H, W) bool array itself.
 
     Ultralytics' attributes give tensors (`data`) until `numpy()` is called, as
@@ -69,14 +118,12 @@ class Masks:
     """
 
     def __init__(self, masks: np.ndarray | torch.Tensor, orig_shape: tuple[int, int], as_numpy: bool = False) -> None:
-        self._masks = _to_numpy(masks)
-        self.orig_shape = (int(orig_shape[0]), int(orig_shape[1]))
-        self._as_numpy = as_numpy
+        super().__init__((_to_numpy(masks),), orig_shape, as_numpy)
 
     @property
     def data(self) -> torch.Tensor | np.ndarray:
         """(N, H, W) bool masks: a tensor sharing their memory, or the array after `numpy()`."""
-        return self._masks if self._as_numpy else torch.from_numpy(self._masks)
+        return self._out(self._rows[0])
 
     @cached_property
     def xy(self) -> list[np.ndarray]:
@@ -85,7 +132,7 @@ class Masks:
         As in Ultralytics, a mask in several parts gives one polygon through all
         their outer outlines, joined by zero-width seams; holes are not traced.
         """
-        return [_join_outlines(mask_to_polygons(mask)) for mask in self._masks]
+        return [join_outlines(mask_to_polygons(mask)) for mask in self._rows[0]]
 
     @property
     def xyn(self) -> list[np.ndarray]:
@@ -93,40 +140,11 @@ class Masks:
         h, w = self.orig_shape
         return [polygon / np.array([w, h], dtype=np.float32) for polygon in self.xy]
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._masks.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._masks.dtype
-
-    def cpu(self) -> Masks:
-        """A copy whose attributes are CPU tensors."""
-        return Masks(self._masks.copy(), self.orig_shape)
-
-    def numpy(self) -> Masks:
-        """A copy whose attributes are numpy arrays."""
-        return Masks(self._masks.copy(), self.orig_shape, as_numpy=True)
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        return np.array(self._masks, dtype=dtype, copy=copy)
-
-    def __len__(self) -> int:
-        return len(self._masks)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self._masks)
-
-    def __getitem__(self, index: Any) -> Masks | np.ndarray:
-        picked = self._masks[_numpy_index(index)]
-        return Masks(picked, self.orig_shape, self._as_numpy) if _picks_rows(index) else picked
-
     def __repr__(self) -> str:
         return f"Masks(shape={self.shape}, orig_shape={self.orig_shape})"
 
 
-class Boxes:
+class Boxes(_MaskRows):
     """The boxes of one image's masks as Ultralytics' `Boxes`, and as the (N, 4) XYXY array itself.
 
     Ultralytics' attributes give tensors until `numpy()` is called, as there:
@@ -150,34 +168,30 @@ class Boxes:
         orig_shape: tuple[int, int],
         as_numpy: bool = False,
     ) -> None:
-        self._xyxy = _to_numpy(xyxy, np.float32).reshape(-1, 4)
-        self._conf = _to_numpy(conf, np.float32).reshape(-1)
-        self.orig_shape = (int(orig_shape[0]), int(orig_shape[1]))
-        self._as_numpy = as_numpy
-
-    def _out(self, array: np.ndarray) -> torch.Tensor | np.ndarray:
-        return array if self._as_numpy else torch.from_numpy(array)
+        super().__init__(
+            (_to_numpy(xyxy, np.float32).reshape(-1, 4), _to_numpy(conf, np.float32).reshape(-1)), orig_shape, as_numpy
+        )
 
     @property
     def data(self) -> torch.Tensor | np.ndarray:
         """(N, 6) float32 rows [x1, y1, x2, y2, conf, cls]."""
-        cls = np.zeros_like(self._conf)
-        return self._out(np.concatenate([self._xyxy, self._conf[:, None], cls[:, None]], axis=1))
+        xyxy, conf = self._rows
+        return self._out(np.concatenate([xyxy, conf[:, None], np.zeros_like(conf)[:, None]], axis=1))
 
     @property
     def xyxy(self) -> torch.Tensor | np.ndarray:
         """(N, 4) XYXY in pixels."""
-        return self._out(self._xyxy)
+        return self._out(self._rows[0])
 
     @property
     def conf(self) -> torch.Tensor | np.ndarray:
         """(N,) the masks' scores (predicted IoU)."""
-        return self._out(self._conf)
+        return self._out(self._rows[1])
 
     @property
     def cls(self) -> torch.Tensor | np.ndarray:
         """(N,) zeros: SAM's masks have no class."""
-        return self._out(np.zeros_like(self._conf))
+        return self._out(np.zeros_like(self._rows[1]))
 
     @property
     def id(self) -> None:
@@ -192,7 +206,7 @@ class Boxes:
     @property
     def xyxyn(self) -> torch.Tensor | np.ndarray:
         """`xyxy` divided by the image's width and height."""
-        return self._out(self._xyxy / self._wh_scale())
+        return self._out(self._rows[0] / self._wh_scale())
 
     @property
     def xywhn(self) -> torch.Tensor | np.ndarray:
@@ -200,80 +214,16 @@ class Boxes:
         return self._out(self._centre_xywh() / self._wh_scale())
 
     def _centre_xywh(self) -> np.ndarray:
-        x1, y1, x2, y2 = self._xyxy.T
+        x1, y1, x2, y2 = self._rows[0].T
         return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
 
     def _wh_scale(self) -> np.ndarray:
         h, w = self.orig_shape
         return np.array([w, h, w, h], dtype=np.float32)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._xyxy.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._xyxy.dtype
-
-    def cpu(self) -> Boxes:
-        """A copy whose attributes are CPU tensors."""
-        return Boxes(self._xyxy.copy(), self._conf.copy(), self.orig_shape)
-
-    def numpy(self) -> Boxes:
-        """A copy whose attributes are numpy arrays."""
-        return Boxes(self._xyxy.copy(), self._conf.copy(), self.orig_shape, as_numpy=True)
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        return np.array(self._xyxy, dtype=dtype, copy=copy)
-
-    def __len__(self) -> int:
-        return len(self._xyxy)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self._xyxy)
-
-    def __getitem__(self, index: Any) -> Boxes | np.ndarray:
-        rows = _numpy_index(index)
-        if _picks_rows(index):
-            return Boxes(self._xyxy[rows], self._conf[rows], self.orig_shape, self._as_numpy)
-        return self._xyxy[rows]
-
     def __repr__(self) -> str:
-        xyxy, conf = (np.array2string(values, separator=", ") for values in (self._xyxy, self._conf))
+        xyxy, conf = (np.array2string(values, separator=", ") for values in self._rows)
         return f"Boxes(xyxy={xyxy}, conf={conf}, orig_shape={self.orig_shape})"
-
-
-def _join_outlines(outlines: list[np.ndarray]) -> np.ndarray:
-    """One (K, 2) float32 polygon through all `outlines`, Ultralytics' polygon for a mask in several parts.
-
-    Each outline is linked to the next at their closest pair of vertices. The
-    path goes out along the chain (first and last outlines all the way round,
-    the others from the vertex it arrived at to the one leaving for the next)
-    and comes back over the rest of each outline, so every link is a seam
-    walked once each way and the polygon encloses the parts and nothing else.
-    """
-    if len(outlines) < 2:
-        return outlines[0].astype(np.float32) if outlines else np.zeros((0, 2), dtype=np.float32)
-    # links[i]: (vertex of outline i, vertex of outline i + 1) closest to each other.
-    links = [_closest_vertices(a, b) for a, b in zip(outlines[:-1], outlines[1:])]
-    last = len(outlines) - 1
-    out, back = [], []
-    for i, outline in enumerate(outlines):
-        entry = links[0][0] if i == 0 else links[i - 1][1]
-        loop = np.roll(outline, -entry, axis=0)  # starts at the entry vertex
-        if i in (0, last):
-            out.append(np.concatenate([loop, loop[:1]]))
-            continue
-        leave = (links[i][0] - entry) % len(outline)
-        out.append(loop[: leave + 1])
-        back.append(np.concatenate([loop[leave:], loop[:1]]))
-    return np.concatenate(out + back[::-1]).astype(np.float32)
-
-
-def _closest_vertices(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
-    distances = ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1)  # (len(a), len(b))
-    i, j = np.unravel_index(int(np.argmin(distances)), distances.shape)
-    return int(i), int(j)
 
 
 @dataclass
@@ -291,6 +241,8 @@ class Results:
             where masks had fewer than P points), or None.
         bboxes: (N, 4) XYXY box prompts per mask (NaN for a mask without one), or None.
         path: Where the image came from, if it was a file or URL.
+        low_res_logits: (N, 256, 256) float32 decoder logits of each mask, to feed back as a
+            `mask_input` prompt; kept only when asked for.
     """
 
     orig_img: np.ndarray
@@ -301,6 +253,7 @@ class Results:
     labels: np.ndarray | None = None
     bboxes: np.ndarray | None = None
     path: str | None = None
+    low_res_logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.masks, Masks):
@@ -361,26 +314,9 @@ class Results:
         return prompt
 
     def plot(self, alpha: float = 0.5, draw_prompts: bool = True) -> np.ndarray:
-        """Overlay of the masks (one colour each) and the prompts on the image: (H, W, 3) uint8 RGB."""
-        canvas = self.orig_img.astype(np.float32)
-        for index, mask in enumerate(self.masks):
-            colour = PALETTE[index % len(PALETTE)]
-            canvas[mask] = canvas[mask] * (1 - alpha) + colour * alpha
-        image = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
-        if draw_prompts:
-            self._draw_prompts(ImageDraw.Draw(image), max(2, round(max(self.orig_shape) / 150)))
-        return np.asarray(image)
-
-    def _draw_prompts(self, draw: ImageDraw.ImageDraw, radius: int) -> None:
-        if self.bboxes is not None:
-            for x1, y1, x2, y2 in self.bboxes[np.isfinite(self.bboxes).all(axis=1)].tolist():
-                draw.rectangle((x1, y1, x2, y2), outline=_BOX, width=max(1, radius // 2))
-        if self.points is not None and self.labels is not None:
-            for (x, y), label in zip(self.points.reshape(-1, 2).tolist(), self.labels.reshape(-1).tolist()):
-                if label < 0:
-                    continue
-                fill = _FOREGROUND if label == 1 else _BACKGROUND
-                draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill, outline=(255, 255, 255))
+        """Overlay of the masks (one colour each) and the prompts on the image: (H, W, 3) uint8 RGB (`draw_overlay`)."""
+        prompts = {"points": self.points, "labels": self.labels, "boxes": self.bboxes} if draw_prompts else {}
+        return draw_overlay(self.orig_img, np.asarray(self.masks), alpha, **prompts)
 
     def save(self, filename: str | os.PathLike[str], alpha: float = 0.5) -> Path:
         """Write `plot()` to an image file (format from the suffix), atomically."""

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .automatic import GENERATOR_DEFAULTS, GeneratorOptions, SamAutomaticMaskGenerator
-from .labeling import Segmenter, segment_objects
+from .labeling import Segmenter
 from .predictor import SamPredictor
-from .prompts import Prompt
+from .prompts import Prompt, check_in_image
 from .results import Results
+from .segment import segment_prompts
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -46,7 +47,14 @@ class PromptTask:
         predictor = SamPredictor(sam, backend)
 
         def segment(image: np.ndarray, objects: tuple[Prompt, ...] | None, path: str) -> Results:
-            return segment_objects(predictor, image, objects or self.objects or (), self.multimask, path=path)
+            objects = objects or self.objects
+            if not objects:
+                raise ValueError("no objects to segment: give points or a box")
+            # Before the costly embedding, so a prompt outside the image fails fast.
+            for prompt in objects:
+                check_in_image(prompt, image.shape[:2])
+            embedding = predictor.embed(image)
+            return segment_prompts(predictor, embedding, objects, image, multimask_output=self.multimask, path=path)
 
         return segment
 

@@ -32,9 +32,7 @@ def coords_scale(original_size: Sequence[int], long_side: int) -> tuple[float, f
     return new_w / old_w, new_h / old_h
 
 
-def normalize_and_pad(
-    resized: np.ndarray, pixel_mean: Sequence[float], pixel_std: Sequence[float], size: int
-) -> np.ndarray:
+def normalize_and_pad(resized: np.ndarray, pixel_mean: Sequence[float], pixel_std: Sequence[float], size: int) -> np.ndarray:
     """(h, w, 3) uint8 resized image -> (1, 3, size, size) float32, normalised, zero-padded at the bottom right.
 
     The same float32 arithmetic as `Sam.preprocess`, so both give the same bits.

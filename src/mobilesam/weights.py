@@ -167,7 +167,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"{path} is not a plain tensor checkpoint (refusing to run pickled code it contains): {refused}"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file?): {_first_line(err)}") from err
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or not a torch file?): {_first_line(err)}"
+        ) from err
     return _unwrap(loaded, path)
 
 

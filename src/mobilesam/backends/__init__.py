@@ -66,8 +66,8 @@ __all__ = sorted([*_EXPORTS, "BACKENDS", "BACKEND_SPECS", "BackendSpec", "backen
 
 if TYPE_CHECKING:
     from ..modeling import Sam
-    from .base import Backend, CandidateFilter, Candidates
     from .auto import auto_backend_name, resolve_backend_name
+    from .base import Backend, CandidateFilter, Candidates
     from .graphs import GraphBackend
     from .torch import TorchBackend, TorchBf16Backend, TorchCompileBackend, TorchFastBackend, has_native_bf16
 
@@ -121,4 +121,3 @@ def make_backend(
         "torch-compile": torch_backends.TorchCompileBackend,
     }
     return classes[spec.name](model)
-

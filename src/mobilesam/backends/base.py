@@ -74,9 +74,7 @@ class Backend(ABC):
             low_res_logits (B, M, 4H, 4W) and iou_predictions (B, M), M = 3 or 1, float32.
         """
 
-    def decode_candidates(
-        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter
-    ) -> Candidates:
+    def decode_candidates(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter) -> Candidates:
         """Segment everything's batch: B single foreground points, multimask, filtered by `keep`.
 
         Args:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..modeling import Sam
 from ..runtime.engines import open_sessions
 from ..runtime.sessions import IOU_PREDICTIONS, LOW_RES_MASKS, GraphSessions, onnx_points
-from ..modeling import Sam
 from .base import Backend, CandidateFilter, Candidates
 from .torch import FastTorchDecoding
 
@@ -38,9 +38,7 @@ class GraphBackend(Backend):
         self.parallel_batches = self._torch_decoding is not None
 
     @classmethod
-    def from_export(
-        cls, folder: str | os.PathLike[str], name: str, model: Sam, *, threads: int | None = None
-    ) -> GraphBackend:
+    def from_export(cls, folder: str | os.PathLike[str], name: str, model: Sam, *, threads: int | None = None) -> GraphBackend:
         """Backend `name` for `model` over a folder written by `export_onnx` from it.
 
         Raises:
@@ -63,9 +61,7 @@ class GraphBackend(Backend):
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self._torch_decoding is not None:
-            return self._torch_decoding.decode(
-                image_embeddings, point_coords, point_labels, boxes, mask_input, multimask_output
-            )
+            return self._torch_decoding.decode(image_embeddings, point_coords, point_labels, boxes, mask_input, multimask_output)
         coords, labels = onnx_points(
             None if point_coords is None else _numpy(point_coords),
             None if point_labels is None else _numpy(point_labels),
@@ -88,10 +84,7 @@ class GraphBackend(Backend):
             torch.from_numpy(np.ascontiguousarray(iou_predictions[:, selected])).to(device),
         )
 
-
-    def decode_candidates(
-        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter
-    ) -> Candidates:
+    def decode_candidates(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter) -> Candidates:
         if self._torch_decoding is not None:
             return self._torch_decoding.decode_candidates(image_embeddings, point_coords, keep)
         return super().decode_candidates(image_embeddings, point_coords, keep)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import warnings
 
 import torch
 
+from ..families import family_of
 from ..fast_decoder import upscaled_masks
-from ..fast_encoder import fast_encoder_copy
 from ..modeling import Sam
 from ..modeling.transformer import ImageTokens, fused_attention
+from ..registry import config_of
 from .base import Backend, CandidateFilter, Candidates, tensors_stamp
 
 # Segment-everything's prompts run through the decoder this many at a time.
@@ -61,9 +63,7 @@ class TorchBackend(Backend):
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return low_res_logits[:, selected], iou_predictions[:, selected]
 
-    def decode_candidates(
-        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter
-    ) -> Candidates:
+    def decode_candidates(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter) -> Candidates:
         """The IoU head runs first; masks are made only for prompts with a kept candidate.
 
         The transformer runs in cache-sized chunks; a chunk's image features
@@ -103,10 +103,7 @@ class TorchBackend(Backend):
         # fresh pages. Its results do not depend on the group size.
         prompts = kept.any(dim=1)
         low_res_logits = torch.cat(
-            [
-                self._masks_from_weights(mask_weights[chunk][prompts[chunk]], features)[:, 1:]
-                for chunk, features in kept_features
-            ]
+            [self._masks_from_weights(mask_weights[chunk][prompts[chunk]], features)[:, 1:] for chunk, features in kept_features]
         )[kept[prompts]]
         return Candidates(iou_predictions_t, kept, low_res_logits)
 
@@ -166,9 +163,7 @@ class FastTorchDecoding(TorchBackend):
         with fused_attention():
             return super().decode(image_embeddings, point_coords, point_labels, boxes, mask_input, multimask_output)
 
-    def decode_candidates(
-        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter
-    ) -> Candidates:
+    def decode_candidates(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter) -> Candidates:
         with fused_attention():
             return super().decode_candidates(image_embeddings, point_coords, keep)
 
@@ -189,7 +184,7 @@ class TorchFastBackend(FastTorchDecoding):
 
     def __init__(self, model: Sam) -> None:
         super().__init__(model)
-        self.encoder = fast_encoder_copy(model)
+        self.encoder = _fast_encoder(model)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         autocast = self.encoder_dtype != torch.float32
@@ -232,7 +227,7 @@ class TorchCompileBackend(FastTorchDecoding):
 
     def __init__(self, model: Sam) -> None:
         super().__init__(model)
-        self.encoder = torch.compile(fast_encoder_copy(model))
+        self.encoder = torch.compile(_fast_encoder(model))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         from torch._inductor import config as inductor_config
@@ -243,6 +238,17 @@ class TorchCompileBackend(FastTorchDecoding):
         with inductor_config.patch(freezing=True), torch.inference_mode():
             embedding = self.encoder(images.contiguous(memory_format=torch.channels_last))
         return embedding.contiguous().clone()
+
+
+def _fast_encoder(model: Sam) -> torch.nn.Module:
+    """The copy of `model`'s encoder that torch-fast and torch-compile run: its family's rewrite, if it has one.
+
+    Without one, an eval-mode, channels-last copy as it is.
+    """
+    rewrite = family_of(config_of(model).encoder).fast_encoder
+    if rewrite is not None:
+        return rewrite(model)
+    return copy.deepcopy(model.image_encoder).eval().to(memory_format=torch.channels_last)
 
 
 def _decoder_chunks(n: int) -> list[slice]:

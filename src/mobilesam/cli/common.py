@@ -16,15 +16,19 @@ from ..backends import BACKEND_SPECS, BACKENDS, Backend, make_backend, resolve_b
 from ..errors import MobileSamError
 from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.sources import ImageJob
-from ..labeling import RunSummary, Segmenter, label_images
+from ..labeling import RunOptions, RunSummary, Segmenter, label_images
 from ..modeling import Sam
 from ..registry import load_sam
 
-MODEL_OPTION = typer.Option("mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights).")
+MODEL_OPTION = typer.Option(
+    "mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights)."
+)
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (failures are still listed).")
 DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps.")
 ONNX_DIR_OPTION = typer.Option(
-    None, "--onnx-dir", help="Folder written by `mobilesam export` for the onnx/openvino backends (default: exported on first use and cached)."
+    None,
+    "--onnx-dir",
+    help="Folder written by `mobilesam export` for the onnx/openvino backends (default: exported on first use and cached).",
 )
 BACKEND_OPTION = typer.Option(
     "auto",
@@ -114,23 +118,14 @@ def choose_backend(name: str, sam: Sam, onnx_dir: Path | None, threads: int | No
         fail(err)
 
 
-def run_batch(
-    jobs: list[ImageJob],
-    segment: Segmenter,
-    out: Path,
-    formats: list[str],
-    overwrite: bool,
-    quiet: bool,
-    backend: str,
-    max_pixels: int,
-) -> None:
+def run_batch(jobs: list[ImageJob], segment: Segmenter, out: Path, options: RunOptions, backend: str) -> None:
     """Run, print the summary (naming `backend`), list failures; exit 1 if any image failed, 130 when interrupted.
 
-    An image file over `max_pixels` pixels is one of the failures; the others are still done.
+    An image file over `options.max_pixels` pixels is one of the failures; the others are still done.
     """
     with batch_errors():
-        summary = label_images(jobs, segment, out, formats, overwrite=overwrite, progress=not quiet, max_pixels=max_pixels)
-    report_batch(summary, out, quiet, backend)
+        summary = label_images(jobs, segment, out, options)
+    report_batch(summary, out, not options.progress, backend)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import typer
 
 from ..distributed import ImageRef, find_images, label
 from ..errors import MobileSamError
+from ..labeling import RunOptions
 from ..tasks import LabelingTask
 from .common import UsageError, batch_errors, check_backend_options, fail, report_batch
 
@@ -48,45 +49,13 @@ def find_ray_images(source: str, out: Path) -> list[ImageRef]:
         fail(err)
 
 
-def run_on_ray(
-    address: str,
-    refs: list[ImageRef],
-    task: LabelingTask,
-    out: Path,
-    formats: list[str],
-    *,
-    model: str,
-    backend: str,
-    onnx_dir: Path | None,
-    device: str,
-    workers: int | None,
-    threads_per_worker: int,
-    gpus_per_worker: float,
-    overwrite: bool,
-    quiet: bool,
-    max_pixels: int,
-) -> None:
-    """Label `refs` with `task` on the Ray cluster at `address`; report as a local run does (summary, failures, exit status)."""
-    check_backend_options(backend, onnx_dir)
+def run_on_ray(refs: list[ImageRef], task: LabelingTask, out: Path, options: RunOptions) -> None:
+    """Label `refs` with `task` on the Ray cluster at `options.address`; report as a local run does (summary, failures, exit status)."""
+    check_backend_options(options.backend, None if options.onnx_dir is None else Path(options.onnx_dir))
     with batch_errors():
         try:
-            summary = label(
-                refs,
-                task,
-                out,
-                formats,
-                model=model,
-                backend=backend,
-                onnx_dir=onnx_dir,
-                device=device,
-                address=address,
-                workers=workers,
-                threads_per_worker=threads_per_worker,
-                gpus_per_worker=gpus_per_worker,
-                overwrite=overwrite,
-                progress=not quiet,
-                max_pixels=max_pixels,
-            )
+            summary = label(refs, task, out, options)
         except (ImportError, ValueError, MobileSamError) as err:
             fail(err)
-    report_batch(summary, out, quiet, f"{', '.join(summary.backends) or backend} on {summary.workers} Ray workers")
+    workers = f"{', '.join(summary.backends) or options.backend} on {summary.workers} Ray workers"
+    report_batch(summary, out, not options.progress, workers)

@@ -9,7 +9,7 @@ import typer
 
 from ..io.images import load_image
 from ..io.sources import find_jobs
-from ..registry import detect_model_name, known_checkpoints, resolve_checkpoint
+from ..registry import known_checkpoints, model_name, resolve_checkpoint
 from ..runtime.layout import QUANTIZATIONS
 from .common import MODEL_OPTION, UsageError, fail, load_model
 
@@ -46,7 +46,7 @@ def export(
         paths = export_onnx(
             sam,
             out,
-            model_name=detect_model_name(sam.state_dict()),
+            model_name=model_name(sam),
             weights=source,
             quantize=quantize,
             calibration_images=images,

@@ -12,10 +12,10 @@ from ..backends import BACKEND_SPECS
 from ..backends.auto import MEASURED_ON, auto_backend_name
 from ..cpu import cpu_info
 from ..errors import MobileSamError
+from ..modeling import count_parameters
 from ..registry import (
     MODEL_CONFIGS,
     build_from_config,
-    count_parameters,
     detect_model_name,
     get_config,
     known_checkpoints,

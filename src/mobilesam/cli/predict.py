@@ -11,6 +11,7 @@ from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 from ..automatic import GeneratorOptions
 from ..io.sources import ImageJob, find_jobs
 from ..io.writers import OUTPUT_FORMATS
+from ..labeling import RunOptions
 from ..prompts import Prompt, make_prompt
 from ..tasks import EverythingTask, PromptTask, job_segmenter
 from .common import (
@@ -51,7 +52,9 @@ _OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Redo images whose o
 
 def predict(
     source: str = typer.Argument(..., help="Image file, folder, glob (quote it), or a .json/.csv prompts file."),
-    point: list[str] = typer.Option([], "--point", "-p", help="X,Y or X,Y,LABEL (1 foreground, 0 background); repeat for more points on the object."),
+    point: list[str] = typer.Option(
+        [], "--point", "-p", help="X,Y or X,Y,LABEL (1 foreground, 0 background); repeat for more points on the object."
+    ),
     box: list[str] = typer.Option([], "--box", "-b", help="X1,Y1,X2,Y2; repeat for one object per box."),
     multimask: bool = typer.Option(False, "--multimask", help="Three candidate masks per object instead of the best one."),
     model: str = MODEL_OPTION,
@@ -81,19 +84,31 @@ def predict(
         check_ray_options(ray, threads, workers, threads_per_worker, gpus_per_worker)
         jobs = find_jobs(source, exclude=out) if ray is None else find_ray_images(source, out)
         if objects is None and any(job.objects is None for job in jobs):
-            raise UsageError("predict needs --point or --box (or a prompts file); to segment everything use `mobilesam everything`")
+            raise UsageError(
+                "predict needs --point or --box (or a prompts file); to segment everything use `mobilesam everything`"
+            )
         if objects is not None and any(job.objects is not None for job in jobs):
             raise UsageError("give prompts either in the prompts file or with --point/--box, not both")
     except UsageError as err:
         fail(err, code=2)
     except (OSError, ValueError) as err:
         fail(err)
-    backend = backend_with_half(backend, half, device, onnx_dir)
-    _label(
-        PromptTask(objects, multimask), jobs, out, formats, model=model, backend=backend, onnx_dir=onnx_dir, device=device,
-        threads=threads, ray=ray, workers=workers, threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
-        overwrite=overwrite, quiet=quiet, max_pixels=max_pixels,
-    )  # fmt: skip
+    run_options = RunOptions(
+        formats=tuple(formats),
+        overwrite=overwrite,
+        progress=not quiet,
+        max_pixels=max_pixels,
+        model=model,
+        backend=backend_with_half(backend, half, device, onnx_dir),
+        onnx_dir=onnx_dir,
+        device=device,
+        threads=threads,
+        address=ray,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        gpus_per_worker=gpus_per_worker,
+    )
+    _label(PromptTask(objects, multimask), jobs, out, run_options)
 
 
 def everything(
@@ -101,10 +116,18 @@ def everything(
     points_per_side: int = typer.Option(_DEFAULTS.points_per_side, min=1, help="Grid of points per image side."),
     points_per_batch: int = typer.Option(_DEFAULTS.points_per_batch, min=1, help="Prompts decoded together (memory vs speed)."),
     pred_iou_thresh: float = typer.Option(_DEFAULTS.pred_iou_thresh, help="Keep masks with predicted IoU above this."),
-    stability_score_thresh: float = typer.Option(_DEFAULTS.stability_score_thresh, help="Keep masks with stability score above this."),
-    box_nms_thresh: float = typer.Option(_DEFAULTS.box_nms_thresh, help="Box IoU above which the weaker of two masks is dropped."),
-    crop_n_layers: int = typer.Option(_DEFAULTS.crop_n_layers, min=0, help="Also segment 4^k crops per layer k (finds small objects)."),
-    min_mask_region_area: int = typer.Option(_DEFAULTS.min_mask_region_area, min=0, help="Remove holes and islands smaller than this (pixels)."),
+    stability_score_thresh: float = typer.Option(
+        _DEFAULTS.stability_score_thresh, help="Keep masks with stability score above this."
+    ),
+    box_nms_thresh: float = typer.Option(
+        _DEFAULTS.box_nms_thresh, help="Box IoU above which the weaker of two masks is dropped."
+    ),
+    crop_n_layers: int = typer.Option(
+        _DEFAULTS.crop_n_layers, min=0, help="Also segment 4^k crops per layer k (finds small objects)."
+    ),
+    min_mask_region_area: int = typer.Option(
+        _DEFAULTS.min_mask_region_area, min=0, help="Remove holes and islands smaller than this (pixels)."
+    ),
     model: str = MODEL_OPTION,
     out: Path = _OUT_OPTION,
     output_format: list[str] = _FORMAT_OPTION,
@@ -132,7 +155,6 @@ def everything(
         fail(err, code=2)
     except (OSError, ValueError) as err:
         fail(err)
-    backend = backend_with_half(backend, half, device, onnx_dir)
     options = GeneratorOptions(
         points_per_side=points_per_side,
         points_per_batch=points_per_batch,
@@ -142,47 +164,36 @@ def everything(
         crop_n_layers=crop_n_layers,
         min_mask_region_area=min_mask_region_area,
     )
-    _label(
-        EverythingTask(options), jobs, out, formats, model=model, backend=backend, onnx_dir=onnx_dir, device=device,
-        threads=threads, ray=ray, workers=workers, threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
-        overwrite=overwrite, quiet=quiet, max_pixels=max_pixels,
-    )  # fmt: skip
+    run_options = RunOptions(
+        formats=tuple(formats),
+        overwrite=overwrite,
+        progress=not quiet,
+        max_pixels=max_pixels,
+        model=model,
+        backend=backend_with_half(backend, half, device, onnx_dir),
+        onnx_dir=onnx_dir,
+        device=device,
+        threads=threads,
+        address=ray,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        gpus_per_worker=gpus_per_worker,
+    )
+    _label(EverythingTask(options), jobs, out, run_options)
 
 
-def _label(
-    task: PromptTask | EverythingTask,
-    jobs: list[ImageJob],
-    out: Path,
-    formats: list[str],
-    *,
-    model: str,
-    backend: str,
-    onnx_dir: Path | None,
-    device: str,
-    threads: int | None,
-    ray: str | None,
-    workers: int | None,
-    threads_per_worker: int,
-    gpus_per_worker: float,
-    overwrite: bool,
-    quiet: bool,
-    max_pixels: int,
-) -> None:
+def _label(task: PromptTask | EverythingTask, jobs: list[ImageJob], out: Path, options: RunOptions) -> None:
     """Run `task` over `jobs`: on Ray when --ray names a cluster, else here; options the model refuses exit 2."""
-    if ray is not None:
-        run_on_ray(
-            ray, jobs, task, out, formats, model=model, backend=backend, onnx_dir=onnx_dir, device=device, workers=workers,
-            threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker, overwrite=overwrite, quiet=quiet,
-            max_pixels=max_pixels,
-        )  # fmt: skip
+    if options.address is not None:
+        run_on_ray(jobs, task, out, options)
         return
-    sam = load_model(model, device, threads)
-    chosen = choose_backend(backend, sam, onnx_dir, threads)
+    sam = load_model(options.model, options.device, options.threads)
+    chosen = choose_backend(options.backend, sam, options.onnx_dir, options.threads)
     try:
         segment = task.segmenter(sam, chosen)
     except ValueError as err:
         fail(err, code=2)
-    run_batch(jobs, job_segmenter(segment), out, formats, overwrite, quiet, chosen.spec.label, max_pixels)
+    run_batch(jobs, job_segmenter(segment), out, options, chosen.spec.label)
 
 
 def _parse_formats(values: list[str]) -> list[str]:

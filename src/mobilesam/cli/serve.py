@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..registry import detect_model_name
+from ..registry import model_name
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
@@ -29,13 +29,24 @@ def serve(
     model: str = MODEL_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes the service to the network)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
-    cache_mb: float = typer.Option(512.0, "--cache-mb", min=0.0, help="Memory for cached image embeddings (and their files), MiB."),
-    queue_size: int = typer.Option(16, "--queue-size", min=1, help="Model jobs that may wait; beyond that requests get 503 + Retry-After."),
+    cache_mb: float = typer.Option(
+        512.0, "--cache-mb", min=0.0, help="Memory for cached image embeddings (and their files), MiB."
+    ),
+    queue_size: int = typer.Option(
+        16, "--queue-size", min=1, help="Model jobs that may wait; beyond that requests get 503 + Retry-After."
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Threads running the model (1 suits a CPU)."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest image file accepted, MiB."),
     max_pixels: int = MAX_PIXELS_OPTION,
-    api_key: str | None = typer.Option(None, "--api-key", envvar="MOBILESAM_API_KEY", help="Require this key in the X-API-Key header (prefer the environment variable)."),
-    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin (repeat for more); none by default."),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="MOBILESAM_API_KEY",
+        help="Require this key in the X-API-Key header (prefer the environment variable).",
+    ),
+    cors_origin: list[str] = typer.Option(
+        [], "--cors-origin", help="Allow browser calls from this origin (repeat for more); none by default."
+    ),
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = BACKEND_OPTION,
@@ -67,7 +78,7 @@ def serve(
     check_backend_options(backend, onnx_dir)
     backend = backend_with_half(backend, half, device, onnx_dir)
     sam = load_model(model, device, threads)
-    settings = dataclasses.replace(settings, model_name=detect_model_name(sam.state_dict()))
+    settings = dataclasses.replace(settings, model_name=model_name(sam))
     chosen = choose_backend(backend, sam, onnx_dir, threads)
     typer.echo(
         f"mobilesam: {settings.model_name} on {sam.device}, backend {chosen.spec.label}; "

@@ -8,9 +8,9 @@ configuration: exit 2). Under `torchrun` only rank 0 prints.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Callable
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -23,9 +23,13 @@ _CONFIG = typer.Option(None, "--config", "-c", help="YAML file of settings (keys
 _RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint, exactly.")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 _DEVICE = typer.Option(None, "--device", help="auto (CUDA if available), cpu, cuda, cuda:1.")
-_IMAGE_SIZE = typer.Option(None, "--image-size", help="Model input side, a multiple of 16 (default 1024; smaller for quick trials).")
+_IMAGE_SIZE = typer.Option(
+    None, "--image-size", help="Model input side, a multiple of 16 (default 1024; smaller for quick trials)."
+)
 _STEPS = typer.Option(None, "--steps", help="Total optimiser steps (overrides --epochs).")
-_MAX_STEPS = typer.Option(None, "--max-steps", help="Stop after this step with a checkpoint; the schedule still spans the whole run.")
+_MAX_STEPS = typer.Option(
+    None, "--max-steps", help="Stop after this step with a checkpoint; the schedule still spans the whole run."
+)
 _BATCH = typer.Option(None, "--batch-size", help="Per process.")
 _WORKERS = typer.Option(None, "--workers", help="Data-loader worker processes.")
 _SEED = typer.Option(None, "--seed")
@@ -75,16 +79,18 @@ def _run(
 
 @train_app.command("cache-teacher")
 def cache_teacher_command(
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of training images (searched recursively)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache folder."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model: vit_h (default), vit_l, vit_b."),
-    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Teacher checkpoint (default: its published one)."),
-    image_size: Optional[int] = _IMAGE_SIZE,
-    flips: Optional[bool] = typer.Option(None, "--flips/--no-flips", help="Also cache each image flipped left-right."),
-    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Embeddings per shard file."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per teacher forward."),
-    device: Optional[str] = _DEVICE,
-    config: Optional[Path] = _CONFIG,
+    images: Path | None = typer.Option(None, "--images", help="Folder of training images (searched recursively)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Cache folder."),
+    teacher: str | None = typer.Option(None, "--teacher", help="Teacher model: vit_h (default), vit_l, vit_b."),
+    teacher_weights: Path | None = typer.Option(
+        None, "--teacher-weights", help="Teacher checkpoint (default: its published one)."
+    ),
+    image_size: int | None = _IMAGE_SIZE,
+    flips: bool | None = typer.Option(None, "--flips/--no-flips", help="Also cache each image flipped left-right."),
+    shard_size: int | None = typer.Option(None, "--shard-size", help="Embeddings per shard file."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per teacher forward."),
+    device: str | None = _DEVICE,
+    config: Path | None = _CONFIG,
     quiet: bool = _QUIET,
 ) -> None:
     """Run the teacher once per image and store its embeddings as fp16 shards (resumable)."""
@@ -92,9 +98,19 @@ def cache_teacher_command(
     from ..train import CacheConfig, cache_teacher
 
     settings, summary = _run(
-        lambda settings: cache_teacher(settings, progress=not quiet), CacheConfig, config, False, out,
-        images=images, teacher=teacher, teacher_weights=teacher_weights, image_size=image_size, flips=flips,
-        shard_size=shard_size, batch_size=batch_size, device=device,
+        lambda settings: cache_teacher(settings, progress=not quiet),
+        CacheConfig,
+        config,
+        False,
+        out,
+        images=images,
+        teacher=teacher,
+        teacher_weights=teacher_weights,
+        image_size=image_size,
+        flips=flips,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        device=device,
     )
     _echo(
         f"{summary.entries} embeddings in {summary.shards} shards at {settings.out} "
@@ -104,28 +120,32 @@ def cache_teacher_command(
 
 @train_app.command("distill")
 def distill_command(
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Teacher cache from `mobilesam train cache-teacher`."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: config, metrics, checkpoints, mobile_sam.pt."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Training images (default: the folder the cache was made from)."),
-    student: Optional[str] = typer.Option(None, "--student", help="Student model (default vit_t)."),
-    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Where the final model's prompt encoder and decoder come from (default: the cache's teacher)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the cache (default 8)."),
-    steps: Optional[int] = _STEPS,
-    max_steps: Optional[int] = _MAX_STEPS,
-    batch_size: Optional[int] = _BATCH,
-    accum: Optional[int] = typer.Option(None, "--accum", help="Micro-batches per optimiser step (gradient accumulation)."),
-    lr: Optional[float] = _LR,
-    min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Learning rate at the end of the cosine."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
-    warmup_steps: Optional[int] = _WARMUP,
-    precision: Optional[str] = _PRECISION,
-    device: Optional[str] = _DEVICE,
-    workers: Optional[int] = _WORKERS,
-    seed: Optional[int] = _SEED,
-    checkpoint_every: Optional[int] = _CKPT_EVERY,
-    log_every: Optional[int] = _LOG_EVERY,
-    tensorboard: Optional[bool] = _TENSORBOARD,
-    config: Optional[Path] = _CONFIG,
+    cache: Path | None = typer.Option(None, "--cache", help="Teacher cache from `mobilesam train cache-teacher`."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder: config, metrics, checkpoints, mobile_sam.pt."),
+    images: Path | None = typer.Option(None, "--images", help="Training images (default: the folder the cache was made from)."),
+    student: str | None = typer.Option(None, "--student", help="Student model (default vit_t)."),
+    teacher_weights: Path | None = typer.Option(
+        None,
+        "--teacher-weights",
+        help="Where the final model's prompt encoder and decoder come from (default: the cache's teacher).",
+    ),
+    epochs: float | None = typer.Option(None, "--epochs", help="Passes over the cache (default 8)."),
+    steps: int | None = _STEPS,
+    max_steps: int | None = _MAX_STEPS,
+    batch_size: int | None = _BATCH,
+    accum: int | None = typer.Option(None, "--accum", help="Micro-batches per optimiser step (gradient accumulation)."),
+    lr: float | None = _LR,
+    min_lr: float | None = typer.Option(None, "--min-lr", help="Learning rate at the end of the cosine."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay"),
+    warmup_steps: int | None = _WARMUP,
+    precision: str | None = _PRECISION,
+    device: str | None = _DEVICE,
+    workers: int | None = _WORKERS,
+    seed: int | None = _SEED,
+    checkpoint_every: int | None = _CKPT_EVERY,
+    log_every: int | None = _LOG_EVERY,
+    tensorboard: bool | None = _TENSORBOARD,
+    config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     quiet: bool = _QUIET,
 ) -> None:
@@ -134,39 +154,63 @@ def distill_command(
     from ..train import DistillConfig, distill
 
     _, summary = _run(
-        lambda settings: distill(settings, resume=resume, progress=not quiet), DistillConfig, config, resume, out,
-        cache=cache, images=images, student=student, teacher_weights=teacher_weights, epochs=epochs, steps=steps,
-        max_steps=max_steps, batch_size=batch_size, accum=accum, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
-        warmup_steps=warmup_steps, precision=precision, device=device, workers=workers, seed=seed,
-        checkpoint_every=checkpoint_every, log_every=log_every, tensorboard=tensorboard,
+        lambda settings: distill(settings, resume=resume, progress=not quiet),
+        DistillConfig,
+        config,
+        resume,
+        out,
+        cache=cache,
+        images=images,
+        student=student,
+        teacher_weights=teacher_weights,
+        epochs=epochs,
+        steps=steps,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        accum=accum,
+        lr=lr,
+        min_lr=min_lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        precision=precision,
+        device=device,
+        workers=workers,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        tensorboard=tensorboard,
     )
     _report(summary)
 
 
 @train_app.command("finetune-decoder")
 def finetune_command(
-    data: Optional[Path] = typer.Option(None, "--data", help="SA-1B JSON folder (or COCO JSON / PNG masks, as `mobilesam val` reads)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint to start from, e.g. a distilled mobile_sam.pt."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Image folder (default: the data's folder)."),
-    model_name: Optional[str] = typer.Option(None, "--model-name", help="Architecture of --model (default: detected)."),
-    image_size: Optional[int] = _IMAGE_SIZE,
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the images (default 1)."),
-    steps: Optional[int] = _STEPS,
-    max_steps: Optional[int] = _MAX_STEPS,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per process and step."),
-    masks_per_image: Optional[int] = typer.Option(None, "--masks-per-image", help="Masks sampled per image and step."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Prompt rounds per mask: first prompt, then corrective clicks."),
-    lr: Optional[float] = _LR,
-    warmup_steps: Optional[int] = _WARMUP,
-    precision: Optional[str] = _PRECISION,
-    device: Optional[str] = _DEVICE,
-    workers: Optional[int] = _WORKERS,
-    seed: Optional[int] = _SEED,
-    checkpoint_every: Optional[int] = _CKPT_EVERY,
-    log_every: Optional[int] = _LOG_EVERY,
-    tensorboard: Optional[bool] = _TENSORBOARD,
-    config: Optional[Path] = _CONFIG,
+    data: Path | None = typer.Option(
+        None, "--data", help="SA-1B JSON folder (or COCO JSON / PNG masks, as `mobilesam val` reads)."
+    ),
+    model: str | None = typer.Option(None, "--model", "-m", help="Checkpoint to start from, e.g. a distilled mobile_sam.pt."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder."),
+    images: Path | None = typer.Option(None, "--images", help="Image folder (default: the data's folder)."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Architecture of --model (default: detected)."),
+    image_size: int | None = _IMAGE_SIZE,
+    epochs: float | None = typer.Option(None, "--epochs", help="Passes over the images (default 1)."),
+    steps: int | None = _STEPS,
+    max_steps: int | None = _MAX_STEPS,
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per process and step."),
+    masks_per_image: int | None = typer.Option(None, "--masks-per-image", help="Masks sampled per image and step."),
+    iterations: int | None = typer.Option(
+        None, "--iterations", help="Prompt rounds per mask: first prompt, then corrective clicks."
+    ),
+    lr: float | None = _LR,
+    warmup_steps: int | None = _WARMUP,
+    precision: str | None = _PRECISION,
+    device: str | None = _DEVICE,
+    workers: int | None = _WORKERS,
+    seed: int | None = _SEED,
+    checkpoint_every: int | None = _CKPT_EVERY,
+    log_every: int | None = _LOG_EVERY,
+    tensorboard: bool | None = _TENSORBOARD,
+    config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     quiet: bool = _QUIET,
 ) -> None:
@@ -175,11 +219,31 @@ def finetune_command(
     from ..train import FinetuneConfig, finetune_decoder
 
     _, summary = _run(
-        lambda settings: finetune_decoder(settings, resume=resume, progress=not quiet), FinetuneConfig, config, resume,
-        out, data=data, model=model, images=images, model_name=model_name, image_size=image_size, epochs=epochs,
-        steps=steps, max_steps=max_steps, batch_size=batch_size, masks_per_image=masks_per_image, iterations=iterations,
-        lr=lr, warmup_steps=warmup_steps, precision=precision, device=device, workers=workers, seed=seed,
-        checkpoint_every=checkpoint_every, log_every=log_every, tensorboard=tensorboard,
+        lambda settings: finetune_decoder(settings, resume=resume, progress=not quiet),
+        FinetuneConfig,
+        config,
+        resume,
+        out,
+        data=data,
+        model=model,
+        images=images,
+        model_name=model_name,
+        image_size=image_size,
+        epochs=epochs,
+        steps=steps,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        masks_per_image=masks_per_image,
+        iterations=iterations,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        precision=precision,
+        device=device,
+        workers=workers,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        tensorboard=tensorboard,
     )
     _report(summary)
 

@@ -9,24 +9,39 @@ import typer
 
 from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 from ..io.datasets import load_dataset
-from ..val import PROTOCOL_SYNTAX, evaluate, parse_protocols
+from ..val import PROTOCOL_SYNTAX, evaluate, parse_protocols, save_report
 from .common import DEVICE_OPTION, MAX_PIXELS_OPTION, MODEL_OPTION, QUIET_OPTION, THREADS_OPTION, UsageError, fail, load_model
 
 
 def val(
     data: Path = typer.Option(
-        ..., "--data", "-d", help="COCO instances JSON, SA-1B JSON file or folder of them, or a folder of PNG masks <image stem>/<k>.png."
+        ...,
+        "--data",
+        "-d",
+        help="COCO instances JSON, SA-1B JSON file or folder of them, or a folder of PNG masks <image stem>/<k>.png.",
     ),
-    images: Path | None = typer.Option(None, "--images", "-i", help="Folder the image file names are relative to (default: the folder of --data)."),
-    prompt: list[str] = typer.Option(["box", "point"], "--prompt", help=f"Prompt protocol, repeat or comma-separate: {PROTOCOL_SYNTAX}."),
-    teacher: str | None = typer.Option(None, "--teacher", "-t", help="Also score the masks against this model's masks for the same prompts."),
+    images: Path | None = typer.Option(
+        None, "--images", "-i", help="Folder the image file names are relative to (default: the folder of --data)."
+    ),
+    prompt: list[str] = typer.Option(
+        ["box", "point"], "--prompt", help=f"Prompt protocol, repeat or comma-separate: {PROTOCOL_SYNTAX}."
+    ),
+    teacher: str | None = typer.Option(
+        None, "--teacher", "-t", help="Also score the masks against this model's masks for the same prompts."
+    ),
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Evaluate only the first N annotated images."),
     seed: int = typer.Option(0, "--seed", help="Seed of the box jitter (box:JITTER)."),
     points_per_side: int = typer.Option(_DEFAULTS.points_per_side, min=1, help="everything: grid of points per image side."),
-    pred_iou_thresh: float = typer.Option(_DEFAULTS.pred_iou_thresh, help="everything: keep masks with predicted IoU above this."),
-    stability_score_thresh: float = typer.Option(_DEFAULTS.stability_score_thresh, help="everything: keep masks with stability score above this."),
+    pred_iou_thresh: float = typer.Option(
+        _DEFAULTS.pred_iou_thresh, help="everything: keep masks with predicted IoU above this."
+    ),
+    stability_score_thresh: float = typer.Option(
+        _DEFAULTS.stability_score_thresh, help="everything: keep masks with stability score above this."
+    ),
     model: str = MODEL_OPTION,
-    out: Path = typer.Option(Path("val_report.json"), "--out", "-o", help="The JSON report; the IoU-vs-clicks plot goes beside it."),
+    out: Path = typer.Option(
+        Path("val_report.json"), "--out", "-o", help="The JSON report; the IoU-vs-clicks plot goes beside it."
+    ),
     quiet: bool = QUIET_OPTION,
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
@@ -68,7 +83,7 @@ def val(
         fail(err)
     report = dataclasses.replace(report, model=model, teacher=teacher)
     try:
-        written = report.save(out)
+        written = save_report(report, out)
     except ImportError as err:
         typer.echo(f"warning: no plot: {err}", err=True)
         written = [out]

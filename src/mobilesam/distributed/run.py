@@ -19,11 +19,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..atomic import remove_dead_temporaries, run_lock
-from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.sources import ImageJob
-from ..io.writers import merge_coco_outputs
-from ..labeling import RunSummary, is_done
+from ..labeling import RunOptions, RunSummary, run_frame
 from ..tasks import LabelingTask
 from .refs import ImageRef, find_images
 from .worker import Labeler, ModelSpec
@@ -55,29 +52,17 @@ def label(
     source: str | os.PathLike[str] | Sequence[ImageRef | ImageJob],
     task: LabelingTask,
     out_dir: str | os.PathLike[str],
-    formats: Sequence[str] = ("png", "overlay"),
-    *,
-    model: str | os.PathLike[str] = "mobile_sam.pt",
-    backend: str = "auto",
-    onnx_dir: str | os.PathLike[str] | None = None,
-    device: str = "cpu",
-    address: str | None = None,
-    workers: int | None = None,
-    threads_per_worker: int = 1,
-    gpus_per_worker: float = 0.0,
-    overwrite: bool = False,
-    progress: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    options: RunOptions = RunOptions(),
 ) -> RaySummary:
     """Label images on a Ray cluster, as `mobilesam.labeling.label_images` does on one machine.
 
-    The outputs are the local run's, file for file. Images whose outputs all
-    exist are skipped; each Ray actor loads the model once, reads its images
-    and writes their outputs itself; an actor that dies is restarted and its
-    batch run again, and since every output is named by its image and written
+    The outputs are the local run's, file for file, inside the same run frame
+    (`mobilesam.labeling.run_frame`): images whose outputs all exist are
+    skipped; each Ray actor loads the model once, reads its images and writes
+    their outputs itself; an actor that dies is restarted and its batch run
+    again, and since every output is named by its image and written
     atomically, nothing is duplicated or left half-written. An image that
     cannot be read or segmented is counted in `failures`; the run goes on.
-    With "coco" among the formats, `out_dir/coco.json` is merged here at the end.
 
     Before any actor starts, the model and the task are built here once, on
     the CPU, so that a bad model or option fails at once; on a CPU run this
@@ -90,20 +75,12 @@ def label(
             URI), or references found already.
         task: What to do to each image (`mobilesam.tasks`).
         out_dir: Output folder, on a filesystem every node shares.
-        formats: Names from `mobilesam.io.writers.OUTPUT_FORMATS`.
-        model: Checkpoint path (seen by every node), known checkpoint name or model name.
-        backend: A backend name, or "auto": each actor's pick for its own machine.
-        onnx_dir: Folder written by `mobilesam export`, for the graph backends.
-        device: Torch device of the actors: "cpu", or "cuda" with `gpus_per_worker`.
-        address: Ray's `ray.init` address: None (RAY_ADDRESS if set, else a new
+        options: The run's options; `model` must be a path every node sees (or a
+            known checkpoint or model name), `backend` "auto" is each actor's pick for its
+            own machine, and `address` is Ray's: None (RAY_ADDRESS if set, else a new
             local instance), "local" (a new local instance), "auto" (the running
-            cluster), or "ray://head:10001". None if this process is connected already.
-        workers: Actors; default as many as the cluster's CPUs (or GPUs) hold.
-        threads_per_worker: CPUs of each actor, and its torch / engine threads.
-        gpus_per_worker: GPUs of each actor, fractions allowed (0.5: two actors share one).
-        overwrite: Redo images whose outputs exist.
-        progress: Show a progress bar on stderr.
-        max_pixels: Largest width x height of an image file, checked before it is decoded.
+            cluster), or "ray://head:10001"; None if this process is connected already.
+            `threads` is for local runs and is not used.
 
     Returns:
         The summary; its `failures` name images as the source gave them.
@@ -116,33 +93,28 @@ def label(
     """
     started = time.perf_counter()
     ray = _import_ray()
-    _check_resources(workers, threads_per_worker, gpus_per_worker, device)
+    _check_resources(options.workers, options.threads_per_worker, options.gpus_per_worker, options.device)
     out_dir = Path(os.path.abspath(out_dir))
     if isinstance(source, (str, os.PathLike)):
         refs = find_images(source, exclude=out_dir)
     else:
         refs = [ref if isinstance(ref, ImageRef) else ImageRef.from_job(ref) for ref in source]
     # Absolute, since actors have working folders of their own; a name that is no file here stays a name.
-    checkpoint = os.path.abspath(model) if os.path.exists(model) else os.fspath(model)
-    spec = ModelSpec(checkpoint, backend, None if onnx_dir is None else os.path.abspath(onnx_dir), device, threads_per_worker)
+    checkpoint = os.path.abspath(options.model) if os.path.exists(options.model) else os.fspath(options.model)
+    onnx_dir = None if options.onnx_dir is None else os.path.abspath(options.onnx_dir)
+    spec = ModelSpec(checkpoint, options.backend, onnx_dir, options.device, options.threads_per_worker)
     _check_on_driver(task, spec)
     summary = RaySummary(total=len(refs))
-    todo = [index for index, ref in enumerate(refs) if overwrite or not is_done(out_dir, ref.stem, formats)]
-    summary.skipped = len(refs) - len(todo)
-    # Before taking our lock, as `label_images` does: a killed run with our pid left its lock unheld.
-    remove_dead_temporaries(out_dir, recursive=True)
-    with run_lock(out_dir):
+    with run_frame(out_dir, [ref.stem for ref in refs], options) as todo:
+        summary.skipped = len(refs) - len(todo)
         if todo:
-            with _connected(ray, address), _own_progress(ray):
+            with _connected(ray, options.address), _own_progress(ray):
                 # No more actors than images: each would load the model for nothing.
-                summary.workers = min(workers or _default_workers(ray, threads_per_worker, gpus_per_worker), len(todo))
-                labeler = (task, spec, os.fspath(out_dir), list(formats), max_pixels)
-                rows = _label_on_actors(ray, refs, todo, labeler, summary.workers, threads_per_worker, gpus_per_worker)
-                _tally(rows, len(todo), refs, summary, progress)
-        if "coco" in formats:
-            merge_coco_outputs(out_dir, [ref.stem for ref in refs])
-        # Every actor is done now: what remains of one that was killed mid-write goes.
-        remove_dead_temporaries(out_dir, recursive=True)
+                threads, gpus = options.threads_per_worker, options.gpus_per_worker
+                summary.workers = min(options.workers or _default_workers(ray, threads, gpus), len(todo))
+                labeler = (task, spec, os.fspath(out_dir), list(options.formats), options.max_pixels)
+                rows = _label_on_actors(ray, refs, todo, labeler, summary.workers, threads, gpus)
+                _tally(rows, len(todo), refs, summary, options.progress)
     summary.seconds = time.perf_counter() - started
     return summary
 

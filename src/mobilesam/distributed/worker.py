@@ -68,9 +68,7 @@ class Labeler:
         max_pixels: Largest width x height of an image file, checked before it is decoded.
     """
 
-    def __init__(
-        self, task: LabelingTask, spec: ModelSpec, out_dir: str, formats: Sequence[str], max_pixels: int
-    ) -> None:
+    def __init__(self, task: LabelingTask, spec: ModelSpec, out_dir: str, formats: Sequence[str], max_pixels: int) -> None:
         sam, backend = spec.load()
         self._segment = task.segmenter(sam, backend)
         self._backend = backend.name
@@ -84,7 +82,11 @@ class Labeler:
         for image, stem, objects in zip(batch["image"], batch["stem"], batch["objects"]):
             prompts = pickle.loads(objects)
             count, error = label_one(
-                lambda rgb: self._segment(rgb, prompts, image), self._read(image), self._out_dir, stem, self._formats
+                lambda rgb, objects=prompts, path=image: self._segment(rgb, objects, path),
+                self._read(image),
+                self._out_dir,
+                stem,
+                self._formats,
             )
             masks.append(count)
             errors.append(error or "")

@@ -14,7 +14,7 @@ from .. import __version__
 from ..atomic import remove_dead_temporaries
 from ..home import home_dir
 from ..modeling import Sam
-from ..registry import detect_model_name
+from ..registry import model_name
 from ..runtime.layout import METADATA_FILE, QUANTIZED_ENCODER_FILES
 from .exporter import OPSET, export_onnx
 from .quantize import write_quantized_encoder
@@ -74,7 +74,7 @@ def _export_into(folder: Path, model: Sam) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     logger.warning("exporting the model's graphs to %s, once; later runs reuse them", folder)
     try:
-        export_onnx(model, scratch, model_name=detect_model_name(model.state_dict()))
+        export_onnx(model, scratch, model_name=model_name(model))
         os.rename(scratch, folder)
     except OSError:
         # Another process renamed its finished export into place first: use that one.

@@ -13,8 +13,9 @@ import torch
 
 from ..atomic import atomic_path, write_text_atomic
 from ..modeling import Sam
-from ..weights import sha256_file
 from ..runtime.layout import DECODER_FILE, ENCODER_FILE, METADATA_FILE, check_quantization
+from ..runtime.onnxruntime import onnxruntime_session
+from ..weights import sha256_file
 from .quantize import write_quantized_encoder
 from .wrappers import DecoderOnnxModel, EncoderOnnxModel
 
@@ -158,9 +159,7 @@ def _export(
 
 def _smoke_run(path: Path, role: str) -> None:
     """Run the graph once in onnxruntime on inputs of the declared shapes, so a broken file fails now."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(path)
     feeds = {}
     for node in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in node.shape]
@@ -172,7 +171,7 @@ def _smoke_run(path: Path, role: str) -> None:
         raise RuntimeError(f"the exported {role} graph {path} gives non-finite outputs on zero inputs")
 
 
-def _require_onnx():  # noqa: ANN202 - returns the onnx module
+def _require_onnx():
     try:
         import onnx
         import onnxruntime  # noqa: F401 - checked here so export fails before writing anything

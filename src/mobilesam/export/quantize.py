@@ -21,6 +21,7 @@ from ..weights import sha256_file
 
 logger = logging.getLogger(__name__)
 
+
 def write_quantized_encoder(folder: Path, quantize: str, images: Sequence[np.ndarray] | None = None) -> Path:
     """Write the `quantize` encoder into export `folder` and record it in the sidecar.
 
@@ -131,5 +132,7 @@ def calibration_inputs(metadata: dict, images: Sequence[np.ndarray] | None) -> l
             raise ValueError(f"calibration image {index} must be (H, W, 3) uint8 RGB, got {photo.dtype} {photo.shape}")
         rgb = photo[..., ::-1] if preprocessing["image_format"] == "BGR" else photo
         resized = transform.apply_image(np.ascontiguousarray(rgb))
-        inputs.append(normalize_and_pad(resized, preprocessing["pixel_mean"], preprocessing["pixel_std"], transform.target_length))
+        inputs.append(
+            normalize_and_pad(resized, preprocessing["pixel_mean"], preprocessing["pixel_std"], transform.target_length)
+        )
     return inputs

@@ -58,9 +58,7 @@ class DecoderOnnxModel(nn.Module):
         # the points path covers every prompt; the padding is the caller's.
         sparse_embeddings = prompt_encoder._embed_points(point_coords, point_labels, pad=False)
         no_mask = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        dense_embeddings = (
-            prompt_encoder.mask_downscaling(mask_input) * has_mask_input + (1 - has_mask_input) * no_mask
-        )
+        dense_embeddings = prompt_encoder.mask_downscaling(mask_input) * has_mask_input + (1 - has_mask_input) * no_mask
         low_res_masks, iou_predictions = self.model.mask_decoder.predict_masks(
             image_embeddings, prompt_encoder.get_dense_pe(), sparse_embeddings, dense_embeddings
         )

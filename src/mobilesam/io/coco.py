@@ -100,9 +100,7 @@ def merge_coco(paths: Iterable[str | os.PathLike[str]], target: str | os.PathLik
             new_image_ids[image["id"]] = len(images) + 1
             images.append({**image, "id": len(images) + 1})
         for annotation in document["annotations"]:
-            annotations.append(
-                {**annotation, "id": len(annotations) + 1, "image_id": new_image_ids[annotation["image_id"]]}
-            )
+            annotations.append({**annotation, "id": len(annotations) + 1, "image_id": new_image_ids[annotation["image_id"]]})
         for category in document["categories"]:
             known = categories.setdefault(category["id"], category)
             if known != category:

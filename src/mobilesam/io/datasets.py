@@ -16,7 +16,7 @@ Formats, chosen by `load_dataset` from what `data` is:
   one mask per instance, nonzero pixels are the object — the layout
   `mobilesam predict --format png` writes. ``<stem>`` may hold subfolders
   (``cats/chelsea/000.png``) and names the image ``images/<stem>.<ext>``,
-  the first extension of `PNG_IMAGE_SUFFIXES` (.jpg, .jpeg, .png, ...) that
+  the first extension of `IMAGE_SUFFIXES` (.jpg, .jpeg, .png, ...) that
   exists; all masks are category "object".
 
 `images` defaults to the folder of `data` (the JSON's folder, or `data`
@@ -37,19 +37,15 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ..errors import DatasetError
 from ..masks import coco_decode_rle
+from .images import IMAGE_SUFFIXES
 
 # The category of class-agnostic datasets (SA-1B, PNG masks), as in our COCO writer.
 OBJECT_CATEGORY = (1, "object")
-# Image extensions tried, in order, for a PNG mask folder's `<stem>`.
-PNG_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # The largest mask size accepted, in pixels (16384 x 16384, 256 MiB decoded): a larger one is
 # taken for a corrupt file rather than allocated. PIL refuses images over 179M pixels by default.
 MAX_MASK_PIXELS = 1 << 28
-
-
-class DatasetError(ValueError):
-    """A dataset file or folder that cannot be understood; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -289,7 +285,7 @@ def read_png_masks(folder: Path, images_root: Path) -> Dataset:
 
 def _find_image(root: Path, stem: str) -> Path:
     """`root/<stem>.<ext>` for the first extension that exists; the first candidate when none does."""
-    candidates = [root / f"{stem}{suffix}" for suffix in PNG_IMAGE_SUFFIXES]
+    candidates = [root / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES]
     return next((path for path in candidates if path.is_file()), candidates[0])
 
 

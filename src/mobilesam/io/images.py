@@ -13,14 +13,16 @@ import struct
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageTooLarge
 
-ImageSource = Union[str, os.PathLike, np.ndarray, Image.Image]
+ImageSource = str | os.PathLike | np.ndarray | Image.Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+"""The file suffixes taken for images, lower case; in the order a dataset's `<stem>.<ext>` is looked for."""
 
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest width x height read from a file by default: a 40-megapixel photo passes, a decompression bomb does not."""

@@ -56,9 +56,7 @@ def labelme_document(result: Results, image_path: str) -> dict[str, Any]:
     }
 
 
-def write_labelme(
-    result: Results, path: str | os.PathLike[str], image_path: str | os.PathLike[str] | None = None
-) -> Path:
+def write_labelme(result: Results, path: str | os.PathLike[str], image_path: str | os.PathLike[str] | None = None) -> Path:
     """Write the LabelMe document of `result` to `path`, atomically.
 
     "imagePath" is `result.path` relative to the JSON file's folder, which is

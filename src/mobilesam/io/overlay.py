@@ -14,9 +14,7 @@ if TYPE_CHECKING:
     from ..results import Results
 
 
-def write_overlay(
-    result: Results, path: str | os.PathLike[str], alpha: float = 0.5, quality: int = 90
-) -> Path:
+def write_overlay(result: Results, path: str | os.PathLike[str], alpha: float = 0.5, quality: int = 90) -> Path:
     """Write `result.plot(alpha)` (masks and prompts) to `path` as a JPEG, atomically.
 
     Args:

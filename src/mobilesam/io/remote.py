@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .images import DEFAULT_MAX_PIXELS, load_image_bytes
-from .sources import IMAGE_SUFFIXES, SourceError, unique_stems
+from ..errors import SourceError
+from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, load_image_bytes
+from .sources import unique_stems
 
 # Two letters at least, so that a Windows drive ("C://photos") is never a scheme.
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]+://")

@@ -15,7 +15,7 @@ Layout inside the output folder:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -39,12 +39,15 @@ class OutputFormat:
         help: One-line description for the CLI's help.
         relative_path: stem -> output path relative to the output folder, "/"-separated.
         write: (result, output path, stem) -> None; writes atomically.
+        finalise: (output folder, every stem of the run) -> None, run once at the end of a
+            run that did not fail, for a format that gathers its images in one file; or None.
     """
 
     name: str
     help: str
     relative_path: Callable[[str], str]
     write: Callable[[Results, Path, str], None]
+    finalise: Callable[[Path, Sequence[str]], object] | None = None
 
 
 def image_file_name(result: Results, stem: str) -> str:
@@ -79,17 +82,20 @@ def _write_labelme(result: Results, path: Path, stem: str) -> None:
 _FORMATS = (
     OutputFormat("png", "one 0/255 PNG per mask, masks/<stem>/NNN.png", lambda stem: f"masks/{stem}", _write_png),
     OutputFormat(
-        "overlay", "masks and prompts over the image, overlays/<stem>.jpg", lambda stem: f"overlays/{stem}.jpg",
+        "overlay",
+        "masks and prompts over the image, overlays/<stem>.jpg",
+        lambda stem: f"overlays/{stem}.jpg",
         _write_overlay,
     ),
     OutputFormat(
-        "coco", "COCO RLE annotations, coco/<stem>.json, merged into coco.json", lambda stem: f"coco/{stem}.json",
+        "coco",
+        "COCO RLE annotations, coco/<stem>.json, merged into coco.json",
+        lambda stem: f"coco/{stem}.json",
         _write_coco,
+        lambda out_dir, stems: merge_coco_outputs(out_dir, stems),
     ),
     OutputFormat("yolo", "YOLO-seg polygons, labels/<stem>.txt", lambda stem: f"labels/{stem}.txt", _write_yolo),
-    OutputFormat(
-        "labelme", "LabelMe polygons, labelme/<stem>.json", lambda stem: f"labelme/{stem}.json", _write_labelme
-    ),
+    OutputFormat("labelme", "LabelMe polygons, labelme/<stem>.json", lambda stem: f"labelme/{stem}.json", _write_labelme),
 )
 OUTPUT_FORMATS: dict[str, OutputFormat] = {fmt.name: fmt for fmt in _FORMATS}
 
@@ -156,3 +162,11 @@ def merge_coco_outputs(out_dir: str | os.PathLike[str], stems: Iterable[str]) ->
     """
     paths = [path for stem in stems for path in output_paths(out_dir, stem, ["coco"]) if path.is_file()]
     return merge_coco(paths, Path(out_dir, "coco.json"))
+
+
+def finalise_outputs(out_dir: str | os.PathLike[str], stems: Sequence[str], formats: Iterable[str]) -> None:
+    """Run the finalise step of each of `formats` that has one, over every image of the run (`stems`)."""
+    for name in formats:
+        finalise = OUTPUT_FORMATS[name].finalise
+        if finalise is not None:
+            finalise(Path(out_dir), stems)

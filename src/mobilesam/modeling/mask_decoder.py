@@ -121,9 +121,7 @@ class MaskDecoder(nn.Module):
             src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
         return self.transformer.prepare_image(src, image_pe)
 
-    def run_transformer(
-        self, image: ImageTokens, sparse_prompt_embeddings: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_transformer(self, image: ImageTokens, sparse_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two-way transformer: output tokens (B, 1 + M + N, C) and image features (B, C, H, W).
 
         Split from the mask head so a caller can read the IoU predictions and

@@ -23,10 +23,16 @@ class Sam(nn.Module):
         mask_decoder: Predicts masks from both embeddings.
         pixel_mean: Per-channel RGB mean in [0, 255].
         pixel_std: Per-channel RGB standard deviation in [0, 255].
+
+    Attributes:
+        config: The `mobilesam.registry.ModelConfig` the model was built from,
+            set by `mobilesam.registry.build_from_config` (so copies and
+            `.to()` keep it); None for a `Sam` assembled by hand.
     """
 
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    config: Any = None
 
     def __init__(
         self,
@@ -58,9 +64,7 @@ class Sam(nn.Module):
         h, w = x.shape[-2:]
         return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
 
-    def postprocess_masks(
-        self, masks: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
-    ) -> torch.Tensor:
+    def postprocess_masks(self, masks: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]) -> torch.Tensor:
         """Upscale (B, M, h, w) low-res logits to the original image: (B, M, H, W) logits.
 
         Args:

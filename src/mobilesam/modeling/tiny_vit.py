@@ -40,9 +40,7 @@ class ConvBN(nn.Sequential):
         bn_weight_init: float = 1.0,
     ) -> None:
         super().__init__()
-        self.add_module(
-            "c", nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False)
-        )
+        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False))
         bn = nn.BatchNorm2d(out_chans)
         nn.init.constant_(bn.weight, bn_weight_init)
         nn.init.zeros_(bn.bias)

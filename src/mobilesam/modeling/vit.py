@@ -45,9 +45,7 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
     return windows, (hp, wp)
 
 
-def window_unpartition(
-    windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int], hw: tuple[int, int]
-) -> torch.Tensor:
+def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
     """Inverse of `window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C) without the padding."""
     hp, wp = padded_hw
     h, w = hw

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
 
 from .layout import ExportedGraphs
@@ -21,17 +24,8 @@ class OnnxRuntimeSessions(GraphSessions):
 
     def __init__(self, graphs: ExportedGraphs, *, threads: int | None = None) -> None:
         super().__init__(graphs)
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise ImportError(f"onnx inference needs onnxruntime: pip install 'mobilesam[onnx]' ({err})") from None
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(graphs.encoder), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(graphs.decoder), options, providers=providers)
+        self.encoder = onnxruntime_session(graphs.encoder, threads=threads)
+        self.decoder = onnxruntime_session(graphs.decoder, threads=threads)
         self.mask_input_size = tuple(self.decoder.get_inputs()[3].shape[2:])
 
     def _run_encoder(self, image: np.ndarray) -> np.ndarray:
@@ -40,3 +34,24 @@ class OnnxRuntimeSessions(GraphSessions):
 
     def _run_decoder(self, feeds: dict[str, np.ndarray], outputs: tuple[str, ...]) -> list[np.ndarray]:
         return self.decoder.run(list(outputs), feeds)
+
+
+def onnxruntime_session(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
+    """An `onnxruntime.InferenceSession` of one graph on the CPU provider, all graph optimisations on.
+
+    Args:
+        path: The .onnx file.
+        threads: Intra-op threads; None lets onnxruntime choose (one per core).
+
+    Raises:
+        ImportError: onnxruntime is not installed.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ImportError(f"onnx inference needs onnxruntime: pip install 'mobilesam[onnx]' ({err})") from None
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])

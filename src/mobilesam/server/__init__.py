@@ -5,19 +5,9 @@ Needs the `serve` extra: `pip install 'mobilesam[serve]'`.
 
 from .app import create_app
 from .cache import CacheStats, SingleFlightLRU
-from .service import (
-    CachedImage,
-    ImageNotFound,
-    InvalidRequest,
-    PayloadTooLarge,
-    SegmentationService,
-    ServeSettings,
-    ServiceBusy,
-    ServiceError,
-    UnsupportedMedia,
-    decode_image,
-    image_key,
-)
+from .codec import decode_image
+from .errors import ImageNotFound, InvalidRequest, PayloadTooLarge, ServiceBusy, ServiceError, UnsupportedMedia
+from .service import CachedImage, SegmentationService, ServeSettings, image_key
 from .worker import ModelWorker, WorkerBusy
 
 __all__ = [

@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from ..backends import Backend
 from ..modeling import Sam
+from .errors import InvalidRequest, PayloadTooLarge, ServiceError, UnsupportedMedia
 from .schemas import (
     ErrorBody,
     EverythingRequest,
@@ -36,7 +37,7 @@ from .schemas import (
     SegmentRequest,
     SegmentResponse,
 )
-from .service import InvalidRequest, PayloadTooLarge, SegmentationService, ServeSettings, ServiceError, UnsupportedMedia
+from .service import SegmentationService, ServeSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Every error status the API answers, each with the one error body; routes list theirs.
@@ -69,7 +70,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
     settings = service.settings
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's own lifespan type
+    async def lifespan(app: FastAPI):
         yield
         await run_in_threadpool(service.close)
 
@@ -86,7 +87,9 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
 
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -128,7 +131,11 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
                 "required": True,
                 "content": {
                     "multipart/form-data": {
-                        "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"]}
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
                     },
                     "application/json": {"schema": ImageUpload.model_json_schema()},
                 },
@@ -200,7 +207,7 @@ async def _read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
     if content_type not in ("multipart/form-data", "application/json"):
         raise UnsupportedMedia(
             f"send multipart/form-data with the image in a field named 'file', or application/json "
-            f"{{\"image\": \"<base64>\"}}; got content type {content_type or 'none'!r}"
+            f'{{"image": "<base64>"}}; got content type {content_type or "none"!r}'
         )
     body = await _read_body(request, max_bytes * 4 // 3 + _BODY_OVERHEAD)
     if content_type == "application/json":
@@ -227,7 +234,9 @@ def _json_upload(body: bytes) -> tuple[bytes, str]:
     except ValidationError as err:
         if err.errors()[0]["type"] == "json_invalid":  # not JSON at all: a 400, as on the other routes
             raise HTTPException(400, f"the body is not valid JSON: {err.errors()[0]['msg']}") from err
-        raise InvalidRequest(f"JSON upload must be {{\"image\": \"<base64>\", \"content_type\": \"image/...\"}}: {err.errors()[0]['msg']}") from err
+        raise InvalidRequest(
+            f'JSON upload must be {{"image": "<base64>", "content_type": "image/..."}}: {err.errors()[0]["msg"]}'
+        ) from err
     text, file_type = upload.image, upload.content_type
     if text.startswith("data:") and "," in text:
         header, text = text.split(",", 1)

@@ -21,7 +21,9 @@ class ImageUpload(BaseModel):
     # Strict: the schema says integer or boolean, so false is no 0 and "1" no 1.
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    image: str = Field(description="The image file (PNG, JPEG, WebP, BMP, TIFF, GIF), base64-encoded; a data: URL prefix is allowed.")
+    image: str = Field(
+        description="The image file (PNG, JPEG, WebP, BMP, TIFF, GIF), base64-encoded; a data: URL prefix is allowed."
+    )
     content_type: str = Field("image/png", description="MIME type of the file; must be an image/* type.")
 
 
@@ -49,7 +51,9 @@ class SegmentRequest(BaseModel):
         description="Low-res logits from a previous answer (`low_res_logits`): base64 of 256x256 little-endian float32, or nested lists.",
     )
     multimask: bool = Field(False, description="Three candidate masks (for an ambiguous single click) instead of one.")
-    format: Literal["coco_rle", "png"] = Field("coco_rle", description="Mask encoding: COCO compressed RLE, or base64 PNG (0/255).")
+    format: Literal["coco_rle", "png"] = Field(
+        "coco_rle", description="Mask encoding: COCO compressed RLE, or base64 PNG (0/255)."
+    )
     return_logits: bool = Field(False, description="Also return each mask's 256x256 low-res logits, to send back as mask_input.")
 
 
@@ -93,11 +97,15 @@ class EverythingRequest(BaseModel):
     stability_score_thresh: float = Field(_DEFAULTS.stability_score_thresh, description="Keep masks at least this stable.")
     stability_score_offset: float = _DEFAULTS.stability_score_offset
     box_nms_thresh: float = Field(_DEFAULTS.box_nms_thresh, description="Box IoU above which the weaker of two masks is dropped.")
-    crop_n_layers: int = Field(_DEFAULTS.crop_n_layers, ge=0, le=3, description="Extra layers of crops (finds small objects, slower).")
+    crop_n_layers: int = Field(
+        _DEFAULTS.crop_n_layers, ge=0, le=3, description="Extra layers of crops (finds small objects, slower)."
+    )
     crop_nms_thresh: float = _DEFAULTS.crop_nms_thresh
     crop_overlap_ratio: float = _DEFAULTS.crop_overlap_ratio
     crop_n_points_downscale_factor: int = _DEFAULTS.crop_n_points_downscale_factor
-    min_mask_region_area: int = Field(_DEFAULTS.min_mask_region_area, description="Remove holes and islands smaller than this (pixels).")
+    min_mask_region_area: int = Field(
+        _DEFAULTS.min_mask_region_area, description="Remove holes and islands smaller than this (pixels)."
+    )
 
 
 class EverythingMask(BaseModel):
@@ -150,4 +158,6 @@ class Health(BaseModel):
     embeddings_computed: int
     queue_waiting: int
     queue_size: int
-    everything_waiting: int = Field(description="Segment-everything requests waiting on their own lane (clicks never wait for them).")
+    everything_waiting: int = Field(
+        description="Segment-everything requests waiting on their own lane (clicks never wait for them)."
+    )

@@ -10,9 +10,7 @@ however concurrently, it is uploaded. Nothing here knows HTTP: each
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -22,28 +20,26 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..automatic import SamAutomaticMaskGenerator
 from ..backends import Backend, make_backend
 from ..embedding import ImageEmbedding
-from ..errors import ImageTooLarge, MobileSamError
-from ..io.images import DECODE_ERRORS, DEFAULT_MAX_PIXELS, load_image, open_image_file, pixels_digest
-from ..masks import encode_masks
-from ..modeling import Sam
+from ..io.images import DEFAULT_MAX_PIXELS, pixels_digest
+from ..modeling import Sam, count_parameters
 from ..predictor import SamPredictor
-from ..prompts import Prompt, check_prompt
-from ..registry import count_parameters
+from ..prompts import Prompt
+from ..results import Results
+from ..segment import segment_prompts
 from .cache import SingleFlightLRU
+from .codec import decode_image, everything_masks, request_prompt, segment_masks
+from .errors import ImageNotFound, InvalidRequest, PayloadTooLarge, ServiceBusy, UnsupportedMedia
 from .schemas import (
-    EverythingMask,
     EverythingRequest,
     EverythingResponse,
     Health,
     ImageInfo,
     ModelInfo,
     ModelList,
-    SegmentMask,
     SegmentRequest,
     SegmentResponse,
 )
@@ -53,64 +49,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Decoders a client may reach; Pillow's rarer formats stay out of an upload's way.
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 _MIB = 2**20
-
-
-class ServiceError(MobileSamError):
-    """A request the service refuses; `status_code` is the HTTP status the routes answer with."""
-
-    status_code = 500
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """HTTP headers to send with the error."""
-        return {}
-
-
-class ImageNotFound(ServiceError):
-    """The image id is not in the cache: never uploaded, or evicted."""
-
-    status_code = 404
-
-
-class PayloadTooLarge(ServiceError):
-    """The request, the image file or its pixel count is over the limit."""
-
-    status_code = 413
-
-
-class UnsupportedMedia(ServiceError):
-    """Not an image, or not one of the formats the service decodes."""
-
-    status_code = 415
-
-
-class InvalidRequest(ServiceError):
-    """A prompt, option or upload body that cannot be used; the message says why."""
-
-    status_code = 422
-
-
-class ServiceBusy(ServiceError):
-    """The work queue is full; the client should retry after `retry_after_s` seconds.
-
-    Args:
-        message: What is busy.
-        retry_after_s: Seconds to wait before retrying.
-    """
-
-    status_code = 503
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Retry-After, in seconds."""
-        return {"Retry-After": str(self.retry_after_s)}
 
 
 @dataclass(frozen=True)
@@ -170,24 +109,6 @@ class CachedImage:
 def image_key(rgb: np.ndarray) -> str:
     """The image id: a hash of the (H, W, 3) uint8 pixels, whatever file format they came in."""
     return pixels_digest(rgb)[:32]
-
-
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """An uploaded file as (H, W, 3) uint8 RGB, its size checked before the pixels are decoded.
-
-    Raises:
-        UnsupportedMedia: It is not a readable image.
-        PayloadTooLarge: It has more than `max_pixels` pixels.
-    """
-    try:
-        image = open_image_file(data, "upload", max_pixels, IMAGE_FORMATS)
-    except ImageTooLarge as err:
-        raise PayloadTooLarge(f"the image has {err.width}x{err.height} = {err.pixels:,} pixels; the limit is {max_pixels:,}") from err
-    except Image.DecompressionBombError as err:
-        raise PayloadTooLarge(f"the image has too many pixels: {err}") from err
-    except DECODE_ERRORS as err:
-        raise UnsupportedMedia(f"not a readable image ({', '.join(IMAGE_FORMATS)}): {err}") from err
-    return load_image(image)
 
 
 class SegmentationService:
@@ -311,10 +232,11 @@ class SegmentationService:
         started = time.perf_counter()
         image = self.image(image_id)
         try:
-            prompt = _request_prompt(request, image.original_size, self.model.prompt_encoder.mask_input_size)
+            prompt = request_prompt(request, image.original_size, self.model.prompt_encoder.mask_input_size)
         except ValueError as err:
             raise InvalidRequest(str(err)) from err
-        masks = await self._result(self._submit(self._segment, image, prompt, request))
+        results = await self._result(self._submit(self._segment, image, prompt, request))
+        masks = segment_masks(results, request)
         h, w = image.original_size
         return SegmentResponse(image_id=image_id, width=w, height=h, masks=masks, milliseconds=_ms_since(started))
 
@@ -333,9 +255,15 @@ class SegmentationService:
             generator = SamAutomaticMaskGenerator(self.model, output_mode="coco_rle", backend=self.backend, **options)
         except ValueError as err:
             raise InvalidRequest(str(err)) from err
-        records = await self._result(self._submit(_everything, generator, image, worker=self.everything_worker))
+        records = await self._result(
+            self._submit(
+                functools.partial(generator.generate, embedding=image.embedding), image.pixels, worker=self.everything_worker
+            )
+        )
         h, w = image.original_size
-        return EverythingResponse(image_id=image_id, width=w, height=h, masks=records, milliseconds=_ms_since(started))
+        return EverythingResponse(
+            image_id=image_id, width=w, height=h, masks=everything_masks(records), milliseconds=_ms_since(started)
+        )
 
     def _submit(self, fn: Callable[..., T], *args: Any, worker: ModelWorker | None = None) -> Future[T]:
         try:
@@ -353,81 +281,16 @@ class SegmentationService:
     def _embed(self, rgb: np.ndarray) -> CachedImage:
         return CachedImage(SamPredictor(self.model, self.backend).embed(rgb), rgb)
 
-    def _segment(self, image: CachedImage, prompt: Prompt, request: SegmentRequest) -> list[SegmentMask]:
-        """Decode on the cached embedding and encode the masks, best first (runs on the worker)."""
-        predictor = SamPredictor(self.model, self.backend)
-        predictor.set_embedding(image.embedding)
-        masks, scores, logits = predictor.predict_prompt(prompt, request.multimask)
-        order = np.argsort(-scores, kind="stable")
-        masks = masks[order]  # (C, H, W) bool, best first
-        return [
-            SegmentMask(
-                score=encoded.score,
-                area=encoded.area,
-                bbox=[float(v) for v in encoded.bbox],
-                segmentation=encoded.rle if request.format == "coco_rle" else None,
-                png=_png_base64(mask) if request.format == "png" else None,
-                low_res_logits=base64.b64encode(logits[index].astype("<f4").tobytes()).decode() if request.return_logits else None,
-            )
-            for encoded, mask, index in zip(encode_masks(masks, scores[order]), masks, order.tolist())
-        ]
-
-
-def _request_prompt(request: SegmentRequest, image_hw: tuple[int, int], mask_input_size: tuple[int, int]) -> Prompt:
-    """A segment request's prompt, checked once: the library's `check_prompt`, plus the service's own rules.
-
-    Args:
-        request: The prompts, in pixels of the original image.
-        image_hw: (H, W) of the image they are for.
-        mask_input_size: (h, w) of the model's low-res mask input.
-
-    Raises:
-        ValueError: What is wrong with which part of the prompt.
-    """
-    if request.points is None and request.labels is not None:
-        raise ValueError("labels were given without points")
-    if request.points is None and request.box is None and request.mask_input is None:
-        raise ValueError("give at least one prompt: points (with labels), a box, or mask_input")
-    # Clicks without labels are all foreground, as on the page.
-    labels = request.labels if request.labels is not None or request.points is None else [1] * len(request.points)
-    mask_input = None if request.mask_input is None else _decode_logits(request.mask_input, mask_input_size)
-    return check_prompt(image_hw, mask_input_size, request.points, labels, request.box, mask_input)
-
-
-def _decode_logits(value: str | list[list[float]], size: tuple[int, int]) -> Any:
-    """`mask_input` as sent: nested lists pass through to `check_prompt`; base64 becomes (h, w) float32."""
-    if not isinstance(value, str):
-        return value
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise ValueError(f"mask_input is not valid base64: {err}") from err
-    if len(raw) != 4 * size[0] * size[1]:
-        raise ValueError(f"mask_input must be {size[0]}x{size[1]} float32 values ({4 * size[0] * size[1]} bytes), got {len(raw)} bytes")
-    return np.frombuffer(raw, dtype="<f4").reshape(size)
-
-
-def _everything(generator: SamAutomaticMaskGenerator, image: CachedImage) -> list[EverythingMask]:
-    """The generator on the uploaded image and its cached embedding (runs on the worker)."""
-    return [
-        EverythingMask(
-            segmentation=record["segmentation"],
-            area=record["area"],
-            bbox=record["bbox"],
-            predicted_iou=record["predicted_iou"],
-            stability_score=record["stability_score"],
-            point_coords=record["point_coords"],
-            crop_box=record["crop_box"],
+    def _segment(self, image: CachedImage, prompt: Prompt, request: SegmentRequest) -> Results:
+        """Decode one object on the cached embedding (runs on the worker)."""
+        return segment_prompts(
+            SamPredictor(self.model, self.backend),
+            image.embedding,
+            [prompt],
+            image.pixels,
+            multimask_output=request.multimask,
+            keep_logits=request.return_logits,
         )
-        for record in generator.generate(image.pixels, embedding=image.embedding)
-    ]
-
-
-def _png_base64(mask: np.ndarray) -> str:
-    """An (H, W) bool mask as base64 of a grayscale PNG, 255 inside."""
-    buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _ms_since(started: float) -> float:

@@ -38,9 +38,7 @@ class ModelWorker:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.queue_size = queue_size
         self._queue: queue.Queue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(queue_size)
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"mobilesam-worker-{i}", daemon=True) for i in range(threads)
-        ]
+        self._threads = [threading.Thread(target=self._serve, name=f"mobilesam-worker-{i}", daemon=True) for i in range(threads)]
         for thread in self._threads:
             thread.start()
 

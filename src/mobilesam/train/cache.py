@@ -29,11 +29,10 @@ from ..atomic import atomic_path, write_text_atomic
 from ..io.images import load_image
 from ..io.sources import IMAGE_SUFFIXES
 from ..modeling import Sam
+from ..registry import load_from_config, resolve_checkpoint
 from ..transforms import ResizeLongestSide
 from .config import CacheConfig, ConfigError, model_config
 from .distributed import distributed
-from .models import load_model, resolve_weights
-
 
 CACHE_FORMAT = 1
 # The settings that decide every embedding; a cache made with others cannot be extended.
@@ -109,7 +108,7 @@ def cache_teacher(config: CacheConfig, *, progress: bool = True) -> CacheSummary
     images = list_images(images_root)
     teacher_config = model_config(config.teacher, config.teacher_overrides, config.image_size)
     published = teacher_config.checkpoint.filename if teacher_config.checkpoint else ""
-    weights_path = resolve_weights(config.teacher_weights or published)
+    weights_path = resolve_checkpoint(config.teacher_weights or published)
     meta = {
         "format": CACHE_FORMAT,
         "teacher": teacher_config.name,
@@ -129,9 +128,11 @@ def cache_teacher(config: CacheConfig, *, progress: bool = True) -> CacheSummary
         mine = [i for i in range(len(shards)) if i % ctx.world_size == ctx.rank and not _shard_done(out, i, shards[i])]
         computed = 0
         if mine:
-            teacher = load_model(teacher_config, weights_path).to(ctx.device).eval()
+            teacher = load_from_config(teacher_config, weights_path).to(ctx.device).eval()
             total = sum(len(shards[i]) for i in mine)
-            with tqdm(total=total, unit="img", desc="teacher", disable=not progress or not ctx.is_main, dynamic_ncols=True) as bar:
+            with tqdm(
+                total=total, unit="img", desc="teacher", disable=not progress or not ctx.is_main, dynamic_ncols=True
+            ) as bar:
                 for index in mine:
                     _write_shard(out, index, shards[index], images_root, teacher, config.batch_size, bar)
                     computed += len(shards[index])
@@ -201,7 +202,9 @@ class TeacherCache:
         self.path = Path(path)
         index_path = self.path / "index.json"
         if not index_path.is_file():
-            raise FileNotFoundError(f"no finished teacher cache in {self.path} (no index.json); run `mobilesam train cache-teacher` first")
+            raise FileNotFoundError(
+                f"no finished teacher cache in {self.path} (no index.json); run `mobilesam train cache-teacher` first"
+            )
         self.meta: dict[str, Any] = json.loads((self.path / "cache.json").read_text(encoding="utf-8"))
         index = json.loads(index_path.read_text(encoding="utf-8"))
         self.entries = [Entry(image, bool(flipped)) for image, flipped, _, _ in index["entries"]]

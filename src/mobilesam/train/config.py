@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..atomic import write_text_atomic
+from ..errors import ConfigError
 from ..registry import ModelConfig, get_config
 
 C = TypeVar("C")
-
-
-class ConfigError(ValueError):
-    """A training configuration that cannot be used; the message names the setting."""
 
 
 @dataclass
@@ -118,7 +115,9 @@ def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, **flag
     unknown = sorted(set(values) - known)
     if unknown:
         where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{where}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{where}; known: {', '.join(sorted(known))}"
+        )
     config = cls(**values)
     _validate(config)
     return config
@@ -127,8 +126,19 @@ def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, **flag
 def _validate(config: Any) -> None:
     for name in _REQUIRED[type(config)]:
         if not getattr(config, name):
-            raise ConfigError(f"{name.replace('_', '-')} is required (flag --{name.replace('_', '-')} or key {name!r} in the YAML config)")
-    for name in ("batch_size", "accum", "shard_size", "masks_per_image", "iterations", "checkpoint_every", "log_every", "image_size"):
+            raise ConfigError(
+                f"{name.replace('_', '-')} is required (flag --{name.replace('_', '-')} or key {name!r} in the YAML config)"
+            )
+    for name in (
+        "batch_size",
+        "accum",
+        "shard_size",
+        "masks_per_image",
+        "iterations",
+        "checkpoint_every",
+        "log_every",
+        "image_size",
+    ):
         value = getattr(config, name, 1)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -8,22 +8,26 @@ prompt encoder and mask decoder, saved in the `mobile_sam.pt` layout.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .. import weights
+from ..errors import CheckpointError
 from ..modeling import Sam
-from ..registry import ModelConfig, build_from_config
+from ..registry import ModelConfig, build_from_config, resolve_checkpoint
 from ..transforms import ResizeLongestSide
 from .cache import TeacherCache, model_input
 from .config import ConfigError, DistillConfig, model_config
 from .distributed import distributed
 from .loop import StepContext, TrainSummary, train
-from .models import assemble_checkpoint, prompt_state
-
 
 FINAL_MODEL = "mobile_sam.pt"
+# The parts of a SAM checkpoint that distillation takes over from the teacher unchanged.
+PROMPT_PARTS = ("prompt_encoder.", "mask_decoder.")
 
 
 class EmbeddingDataset(Dataset):
@@ -112,9 +116,36 @@ def distill(config: DistillConfig, *, resume: bool = False, progress: bool = Tru
         return train(DistillTask(student, dataset, student_config, prompt), config, ctx, resume=resume, progress=progress)
 
 
+def prompt_state(checkpoint: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The prompt encoder and mask decoder tensors of a SAM checkpoint.
+
+    Raises:
+        CheckpointError: The checkpoint has none.
+    """
+    path = resolve_checkpoint(checkpoint)
+    state = {k: v for k, v in weights.read_state_dict(path).items() if k.startswith(PROMPT_PARTS)}
+    if not state:
+        raise CheckpointError(f"{path} has no prompt encoder or mask decoder tensors")
+    return state
+
+
+def assemble_checkpoint(config: ModelConfig, image_encoder: torch.nn.Module, prompt: dict[str, torch.Tensor], path: Path) -> Path:
+    """Save a full SAM checkpoint (the `mobile_sam.pt` layout): a trained encoder with a teacher's prompt parts.
+
+    The model is loaded strictly before saving, so the file is known to load.
+    """
+    model = build_from_config(config)
+    state = {f"image_encoder.{k}": v for k, v in image_encoder.state_dict().items()}
+    state.update(prompt)
+    weights.load_weights(model, state, source="the distilled encoder with the teacher's prompt encoder and decoder")
+    return weights.save_checkpoint(model, path)
+
+
 def _check_shapes(config: ModelConfig, cache: TeacherCache) -> None:
     expected = tuple(cache.embedding(0).shape)
-    grid = config.image_size // 16  # both encoders reduce the input 16-fold
+    grid = config.image_size // config.encoder.patch_size
     found = (config.prompt_embed_dim, grid, grid)
     if found != expected:
-        raise ConfigError(f"the student's embeddings are {found} but the cached teacher's are {expected}; student and teacher must match")
+        raise ConfigError(
+            f"the student's embeddings are {found} but the cached teacher's are {expected}; student and teacher must match"
+        )

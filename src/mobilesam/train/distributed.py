@@ -45,7 +45,7 @@ class DistContext:
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """"auto" is CUDA when available, else CPU; a bare "cuda" becomes this process's GPU."""
+    """ "auto" is CUDA when available, else CPU; a bare "cuda" becomes this process's GPU."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":

@@ -24,14 +24,13 @@ from ..io.datasets import Dataset as MaskDataset
 from ..io.datasets import load_dataset
 from ..io.images import load_image
 from ..modeling import MaskDecoder, PromptEncoder, Sam
+from ..registry import checkpoint_model_name, load_from_config
 from ..transforms import ResizeLongestSide
 from .config import FinetuneConfig, model_config
 from .distributed import distributed
 from .loop import StepContext, TrainSummary, train
 from .losses import sam_loss
-from .models import detect_model_name, load_model
 from .prompts import corrective_clicks, noisy_box, point_inside
-
 
 FINAL_MODEL = "mobile_sam.pt"
 
@@ -70,7 +69,9 @@ class MaskSampleDataset(Dataset):
     every epoch draws anew and a resumed run draws the same.
     """
 
-    def __init__(self, data: MaskDataset, image_size: int, masks_per_image: int, seed: int, box_noise: float, max_box_noise: float) -> None:
+    def __init__(
+        self, data: MaskDataset, image_size: int, masks_per_image: int, seed: int, box_noise: float, max_box_noise: float
+    ) -> None:
         self.images = data.images
         self.transform = ResizeLongestSide(image_size)
         self.image_size = image_size
@@ -94,7 +95,10 @@ class MaskSampleDataset(Dataset):
         for i in order:
             mask = annotations.instances[i].mask()
             # The mask in the model frame: resized like the image, then padded like `Sam.preprocess`.
-            scaled = F.interpolate(torch.from_numpy(mask)[None, None].float(), (h, w), mode="bilinear", align_corners=False)[0, 0] > 0.5
+            scaled = (
+                F.interpolate(torch.from_numpy(mask)[None, None].float(), (h, w), mode="bilinear", align_corners=False)[0, 0]
+                > 0.5
+            )
             if not scaled.any():
                 continue  # too small to survive the resize
             padded = F.pad(scaled.float(), (0, self.image_size - w, 0, self.image_size - h))
@@ -106,7 +110,12 @@ class MaskSampleDataset(Dataset):
                 break
         image = torch.from_numpy(resized).permute(2, 0, 1).contiguous()
         if not targets:
-            return {"image": image, "targets": torch.zeros(0, 1, self.image_size // 4, self.image_size // 4), "boxes": torch.zeros(0, 4), "points": torch.zeros(0, 2)}
+            return {
+                "image": image,
+                "targets": torch.zeros(0, 1, self.image_size // 4, self.image_size // 4),
+                "boxes": torch.zeros(0, 4),
+                "points": torch.zeros(0, 2),
+            }
         return {
             "image": image,
             "targets": torch.stack(targets),  # (M, 1, S/4, S/4)
@@ -190,8 +199,10 @@ def finetune_decoder(config: FinetuneConfig, *, resume: bool = False, progress: 
         CheckpointError: The checkpoint does not fit the model.
     """
     data = load_dataset(config.data, config.images)
-    name = config.model_name or detect_model_name(config.model)
-    sam = load_model(model_config(name, config.model_overrides, config.image_size), config.model)
-    dataset = MaskSampleDataset(data, config.image_size, config.masks_per_image, config.seed, config.box_noise, config.max_box_noise)
+    name = config.model_name or checkpoint_model_name(config.model)
+    sam = load_from_config(model_config(name, config.model_overrides, config.image_size), config.model)
+    dataset = MaskSampleDataset(
+        data, config.image_size, config.masks_per_image, config.seed, config.box_noise, config.max_box_noise
+    )
     with distributed(config.device) as ctx:
         return train(FinetuneTask(sam, dataset, config), config, ctx, resume=resume, progress=progress)

@@ -30,7 +30,6 @@ from .metrics import MetricsLog
 from .optim import autocast, autocast_dtype, build_optimizer, grad_scaler, warmup_cosine
 from .state import load_training_state, rng_state, save_training_state, set_rng_state
 
-
 CHECKPOINT = "last.pt"
 
 
@@ -115,15 +114,24 @@ def train(task: Task, config: Any, ctx: DistContext, *, resume: bool = False, pr
         set_rng_state(state["rng"])
         step = int(state["step"])
         if state["total_steps"] != total:
-            raise ConfigError(f"the run was planned for {state['total_steps']} steps, now {total}: keep steps/epochs/batch size as they were")
+            raise ConfigError(
+                f"the run was planned for {state['total_steps']} steps, now {total}: keep steps/epochs/batch size as they were"
+            )
     metrics_log = None
     if ctx.is_main:
         save_config(config, run / "config.yaml")
-        metrics_log = MetricsLog(run, ["epoch", "lr", *task.columns, "images_per_s"], tensorboard=config.tensorboard, resume_step=step if resume else None)
+        metrics_log = MetricsLog(
+            run,
+            ["epoch", "lr", *task.columns, "images_per_s"],
+            tensorboard=config.tensorboard,
+            resume_step=step if resume else None,
+        )
     model: torch.nn.Module = module
     if ctx.world_size > 1:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=getattr(task, "find_unused_parameters", False))
+        model = DistributedDataParallel(
+            module, device_ids=device_ids, find_unused_parameters=getattr(task, "find_unused_parameters", False)
+        )
     sampler = PlanSampler(plan, ctx.rank, step * accum, stop * accum)
     loader = DataLoader(
         task.dataset,
@@ -178,13 +186,29 @@ def train(task: Task, config: Any, ctx: DistContext, *, resume: bool = False, pr
     model_path = task.finish(run) if ctx.is_main and step == total else None
     digests = ctx.gather(parameters_digest(module))
     if ctx.is_main:
-        summary = {"step": step, "total_steps": total, "metrics": last, "model": str(model_path) if model_path else None, "weights_digest": digests}
+        summary = {
+            "step": step,
+            "total_steps": total,
+            "metrics": last,
+            "model": str(model_path) if model_path else None,
+            "weights_digest": digests,
+        }
         write_text_atomic(run / "summary.json", json.dumps(summary, indent=1))
     ctx.barrier()
     return TrainSummary(step, total, last, model_path, digests)
 
 
-def _save(run: Path, module: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any, step: int, total: int, plan: BatchPlan, accum: int) -> None:
+def _save(
+    run: Path,
+    module: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+    step: int,
+    total: int,
+    plan: BatchPlan,
+    accum: int,
+) -> None:
     epoch, index = plan.position(step * accum)
     state = {
         "model": module.state_dict(),

@@ -34,7 +34,9 @@ def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (pred & gt).sum(-1) / union.clamp(min=1)
 
 
-def sam_loss(logits: torch.Tensor, iou_predictions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def sam_loss(
+    logits: torch.Tensor, iou_predictions: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """SAM's training loss for (N, M, H, W) logits against (N, 1, H, W) targets.
 
     With several masks per prompt (M = 3) only the best one's mask loss counts,
@@ -53,5 +55,11 @@ def sam_loss(logits: torch.Tensor, iou_predictions: torch.Tensor, targets: torch
     iou = mask_iou(logits.detach(), targets)
     iou_mse = F.mse_loss(iou_predictions.float(), iou)
     loss = mask_loss[rows, best].mean() + iou_mse
-    parts = {"focal": focal[rows, best].mean(), "dice": dice[rows, best].mean(), "iou_mse": iou_mse, "iou": iou[rows, best].mean(), "best": best}
+    parts = {
+        "focal": focal[rows, best].mean(),
+        "dice": dice[rows, best].mean(),
+        "iou_mse": iou_mse,
+        "iou": iou[rows, best].mean(),
+        "best": best,
+    }
     return loss, parts

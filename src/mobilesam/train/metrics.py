@@ -39,7 +39,9 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
-                raise ImportError(f"TensorBoard logs need tensorboard: pip install 'mobilesam[train]', or pass --no-tensorboard ({err})") from err
+                raise ImportError(
+                    f"TensorBoard logs need tensorboard: pip install 'mobilesam[train]', or pass --no-tensorboard ({err})"
+                ) from err
             self.writer = SummaryWriter(str(run / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, step: int, values: dict[str, Any]) -> None:

@@ -19,7 +19,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_deca
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, lr: float, min_lr: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up from 0 to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `total_steps`."""
     warmup = min(warmup_steps, max(total_steps - 1, 0))
     floor = min_lr / lr if lr > 0 else 0.0

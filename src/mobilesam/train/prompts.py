@@ -8,11 +8,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..masks import batched_mask_to_box
+
 
 def noisy_box(mask: np.ndarray, rng: np.random.Generator, noise: float, max_noise: float) -> np.ndarray:
     """The XYXY box of an (H, W) bool mask, each side moved by N(0, noise x side length), at most `max_noise` pixels (SAM)."""
-    rows, cols = np.nonzero(mask)
-    box = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float64)
+    box = (
+        batched_mask_to_box(torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)), pixel_edges=True).numpy().astype(np.float64)
+    )
     side = np.array([box[2] - box[0], box[3] - box[1]] * 2)
     jitter = np.clip(rng.normal(0.0, 1.0, 4) * noise * side, -max_noise, max_noise)
     h, w = mask.shape

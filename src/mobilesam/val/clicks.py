@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 
 from ..predictor import SamPredictor
+from ..prompts import make_prompt
+from ..segment import segment_prompts
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,12 @@ def next_click(gt: np.ndarray, pred: np.ndarray) -> Click | None:
     return Click(spurious_xy, 0)
 
 
-def simulate_clicks(predictor: SamPredictor, gt: np.ndarray, num_clicks: int) -> ClickTrace:
+def simulate_clicks(predictor: SamPredictor, image: np.ndarray, gt: np.ndarray, num_clicks: int) -> ClickTrace:
     """Run the ``clicks:K`` interaction on the predictor's current image.
 
     Args:
         predictor: A predictor with the image set.
+        image: (H, W, 3) uint8 RGB pixels of that image.
         gt: (H, W) bool non-empty ground-truth mask.
         num_clicks: K, the most clicks to give.
 
@@ -102,32 +105,33 @@ def simulate_clicks(predictor: SamPredictor, gt: np.ndarray, num_clicks: int) ->
     logits = None
     while click is not None:
         trace.clicks.append(click)
-        mask, score, logits = predict_step(predictor, trace.clicks, logits)
+        mask, score, logits = predict_step(predictor, image, trace.clicks, logits)
         trace.masks.append(mask)
         trace.scores.append(score)
         click = next_click(gt, mask) if len(trace.clicks) < num_clicks else None
     return trace
 
 
-def replay_clicks(predictor: SamPredictor, clicks: list[Click]) -> ClickTrace:
+def replay_clicks(predictor: SamPredictor, image: np.ndarray, clicks: list[Click]) -> ClickTrace:
     """Give another model the same clicks, each step feeding back its own previous logits.
 
     Args:
         predictor: A predictor with the image set.
+        image: (H, W, 3) uint8 RGB pixels of that image.
         clicks: The clicks of a `simulate_clicks` trace.
     """
     trace = ClickTrace()
     logits = None
     for click in clicks:
         trace.clicks.append(click)
-        mask, score, logits = predict_step(predictor, trace.clicks, logits)
+        mask, score, logits = predict_step(predictor, image, trace.clicks, logits)
         trace.masks.append(mask)
         trace.scores.append(score)
     return trace
 
 
 def predict_step(
-    predictor: SamPredictor, clicks: list[Click], previous_logits: np.ndarray | None
+    predictor: SamPredictor, image: np.ndarray, clicks: list[Click], previous_logits: np.ndarray | None
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """One prediction of the interaction: the mask, its predicted IoU and its (1, 256, 256) low-res logits.
 
@@ -137,11 +141,11 @@ def predict_step(
     """
     coords = np.array([click.xy for click in clicks], dtype=np.float64)  # (N, 2) XY
     labels = np.array([click.label for click in clicks])
-    masks, scores, logits = predictor.predict(
-        point_coords=coords,
-        point_labels=labels,
-        mask_input=previous_logits,
-        multimask_output=previous_logits is None,
+    prompt = make_prompt(
+        coords, labels, mask_input=previous_logits, mask_input_size=predictor.model.prompt_encoder.mask_input_size
     )
-    best = int(np.argmax(scores))
-    return masks[best], float(scores[best]), logits[best : best + 1]
+    results = segment_prompts(
+        predictor, predictor.embedding, [prompt], image, multimask_output=previous_logits is None, keep_logits=True
+    )
+    best = int(np.argmax(results.scores))
+    return np.asarray(results.masks)[best], float(results.scores[best]), results.low_res_logits[best : best + 1]

@@ -22,12 +22,14 @@ from tqdm import tqdm
 from ..automatic import GENERATOR_DEFAULTS, SamAutomaticMaskGenerator
 from ..io.datasets import Dataset, ImageAnnotations, load_dataset
 from ..io.images import DEFAULT_MAX_PIXELS, load_image
-from ..masks import mask_iou
+from ..masks import coco_encode_mask, mask_iou
 from ..modeling import Sam
 from ..predictor import SamPredictor
-from ..registry import detect_model_name, load_sam
+from ..prompts import make_prompt
+from ..registry import load_sam, model_name
+from ..segment import segment_prompts
 from .clicks import replay_clicks, simulate_clicks
-from .metrics import InstanceScore, encode_mask, match_masks, rle_iou, summarize
+from .metrics import InstanceScore, match_masks, rle_iou, summarize
 from .protocols import Protocol, jitter_box, mask_box, parse_protocols
 from .report import ValReport
 
@@ -141,7 +143,7 @@ class _Model:
     @classmethod
     def load(cls, model: str | os.PathLike[str] | Sam, device: str | torch.device) -> _Model:
         if isinstance(model, Sam):
-            return cls(f"{detect_model_name(model.state_dict())} (in memory)", SamPredictor(model))
+            return cls(f"{model_name(model)} (in memory)", SamPredictor(model))
         return cls(os.fspath(model), SamPredictor(load_sam(model, device=device)))
 
     def add_generator(self, points_per_side: int, pred_iou_thresh: float, stability_score_thresh: float) -> None:
@@ -192,7 +194,7 @@ class _Run:
                 self.skipped_empty += 1
                 continue
             kept.append((instance.category_name, gt, area))
-            self._prompted(gt, area, instance.category_name, student, teacher, (image_index, instance_index))
+            self._prompted(image, gt, area, instance.category_name, student, teacher, (image_index, instance_index))
         self.instances += len(kept)
         everything = [p for p in self.protocols if p.kind == "everything"]
         if everything and kept:
@@ -201,25 +203,32 @@ class _Run:
                 self.scores[protocol.name].extend(scores)
 
     def _prompted(
-        self, gt: np.ndarray, area: int, category: str, student: _Model, teacher: _Model | None, key: tuple[int, int]
+        self,
+        image: np.ndarray,
+        gt: np.ndarray,
+        area: int,
+        category: str,
+        student: _Model,
+        teacher: _Model | None,
+        key: tuple[int, int],
     ) -> None:
         for protocol in self.protocols:
             if protocol.kind == "box":
                 box = mask_box(gt)
                 if protocol.jitter > 0:
                     box = jitter_box(box, protocol.jitter, gt.shape, np.random.default_rng((self.seed, *key)))
-                mask, score = _predict_box(student.predictor, box)
+                mask, score = _predict_box(student.predictor, image, box)
                 teacher_ious = None
                 if teacher is not None:
-                    teacher_ious = (mask_iou(mask, _predict_box(teacher.predictor, box)[0]),)
+                    teacher_ious = (mask_iou(mask, _predict_box(teacher.predictor, image, box)[0]),)
                 self.scores[protocol.name].append(InstanceScore(category, area, (mask_iou(mask, gt),), score, teacher_ious))
         if self.max_clicks == 0:
             return
-        trace = simulate_clicks(student.predictor, gt, self.max_clicks)
+        trace = simulate_clicks(student.predictor, image, gt, self.max_clicks)
         ious = [mask_iou(mask, gt) for mask in trace.masks]
         teacher_ious = None
         if teacher is not None:
-            teacher_trace = replay_clicks(teacher.predictor, trace.clicks)
+            teacher_trace = replay_clicks(teacher.predictor, image, trace.clicks)
             teacher_ious = [mask_iou(a, b) for a, b in zip(trace.masks, teacher_trace.masks)]
         for protocol in self.protocols:
             if protocol.clicks:
@@ -246,9 +255,9 @@ def _ground_truth(entry: ImageAnnotations, image_hw: tuple[int, ...]) -> list[np
     return [instance.mask() for instance in entry.instances]
 
 
-def _predict_box(predictor: SamPredictor, box: np.ndarray) -> tuple[np.ndarray, float]:
-    masks, scores, _ = predictor.predict(box=box, multimask_output=False)
-    return masks[0], float(scores[0])
+def _predict_box(predictor: SamPredictor, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float]:
+    results = segment_prompts(predictor, predictor.embedding, [make_prompt(box=box)], image)
+    return np.asarray(results.masks)[0], float(results.scores[0])
 
 
 def _padded(values: Sequence[float], length: int) -> tuple[float, ...]:
@@ -260,7 +269,7 @@ def _everything_scores(
     image: np.ndarray, kept: list[tuple[str, np.ndarray, int]], student: _Model, teacher: _Model | None
 ) -> list[InstanceScore]:
     """Match each ground truth to the best of each model's generated masks."""
-    gt_rles = [encode_mask(gt) for _, gt, _ in kept]
+    gt_rles = [coco_encode_mask(gt) for _, gt, _ in kept]
     # The predictors hold this image's embeddings from the prompted protocols.
     records = student.generator.generate(image, embedding=student.predictor.embedding)
     candidates = [record["segmentation"] for record in records]

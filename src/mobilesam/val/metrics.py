@@ -38,11 +38,6 @@ class InstanceScore:
     teacher_ious: tuple[float, ...] | None = None
 
 
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """(H, W) bool -> COCO compressed RLE (pycocotools' form, counts as bytes)."""
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-
-
 def match_masks(candidates: Sequence[dict[str, Any]], gts: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """For each ground truth, the candidate with the highest IoU.
 

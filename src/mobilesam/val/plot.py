@@ -1,15 +1,42 @@
-"""The IoU-vs-clicks plot of a validation report (needs matplotlib: ``pip install 'mobilesam[val]'``)."""
+"""The IoU-vs-clicks plot of a validation report, and the report saved with its plot.
+
+The plot needs matplotlib: ``pip install 'mobilesam[val]'``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..atomic import atomic_path
+from .report import ValReport
 
-if TYPE_CHECKING:
-    from .report import ValReport
+
+def save_report(report: ValReport, path: str | os.PathLike[str]) -> list[Path]:
+    """Write the JSON report and, when a ``clicks:K`` protocol ran, the IoU-vs-clicks plot beside it.
+
+    Both files are written atomically; the plot is `clicks_plot_path(path)`.
+
+    Args:
+        report: What `mobilesam.val.evaluate` measured.
+        path: The JSON file.
+
+    Returns:
+        The files written.
+
+    Raises:
+        ImportError: matplotlib is missing (the JSON is written first).
+    """
+    written = [report.save(path)]
+    if any(result.per_click for result in report.protocols.values()):
+        written.append(plot_clicks(report, clicks_plot_path(path)))
+    return written
+
+
+def clicks_plot_path(report_path: str | os.PathLike[str]) -> Path:
+    """Where the IoU-vs-clicks plot of a report goes: `<report stem>_clicks.png` beside it."""
+    path = Path(report_path)
+    return path.with_name(f"{path.stem}_clicks.png")
 
 
 def plot_clicks(report: ValReport, path: str | os.PathLike[str]) -> Path:

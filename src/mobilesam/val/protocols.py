@@ -48,6 +48,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from ..masks import batched_mask_to_box
 
 PROTOCOL_SYNTAX = "box, box:JITTER, point, clicks:K, everything"
 
@@ -112,10 +115,9 @@ def parse_protocol(spec: str) -> Protocol:
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
-    """(4,) float64 XYXY box of a non-empty (H, W) bool mask, in pixel-edge coordinates (x_max + 1, y_max + 1)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+    """(4,) float64 XYXY box prompt of a non-empty (H, W) bool mask, in pixel-edge coordinates (x_max + 1, y_max + 1)."""
+    box = batched_mask_to_box(torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)), pixel_edges=True)
+    return box.numpy().astype(np.float64)
 
 
 def jitter_box(box: np.ndarray, jitter: float, image_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

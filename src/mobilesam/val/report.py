@@ -1,4 +1,4 @@
-"""The validation report: per-protocol results, JSON, the console table."""
+"""The validation report: per-protocol results, JSON, the console table (its plot: `mobilesam.val.plot`)."""
 
 from __future__ import annotations
 
@@ -100,26 +100,16 @@ class ValReport:
         document["skipped_images"] = [{"image": path, "reason": reason} for path, reason in self.skipped_images]
         return document
 
-    def save(self, path: str | os.PathLike[str]) -> list[Path]:
-        """Write the JSON report and, when a ``clicks:K`` protocol ran, the IoU-vs-clicks plot beside it.
-
-        Both files are written atomically; the plot is `clicks_plot_path(path)`.
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write `to_dict()` as JSON, atomically; `mobilesam.val.plot.save_report` adds the plot beside it.
 
         Args:
             path: The JSON file.
 
         Returns:
-            The files written.
-
-        Raises:
-            ImportError: matplotlib is missing (the JSON is written first).
+            `path` as a Path.
         """
-        written = [write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")]
-        if any(result.per_click for result in self.protocols.values()):
-            from .plot import plot_clicks
-
-            written.append(plot_clicks(self, clicks_plot_path(path)))
-        return written
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         """The results as a text table, with the mIoU after each click below it for ``clicks:K``."""
@@ -140,12 +130,6 @@ class ValReport:
             if result.per_click:
                 lines.append(f"{result.protocol} IoU after each click: " + " ".join(_number(v) for v in result.per_click))
         return "\n".join(lines)
-
-
-def clicks_plot_path(report_path: str | os.PathLike[str]) -> Path:
-    """Where the IoU-vs-clicks plot of a report goes: `<report stem>_clicks.png` beside it."""
-    path = Path(report_path)
-    return path.with_name(f"{path.stem}_clicks.png")
 
 
 def _number(value: float | None) -> str:
