@@ -59,7 +59,8 @@ def test_boxes_attributes():
     assert boxes.xywh[0].tolist() == [29.5, 14.5, 19, 9]  # centre, width, height
     torch.testing.assert_close(boxes.xyxyn[0], torch.tensor([20 / W, 10 / H, 39 / W, 19 / H]))
     torch.testing.assert_close(boxes.xywhn[0], torch.tensor([29.5 / W, 14.5 / H, 19 / W, 9 / H]))
-    assert boxes.data.shape == (4, 6) and boxes.data[:, 5].tolist() == [0, 0, 0, 0] and boxes.cls.tolist() == [0] * 4
+    # Ultralytics' SAM numbers the masks as its stand-in for classes.
+    assert boxes.data.shape == (4, 6) and boxes.data[:, 5].tolist() == [0, 1, 2, 3] and boxes.cls.tolist() == [0, 1, 2, 3]
     torch.testing.assert_close(boxes.data[:, 4], torch.tensor([0.9, 0.8, 0.7, 0.6]))
 
 

@@ -165,7 +165,8 @@ def test_results_attributes_as_the_predict_page_lists_them(docs_folder, capsys):
     assert boxes.data.shape == (2, 6) and boxes.id is None
     torch.testing.assert_close(boxes.data[:, :4], boxes.xyxy)
     torch.testing.assert_close(boxes.conf, torch.from_numpy(r.scores))
-    assert torch.equal(boxes.cls, torch.zeros(2))
+    assert torch.equal(boxes.cls, torch.arange(2.0))  # Ultralytics' SAM numbers the masks: names {0: '0', 1: '1'}
+    assert r.names == {0: "0", 1: "1"}
 
     for mask, xyxy, xywh, xyxyn, xywhn in zip(masks.data, boxes.xyxy, boxes.xywh, boxes.xyxyn, boxes.xywhn):
         ys, xs = np.nonzero(mask.numpy())

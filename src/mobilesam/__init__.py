@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lazy import lazy_attributes
+from .lazy import keep_exports_over_submodules, lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -48,3 +48,6 @@ if TYPE_CHECKING:
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+# `mobilesam.build_sam` is the function, as in segment_anything, also after
+# `from mobilesam.build_sam import sam_model_registry` imports the module of that name.
+keep_exports_over_submodules(__name__, ["build_sam"])

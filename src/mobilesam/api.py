@@ -1,9 +1,21 @@
-"""`SAM`: the one-call interface, shaped like Ultralytics' `SAM(...).predict(...)`."""
+"""`SAM`: the one-call interface, shaped like Ultralytics' `SAM(...).predict(...)`.
+
+`SAM.predict` takes every keyword Ultralytics' `SAM.predict` documents for
+prediction (its `cfg/default.yaml` predict and visualise settings): those
+that mean something for SAM are applied (`ULTRALYTICS_APPLIED`), the rest are
+accepted with one warning each saying why they change nothing
+(`ULTRALYTICS_IGNORED`). The masks stay the reference's: no `conf` filter and
+no letterbox unless asked for.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,16 +25,47 @@ from .automatic import SamAutomaticMaskGenerator
 from .backends import make_backend
 from .embedding import ImageEmbedding
 from .io.images import DEFAULT_MAX_PIXELS, ImageSource, load_image, pixels_digest
+from .io.sources import find_jobs
+from .io.video import VideoFrame, VideoWriter, is_video, read_frames
 from .modeling import Sam, count_parameters
 from .predictor import SamPredictor
 from .prompts import Prompt, as_object_prompts, check_in_image
 from .registry import load_sam
-from .results import Results
+from .results import Results, increment_path, warn_ignored
 from .segment import segment_prompts
+
+ULTRALYTICS_APPLIED = (
+    "conf", "iou", "device", "quantize", "imgsz", "verbose", "vid_stride", "save", "save_frames", "save_txt",
+    "save_conf", "save_crop", "show", "show_labels", "show_conf", "show_boxes", "line_width", "project", "name",
+    "exist_ok", "retina_masks", "batch", "task", "mode",
+)  # fmt: skip
+"""Ultralytics' predict keywords that `SAM.predict` applies (see its docstring for how)."""
+
+ULTRALYTICS_IGNORED = {
+    "augment": "SAM has no test-time augmentation",
+    "embed": "use SAM.predictor.embed for image embeddings",
+    "visualize": "SAM has no class activation maps",
+    "classes": "SAM's masks have no class",
+    "agnostic_nms": "SAM's masks have no class to run NMS across",
+    "max_det": "SAM returns one mask per prompt (or the mask generator's own selection), as Ultralytics' SAM",
+    "dnn": "the engine is chosen by SAM(backend=...)",
+    "nms": "SAM's prompted masks go through no NMS",
+    "compile": "the engine is chosen by SAM(backend=...)",
+    "channels_last": "the engine is chosen by SAM(backend=...)",
+    "rect": "SAM resizes every image to its own square input",
+    "stream_buffer": "sources are files, read frame by frame; there are no live streams",
+    "tracker": "SAM does not track",
+    "data": "SAM has no class names to read",
+    "model": "the model is chosen by SAM(...)",
+    "source": "give the source as the first argument",
+}
+"""Ultralytics' predict keywords that `SAM.predict` accepts and ignores, with why."""
+
+_URL_PREFIXES = ("http://", "https://", "file://")
 
 
 class SAM:
-    """A MobileSAM or SAM model ready to segment images.
+    """A MobileSAM or SAM model ready to segment images and videos.
 
     Args:
         model: A checkpoint path, a known checkpoint filename ("mobile_sam.pt",
@@ -42,6 +85,9 @@ class SAM:
         (1, 720, 1280)
     """
 
+    task = "segment"
+    """Ultralytics' task name for SAM."""
+
     def __init__(
         self,
         model: str | os.PathLike[str] = "mobile_sam.pt",
@@ -59,27 +105,65 @@ class SAM:
         self.predictor = SamPredictor(self.model, self.backend)
         # The last image's pixel digest and embedding: asking again about it skips the encoder.
         self._kept: tuple[str, ImageEmbedding[torch.Tensor]] | None = None
+        # The last image read and its path: what a call without a source segments.
+        self._last: tuple[np.ndarray, str | None] | None = None
 
-    def __call__(self, source: ImageSource | Sequence[ImageSource], **kwargs: Any) -> list[Results]:
-        return self.predict(source, **kwargs)
+    @property
+    def device(self) -> torch.device:
+        """The device the model's weights are on."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | int | torch.device) -> SAM:
+        """Move the model to `device` (Ultralytics' forms too: 0 or "0" is "cuda:0") and rebuild its engine."""
+        self.model.to(_torch_device(device))
+        self._use_backend(self.half)
+        return self
+
+    def cpu(self) -> SAM:
+        """Move the model to the CPU."""
+        return self.to("cpu")
+
+    def eval(self) -> SAM:
+        """Put the model in inference mode (it is from the start, as in Ultralytics)."""
+        self.model.eval()
+        return self
+
+    def __call__(
+        self,
+        source: ImageSource | Sequence[ImageSource] | None = None,
+        stream: bool = False,
+        bboxes: Any = None,
+        points: Any = None,
+        labels: Any = None,
+        **kwargs: Any,
+    ) -> list[Results] | Iterator[Results]:
+        return self.predict(source, stream, bboxes, points, labels, **kwargs)
 
     def predict(
         self,
-        source: ImageSource | Sequence[ImageSource],
+        source: ImageSource | Sequence[ImageSource] | None = None,
+        stream: bool = False,
+        bboxes: Any = None,
         points: Any = None,
         labels: Any = None,
-        bboxes: Any = None,
+        *,
         multimask_output: bool = False,
         image_format: str = "RGB",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         half: bool | None = None,
-        **generator_options: Any,
-    ) -> list[Results]:
-        """Segment the objects the prompts point at.
+        **options: Any,
+    ) -> list[Results] | Iterator[Results]:
+        """Segment the objects the prompts point at, in each image or video frame of `source`.
+
+        The arguments before `*` are Ultralytics' `SAM.predict(source, stream, bboxes, points, labels)`.
 
         Args:
-            source: An image path, `pathlib.Path`, URL, PIL image or (H, W, 3)
-                uint8 array, or a list of them (the same prompts apply to each).
+            source: An image path, `pathlib.Path`, URL, PIL image or (H, W, 3) uint8 array; a folder
+                (its images, recursively) or a glob pattern; a video file (`mobilesam.io.video.VIDEO_SUFFIXES`,
+                every `vid_stride`-th frame); or a list of these. The same prompts apply to each image.
+                None segments the last image this `SAM` read again (Ultralytics would use its own sample
+                images), with its kept embedding.
+            stream: Return a generator that yields each image's `Results` as it is done.
             points: [x, y] (one object), [[x, y], ...] (one object per point) or
                 [[[x, y], ...], ...] (several points per object); pixels of the original image.
             labels: 1 foreground / 0 background, nested like `points` without XY;
@@ -91,50 +175,155 @@ class SAM:
                 decoded (`mobilesam.errors.ImageTooLarge` above it); arrays and PIL images are not checked.
             half: Switch to reduced precision (True) or back to the faithful default (False)
                 for this and later calls, as `SAM(half=...)`; None keeps the current choice.
-            **generator_options: With no prompt at all the whole image is
-                segmented ("segment everything"); these go to
-                `SamAutomaticMaskGenerator` (points_per_side, pred_iou_thresh, ...).
+            **options: Ultralytics' predict keywords, applied as follows (`ULTRALYTICS_IGNORED` lists
+                those accepted with a warning):
+
+                - conf: keep only masks scoring above it (default: keep all, the reference's output;
+                  Ultralytics' SAM drops those at or under 0.25).
+                - iou: segment everything's box NMS threshold (`box_nms_thresh`); ignored with prompts.
+                - device: move the model there for this and later calls (as `to`).
+                - quantize: 16 or "fp16"/8 or "int8" is `half=True`, 32 or "fp32" is `half=False`.
+                - imgsz: must be the model's input size (1024); another size warns and is not used, so the
+                  masks stay the reference's.
+                - retina_masks: masks are always full resolution, as in Ultralytics' SAM.
+                - verbose: print a line per image and the mean speeds (default False).
+                - vid_stride: take every n-th video frame.
+                - save, save_frames, save_txt (with save_conf), save_crop, project, name, exist_ok: write
+                  overlays (.jpg, videos as .avi), YOLO-segmentation labels and crops into
+                  project/name (default runs/segment/predict, then predict-2, ... unless exist_ok).
+                - show: show each overlay (`Results.show`); show_labels, show_conf, show_boxes, line_width
+                  go to `Results.plot`.
+                - batch (1), task ("segment"), mode ("predict"): Ultralytics' values for SAM.
+
+                Any other keyword, with no prompt at all, goes to `SamAutomaticMaskGenerator`
+                (points_per_side, pred_iou_thresh, ...) to segment everything.
 
         Returns:
-            One `Results` per image.
+            One `Results` per image or frame: a list, or a generator with `stream`.
+
+        Raises:
+            TypeError: A keyword neither Ultralytics nor the mask generator takes (named), or generator
+                options with prompts.
+            ValueError: Bad prompts, no source with no earlier image, or a bad option value.
         """
+        ultralytics = {key: options.pop(key) for key in list(options) if key in ULTRALYTICS_APPLIED}
+        for key in [key for key in options if key in ULTRALYTICS_IGNORED]:
+            options.pop(key)
+            warn_ignored(key, ULTRALYTICS_IGNORED[key])
+        run = _RunOptions.from_keywords(ultralytics, self.model.image_encoder.img_size)
+        if run.half is not None:
+            half = run.half if half is None else half
+        if run.device is not None and _torch_device(run.device) != self.device:
+            self.to(run.device)
         if half is not None and half != self.half:
             self._use_backend(half)
-        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        if source is None and self._last is None:
+            raise ValueError("no source given and no image read before: pass an image, folder, glob or video")
         if points is None and bboxes is None:
             if labels is not None:
                 raise ValueError("labels were given without points")
             if multimask_output:
                 raise ValueError("multimask_output applies to prompts; segment everything picks masks itself")
-            if "output_mode" in generator_options:
+            if "output_mode" in options:
                 raise TypeError("output_mode is not an option here: Results hold binary masks (see Results.to_dict for RLE)")
-            generator = SamAutomaticMaskGenerator(self.model, backend=self.backend, **generator_options)
-            return [self._segment_everything(item, generator, image_format, max_pixels) for item in sources]
-        if generator_options:
-            raise TypeError(f"options {sorted(generator_options)} apply only to segment everything (no prompts)")
-        prompts = as_object_prompts(points, labels, bboxes)
-        return [self._predict_one(item, prompts, multimask_output, image_format, max_pixels) for item in sources]
+            if run.iou is not None:
+                options.setdefault("box_nms_thresh", run.iou)
+            generator = SamAutomaticMaskGenerator(self.model, backend=self.backend, **options)
 
-    def _segment_everything(
-        self, source: ImageSource, generator: SamAutomaticMaskGenerator, image_format: str, max_pixels: int
-    ) -> Results:
-        image = load_image(source, image_format, max_pixels=max_pixels)
-        records = generator.generate(image, embedding=self._embedding_of(image))
-        return Results.from_mask_records(image, records, path=_source_path(source))
+            def segment(image: np.ndarray, path: str | None) -> Results:
+                records = generator.generate(image, embedding=self._embedding_of(image))
+                return Results.from_mask_records(image, records, path=path)
 
-    def _predict_one(
-        self, source: ImageSource, prompts: list[Prompt], multimask_output: bool, image_format: str, max_pixels: int
-    ) -> Results:
-        image = load_image(source, image_format, max_pixels=max_pixels)
+        else:
+            if options:
+                raise TypeError(f"options {sorted(options)} apply only to segment everything (no prompts)")
+            if run.iou is not None:
+                warn_ignored("iou", "prompted masks go through no NMS")
+            prompts = as_object_prompts(points, labels, bboxes)
+
+            def segment(image: np.ndarray, path: str | None) -> Results:
+                return self._predict_one(image, path, prompts, multimask_output)
+
+        results = self._run(source, segment, run, image_format, max_pixels)
+        return results if stream else list(results)
+
+    def _run(
+        self,
+        source: ImageSource | Sequence[ImageSource] | None,
+        segment: Any,
+        run: _RunOptions,
+        image_format: str,
+        max_pixels: int,
+    ) -> Iterator[Results]:
+        """Each input's `Results`, timed, filtered by `conf`, written and shown as `run` asks."""
+        outputs = _Outputs(run)
+        totals = dict.fromkeys(("preprocess", "inference", "postprocess"), 0.0)
+        seen = 0
+        try:
+            start = time.perf_counter()
+            for number, (image, path, frame) in enumerate(self._inputs(source, image_format, max_pixels, run.vid_stride)):
+                loaded = time.perf_counter()
+                result = segment(image, path)
+                segmented = time.perf_counter()
+                if run.conf is not None:
+                    result = result[result.scores > run.conf]
+                done = time.perf_counter()
+                result.speed = {
+                    "preprocess": (loaded - start) * 1e3,
+                    "inference": (segmented - loaded) * 1e3,
+                    "postprocess": (done - segmented) * 1e3,
+                }
+                for key in totals:
+                    totals[key] += result.speed[key]
+                seen += 1
+                outputs.write(result, number, frame)
+                if run.verbose:
+                    where = f"frame {frame.index + 1}/{frame.count} " if frame is not None else ""
+                    print(
+                        f"{number}: {where}{path or 'image'} {image.shape[0]}x{image.shape[1]} {result.verbose()}"
+                        f"{result.speed['inference']:.1f}ms"
+                    )
+                yield result
+                start = time.perf_counter()
+        finally:
+            outputs.close()
+        if run.verbose and seen:
+            print("Speed: " + ", ".join(f"{totals[key] / seen:.1f}ms {key}" for key in totals) + " per image")
+        if outputs.save_dir is not None and run.verbose:
+            print(f"Results saved to {outputs.save_dir}")
+
+    def _inputs(
+        self, source: ImageSource | Sequence[ImageSource] | None, image_format: str, max_pixels: int, vid_stride: int
+    ) -> Iterator[tuple[np.ndarray, str | None, VideoFrame | None]]:
+        """(H, W, 3) uint8 RGB images with their path, and the video frame they are, from a predict source."""
+        if source is None:
+            if self._last is None:
+                raise ValueError("no source given and no image read before: pass an image, folder, glob or video")
+            yield *self._last, None
+            return
+        for item in list(source) if isinstance(source, (list, tuple)) else [source]:
+            text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
+            if text is None or text.startswith(_URL_PREFIXES) or os.path.isfile(text) and not is_video(text):
+                image = load_image(item, image_format, max_pixels=max_pixels)
+                self._last = (image, text)
+                yield image, text, None
+            elif is_video(text):
+                for frame in read_frames(text, vid_stride, max_pixels=max_pixels):
+                    self._last = (frame.image, text)
+                    yield frame.image, text, frame
+            elif os.path.isdir(text) or glob.has_magic(text):
+                for job in find_jobs(text):
+                    image = load_image(job.path, max_pixels=max_pixels)
+                    self._last = (image, os.fspath(job.path))
+                    yield image, os.fspath(job.path), None
+            else:
+                raise FileNotFoundError(f"no such image, video, folder or glob: {text}")
+
+    def _predict_one(self, image: np.ndarray, path: str | None, prompts: list[Prompt], multimask_output: bool) -> Results:
         for prompt in prompts:
             check_in_image(prompt, image.shape[:2])
         return segment_prompts(
-            self.predictor,
-            self._embedding_of(image),
-            prompts,
-            image,
-            multimask_output=multimask_output,
-            path=_source_path(source),
+            self.predictor, self._embedding_of(image), prompts, image, multimask_output=multimask_output, path=path
         )
 
     def _embedding_of(self, image: np.ndarray) -> ImageEmbedding[torch.Tensor]:
@@ -145,8 +334,13 @@ class SAM:
             self._kept = (digest, self.predictor.embed(image))
         return self._kept[1]
 
-    def info(self, verbose: bool = True) -> dict[str, int]:
-        """Parameter counts of the model and its parts; printed when `verbose`, with the backend in use."""
+    def info(self, detailed: bool = False, verbose: bool = True) -> dict[str, int]:
+        """Parameter counts of the model and its parts; printed when `verbose`, with the backend in use.
+
+        Args:
+            detailed: Also print one line per parameter tensor: name, shape, mean and standard deviation.
+            verbose: Print at all.
+        """
         counts = {
             "image_encoder": count_parameters(self.model.image_encoder),
             "prompt_encoder": count_parameters(self.model.prompt_encoder),
@@ -156,8 +350,141 @@ class SAM:
         if verbose:
             print(", ".join(f"{name} {count:,}" for name, count in counts.items()) + " parameters")
             print(f"backend {self.backend.spec.label}: {self.backend.spec.summary}")
+            if detailed:
+                for name, tensor in self.model.named_parameters():
+                    values = tensor.detach().float()
+                    print(f"{name} {list(tensor.shape)} mean {values.mean():.3g} std {values.std():.3g}")
         return counts
 
 
-def _source_path(source: ImageSource) -> str | None:
-    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+def _torch_device(device: str | int | torch.device) -> torch.device:
+    """A torch device from Ultralytics' forms: 0, "0" or "0,1" (the first GPU is taken) mean "cuda:0"."""
+    if isinstance(device, torch.device):
+        return device
+    text = str(device).strip().split(",")[0].strip()
+    return torch.device(f"cuda:{text}" if text.isdigit() else text)
+
+
+_QUANTIZE = {"8": True, "int8": True, "16": True, "fp16": True, "half": True, "32": False, "fp32": False, "none": False}
+
+
+@dataclass
+class _RunOptions:
+    """Ultralytics' predict keywords as `SAM.predict` applies them."""
+
+    conf: float | None = None
+    iou: float | None = None
+    device: str | int | torch.device | None = None
+    half: bool | None = None
+    verbose: bool = False
+    vid_stride: int = 1
+    save: bool = False
+    save_frames: bool = False
+    save_txt: bool = False
+    save_conf: bool = False
+    save_crop: bool = False
+    show: bool = False
+    project: str | None = None
+    name: str | None = None
+    exist_ok: bool = False
+    plot: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_keywords(cls, keywords: dict[str, Any], input_size: int) -> _RunOptions:
+        """Check and read the keywords of `ULTRALYTICS_APPLIED`, warning once where one changes nothing."""
+        keywords = dict(keywords)
+        if keywords.get("task", "segment") != "segment":
+            raise ValueError(f"task must be 'segment' for SAM, got {keywords['task']!r}")
+        if keywords.pop("mode", "predict") not in ("predict", "track"):
+            raise ValueError("mode must be 'predict' for SAM.predict")
+        keywords.pop("task", None)
+        imgsz = keywords.pop("imgsz", None)
+        if imgsz is not None and imgsz not in (input_size, [input_size, input_size], (input_size, input_size)):
+            warn_ignored("imgsz", f"the encoder runs at its input size {input_size}, so the masks stay the reference's")
+        keywords.pop("retina_masks", None)  # SAM's masks are always full resolution
+        if keywords.pop("batch", 1) != 1:
+            warn_ignored("batch", "images are encoded one at a time, as in Ultralytics' SAM")
+        quantize = keywords.pop("quantize", None)
+        half = None if quantize is None else _QUANTIZE.get(str(quantize).lower())
+        if quantize is not None and half is None:
+            raise ValueError(f"quantize must be 8, 16 or 32 (or 'int8', 'fp16', 'fp32'), got {quantize!r}")
+        plot = {
+            option: keywords.pop(key)
+            for key, option in (("show_labels", "labels"), ("show_conf", "conf"), ("show_boxes", "boxes"))
+            if key in keywords
+        }
+        if "line_width" in keywords:
+            plot["line_width"] = keywords.pop("line_width")
+        if keywords.get("device") == "":
+            keywords.pop("device")
+        run = cls(half=half, plot=plot, **keywords)
+        if run.conf is not None and not 0 <= run.conf <= 1:
+            raise ValueError(f"conf must lie in [0, 1], got {run.conf}")
+        if run.vid_stride < 1:
+            raise ValueError(f"vid_stride must be at least 1, got {run.vid_stride}")
+        return run
+
+
+class _Outputs:
+    """Where `SAM.predict(save=..., save_txt=..., save_crop=..., show=...)` puts each result, as Ultralytics does."""
+
+    def __init__(self, run: _RunOptions) -> None:
+        self.run = run
+        self.save_dir: Path | None = None
+        if run.save or run.save_txt or run.save_crop:
+            project = Path(run.project) if run.project else Path()
+            if not project.is_absolute():
+                project = Path("runs", "segment", project)
+            folder = project / (run.name or "predict")
+            self.save_dir = (folder if run.exist_ok else increment_path(folder)).resolve()
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+        self._bases: dict[tuple[str, int], str] = {}
+        self._videos: dict[str, VideoWriter] = {}
+
+    def write(self, result: Results, number: int, frame: VideoFrame | None) -> None:
+        """Write and show `result` (input `number` of this call, or a frame of a video) as asked."""
+        if self.save_dir is None and not self.run.show:
+            return
+        overlay = result.plot(**self.run.plot) if self.run.save or self.run.show else None
+        if self.run.show:
+            result.show(**self.run.plot)
+        if self.save_dir is None:
+            return
+        result.save_dir = str(self.save_dir)
+        base = self._base(result.path, number if frame is None else -1)
+        label_stem = base if frame is None else f"{base}_{frame.index}"
+        if self.run.save_txt:
+            labels = self.save_dir / "labels" / f"{label_stem}.txt"
+            labels.unlink(missing_ok=True)  # replace, not append to, an earlier run's labels
+            result.save_txt(labels, save_conf=self.run.save_conf)
+        if self.run.save_crop:
+            result.save_crop(self.save_dir / "crops", f"{label_stem}.jpg")
+        if overlay is None or not self.run.save:
+            return
+        if frame is None:
+            result.save(self.save_dir / f"{base}.jpg", **self.run.plot)
+            return
+        if base not in self._videos:
+            self._videos[base] = VideoWriter(self.save_dir / base, frame.fps, (overlay.shape[1], overlay.shape[0]))
+        self._videos[base].write(overlay)
+        if self.run.save_frames:
+            result.save(self.save_dir / f"{base}_frames" / f"{base}_{frame.index}.jpg", **self.run.plot)
+
+    def _base(self, path: str | None, number: int) -> str:
+        """The output name of an input: its file stem, with "-2", "-3", ... where two inputs share one."""
+        stem = Path(path).stem if path else f"image{number}"
+        key = (path or stem, number if path is None else 0)
+        if key not in self._bases:
+            taken = set(self._bases.values())
+            base, count = stem, 1
+            while base in taken:
+                count += 1
+                base = f"{stem}-{count}"
+            self._bases[key] = base
+        return self._bases[key]
+
+    def close(self) -> None:
+        """Finish the videos being written."""
+        for writer in self._videos.values():
+            writer.close()
+        self._videos.clear()

@@ -220,7 +220,7 @@ def build_from_config(config: ModelConfig) -> Sam:
 
 
 def build_sam(
-    name: str = "vit_t",
+    name: str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     *,
     device: str | torch.device = "cpu",
@@ -228,7 +228,9 @@ def build_sam(
     """Build a named model in eval mode, optionally with weights.
 
     Args:
-        name: A registered model name ("vit_t", "vit_b", "vit_l", "vit_h") or alias.
+        name: A registered model name ("vit_t", "vit_b", "vit_l", "vit_h") or alias; None:
+            the model the checkpoint holds (so segment_anything's `build_sam(checkpoint=...)`
+            works for every model), or "vit_t" without a checkpoint.
         checkpoint: A file path or a known checkpoint filename (fetched into the
             cache if missing); None leaves the weights randomly initialised.
         device: Where the model ends up; weights are always loaded on the CPU first.
@@ -237,10 +239,11 @@ def build_sam(
         UnknownModelError: Unknown name.
         CheckpointError: The checkpoint is unreadable or belongs to another model.
     """
-    config = get_config(name)
+    named = None if name is None else get_config(name)
     if checkpoint is None:
-        return build_from_config(config).to(device).eval()
+        return build_from_config(named or get_config("vit_t")).to(device).eval()
     path, state_dict, found = _read_checkpoint(checkpoint)
+    config = named or get_config(found)
     if found != config.name:
         raise CheckpointError(f"{path} holds a {found!r} model, not {config.name!r}; use build_sam({found!r}, ...)")
     return _with_weights(config, state_dict, path).to(device).eval()

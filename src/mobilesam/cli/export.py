@@ -1,4 +1,4 @@
-"""`mobilesam export`: the encoder and decoder as ONNX graphs, optionally with an int8 encoder."""
+"""`mobilesam export`: the encoder and decoder as ONNX graphs, in the layout a named client reads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,20 @@ from .common import MODEL_OPTION, UsageError, fail, load_model
 
 def export(
     model: str = MODEL_OPTION,
-    out: Path = typer.Option(Path("onnx"), "--out", "-o", help="Output folder for encoder.onnx, decoder.onnx and metadata.json."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output folder (mobilesam, sam; default onnx/) or zip (anylabeling; default mobilesam_<model>.zip).",
+    ),
+    export_format: str = typer.Option(
+        "mobilesam",
+        "--format",
+        "-f",
+        help="mobilesam: encoder.onnx, four-mask decoder.onnx, metadata.json (OnnxPredictor, --backend onnx); "
+        "sam: SAM's single-mask decoder contract (segment_anything's ONNX example); "
+        "anylabeling: a zip for AnyLabeling, X-AnyLabeling and samexporter (config.yaml, raw-RGB encoder, int8 twins).",
+    ),
     quantize: str | None = typer.Option(
         None,
         "--quantize",
@@ -28,10 +41,14 @@ def export(
     ),
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
 ) -> None:
-    """Export the image encoder (fixed input size) and the prompt decoder (any number of points) to ONNX."""
+    """Export the image encoder and the prompt decoder (any number of points) to ONNX, for the client `--format` names."""
     # Imported here: only this command needs the exporter, so the others start without it.
-    from ..export import OPSET, export_onnx
+    from ..export import EXPORT_FORMATS, OPSET, export_model
 
+    if export_format not in EXPORT_FORMATS:
+        fail(UsageError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {export_format!r}"), code=2)
+    if quantize is not None and export_format != "mobilesam":
+        fail(UsageError("--quantize is for --format mobilesam (the anylabeling zip always has its int8 graphs)"), code=2)
     if quantize is not None and quantize not in QUANTIZATIONS:
         fail(UsageError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}"), code=2)
     if calibration is not None and quantize != "int8-static":
@@ -43,10 +60,14 @@ def export(
     sam = load_model(model, "cpu", None)
     try:
         source = resolve_checkpoint(model) if _names_a_file(model) else None
-        paths = export_onnx(
+        name = model_name(sam)
+        if out is None:
+            out = Path(f"mobilesam_{name}.zip") if export_format == "anylabeling" else Path("onnx")
+        paths = export_model(
             sam,
             out,
-            model_name=model_name(sam),
+            format=export_format,
+            model_name=name,
             weights=source,
             quantize=quantize,
             calibration_images=images,

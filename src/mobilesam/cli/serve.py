@@ -47,6 +47,26 @@ def serve(
     cors_origin: list[str] = typer.Option(
         [], "--cors-origin", help="Allow browser calls from this origin (repeat for more); none by default."
     ),
+    label_studio_url: str | None = typer.Option(
+        None,
+        "--label-studio-url",
+        envvar="LABEL_STUDIO_URL",
+        help="Label Studio's address, to read the task images it serves (/data/upload/...) for /predict.",
+    ),
+    label_studio_api_key: str | None = typer.Option(
+        None,
+        "--label-studio-api-key",
+        envvar="LABEL_STUDIO_API_KEY",
+        help="Label Studio's access token, sent with those reads (prefer the environment variable).",
+    ),
+    label_studio_files: Path | None = typer.Option(
+        None,
+        "--label-studio-files",
+        envvar="LOCAL_FILES_DOCUMENT_ROOT",
+        exists=True,
+        file_okay=False,
+        help="Folder of task images given as paths or Label Studio local files (/data/local-files/?d=...).",
+    ),
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = BACKEND_OPTION,
@@ -59,6 +79,7 @@ def serve(
         import uvicorn
 
         from ..server import ServeSettings, create_app
+        from ..server.label_studio import LabelStudioOptions
     except ImportError as err:
         fail(ImportError(f"serve needs FastAPI and uvicorn: pip install 'mobilesam[serve]' ({err})"))
     try:
@@ -73,6 +94,7 @@ def serve(
             api_key=api_key,
             cors_origins=tuple(cors_origin),
         )
+        label_studio = LabelStudioOptions(label_studio_url, label_studio_api_key, label_studio_files)
     except ValueError as err:
         fail(err, code=2)
     check_backend_options(backend, onnx_dir)
@@ -84,5 +106,5 @@ def serve(
         f"mobilesam: {settings.model_name} on {sam.device}, backend {chosen.spec.label}; "
         f"page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs"
     )
-    service = create_app(sam, settings, chosen)
+    service = create_app(sam, settings, chosen, label_studio)
     uvicorn.run(service, host=host, port=port, log_level="debug" if is_verbose() else "info")

@@ -1,4 +1,4 @@
-"""Building graphs from torch: ONNX export (`export_onnx`), int8 encoders, and the export cache of the graph backends.
+"""Building graphs from torch: ONNX export by format (`export_model`), int8 encoders, and the export cache of the graph backends.
 
 Running the graphs is `mobilesam.runtime`'s job (torch-free). Names are imported on first use.
 """
@@ -10,8 +10,15 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_attributes
 
 _EXPORTS = {
+    "EXPORT_FORMATS": ".formats",
     "OPSET": ".exporter",
+    "SamOnnxModel": ".wrappers",
+    "check_format": ".formats",
+    "export_anylabeling": ".anylabeling",
+    "export_model": ".formats",
     "export_onnx": ".exporter",
+    "export_sam_decoder": ".sam",
+    "export_sam_onnx": ".sam",
     "cached_export": ".cache",
     "weights_digest": ".cache",
     "write_quantized_encoder": ".quantize",
@@ -20,9 +27,13 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .anylabeling import export_anylabeling
     from .cache import cached_export, weights_digest
     from .exporter import OPSET, export_onnx
+    from .formats import EXPORT_FORMATS, check_format, export_model
     from .quantize import write_quantized_encoder
+    from .sam import export_sam_decoder, export_sam_onnx
+    from .wrappers import SamOnnxModel
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

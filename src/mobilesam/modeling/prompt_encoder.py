@@ -17,8 +17,11 @@ class PositionEmbeddingRandom(nn.Module):
         super().__init__()
         self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn((2, num_pos_feats)))
 
-    def _encode(self, coords: torch.Tensor) -> torch.Tensor:
-        """(..., 2) XY in [0, 1] -> (..., 2 * num_pos_feats)."""
+    def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
+        """(..., 2) XY in [0, 1] -> (..., 2 * num_pos_feats).
+
+        SAM's name, which `segment_anything.utils.onnx.SamOnnxModel` calls.
+        """
         coords = 2 * coords - 1
         coords = coords @ self.positional_encoding_gaussian_matrix
         coords = 2 * math.pi * coords
@@ -31,13 +34,13 @@ class PositionEmbeddingRandom(nn.Module):
         y = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
         x = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
         grid = torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1)  # (H, W, 2) XY
-        return self._encode(grid).permute(2, 0, 1)
+        return self._pe_encoding(grid).permute(2, 0, 1)
 
     def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """Encode (B, N, 2) XY pixel coordinates of an (H, W) image as (B, N, C)."""
         h, w = image_size
         normalized = torch.stack([coords[..., 0] / w, coords[..., 1] / h], dim=-1)
-        return self._encode(normalized.to(torch.float))
+        return self._pe_encoding(normalized.to(torch.float))
 
 
 class PromptEncoder(nn.Module):
@@ -67,7 +70,8 @@ class PromptEncoder(nn.Module):
         self.image_embedding_size = image_embedding_size
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
         # Indexed by label: 0 background, 1 foreground, 2 box top-left, 3 box bottom-right.
-        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
+        self.num_point_embeddings = 4
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(self.num_point_embeddings))
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
         self.mask_downscaling = nn.Sequential(
@@ -108,6 +112,10 @@ class PromptEncoder(nn.Module):
         corner_embed = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])  # (2, C)
         return embedding + corner_embed
 
+    def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 4*He, 4*We) mask logits -> (B, C, He, We)."""
+        return self.mask_downscaling(masks)
+
     def forward(
         self,
         points: tuple[torch.Tensor, torch.Tensor] | None,
@@ -142,7 +150,7 @@ class PromptEncoder(nn.Module):
             sparse.append(self._embed_boxes(boxes))
         sparse_embeddings = torch.cat(sparse, dim=1)
         if masks is not None:
-            dense_embeddings = self.mask_downscaling(masks)
+            dense_embeddings = self._embed_masks(masks)
         else:
             dense_embeddings = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
                 batch, -1, self.image_embedding_size[0], self.image_embedding_size[1]

@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from ..backends import Backend
 from ..modeling import Sam
 from .errors import InvalidRequest, PayloadTooLarge, ServiceError, UnsupportedMedia
+from .label_studio import LabelStudioBackend, LabelStudioOptions, basic_auth_password
 from .schemas import (
     ErrorBody,
     EverythingRequest,
@@ -33,6 +34,11 @@ from .schemas import (
     Health,
     ImageInfo,
     ImageUpload,
+    LabelStudioHealth,
+    LabelStudioPredictRequest,
+    LabelStudioPredictResponse,
+    LabelStudioSetup,
+    LabelStudioSetupResponse,
     ModelList,
     SegmentRequest,
     SegmentResponse,
@@ -54,7 +60,12 @@ _ERRORS = {
 _BODY_OVERHEAD = 64 * 1024
 
 
-def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backend | str = "auto") -> FastAPI:
+def create_app(
+    model: Sam,
+    settings: ServeSettings | None = None,
+    backend: Backend | str = "auto",
+    label_studio: LabelStudioOptions | None = None,
+) -> FastAPI:
     """The service for one model.
 
     Args:
@@ -62,6 +73,7 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
         settings: Limits and sizes; the defaults suit a laptop.
         backend: What embeds uploads and decodes prompts and segment-everything
             (a backend of `model` or its name; default "auto", the fastest faithful engine here).
+        label_studio: Where the Label Studio ML backend routes (/health, /setup, /predict) read task images.
 
     Returns:
         The FastAPI app; its worker stops when the app shuts down.
@@ -98,6 +110,19 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
 
     v1 = [Depends(check_api_key)] if settings.api_key is not None else []
+
+    def check_label_studio_key(request: Request) -> None:
+        # Label Studio authenticates to a model with HTTP Basic: the password is the key, any user name.
+        sent = request.headers.get("X-API-Key") or basic_auth_password(request.headers.get("Authorization"))
+        if settings.api_key is not None and (sent is None or not hmac.compare_digest(sent.encode(), settings.api_key.encode())):
+            raise HTTPException(
+                401,
+                "missing or wrong API key: set it as the Basic auth password of the model in Label Studio",
+                headers={"WWW-Authenticate": 'Basic realm="mobilesam"'},
+            )
+
+    label_studio_backend = LabelStudioBackend(service, label_studio)
+    ls_auth = [Depends(check_label_studio_key)] if settings.api_key is not None else []
 
     def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         """The OpenAPI `responses` of a /v1 route: its error statuses, and 401 where a key is required."""
@@ -174,6 +199,33 @@ def create_app(model: Sam, settings: ServeSettings | None = None, backend: Backe
     async def everything(image_id: str, body: EverythingRequest | None = None) -> EverythingResponse:
         """Segment everything: a grid of point prompts, filtered and de-duplicated (COCO RLE masks)."""
         return await service.everything(image_id, body)
+
+    @app.get("/health", response_model=LabelStudioHealth, tags=["label studio"])
+    async def label_studio_health() -> LabelStudioHealth:
+        """Label Studio's health check of a connected model."""
+        return label_studio_backend.health()
+
+    @app.post(
+        "/setup",
+        response_model=LabelStudioSetupResponse,
+        tags=["label studio"],
+        dependencies=ls_auth,
+        responses=errors(400, 422),
+    )
+    async def label_studio_setup(body: LabelStudioSetup) -> LabelStudioSetupResponse:
+        """Label Studio connects a project: its labeling config needs a BrushLabels tag on an image."""
+        return label_studio_backend.setup(body)
+
+    @app.post(
+        "/predict",
+        response_model=LabelStudioPredictResponse,
+        tags=["label studio"],
+        dependencies=ls_auth,
+        responses=errors(400, 413, 415, 422, 503),
+    )
+    async def label_studio_predict(body: LabelStudioPredictRequest) -> LabelStudioPredictResponse:
+        """Brush masks (Label Studio RLE) for the annotator's keypoints and rectangles on the task's image."""
+        return await label_studio_backend.predict(body)
 
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -161,3 +161,105 @@ class Health(BaseModel):
     everything_waiting: int = Field(
         description="Segment-everything requests waiting on their own lane (clicks never wait for them)."
     )
+
+
+class LabelStudioSetup(BaseModel):
+    """Label Studio's `/setup` call, made when a project connects to the service as its model."""
+
+    # Label Studio's requests carry more fields than are read here; strict, as the other requests, for those that are.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    project: str | None = Field(None, description="'<project id>.<created at>'.")
+    schema_: str | None = Field(None, alias="schema", description="The project's labeling config (XML).")
+
+
+class LabelStudioSetupResponse(BaseModel):
+    """What Label Studio records as the model version of the predictions."""
+
+    model_version: str
+
+
+class LabelStudioHealth(BaseModel):
+    """Label Studio's health check: `status` "UP" means connected."""
+
+    status: Literal["UP"]
+    model_class: str
+    model_version: str
+
+
+class LabelStudioRegion(BaseModel):
+    """One region of the interactive context: a keypoint or a rectangle, in percent of the image."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: str = Field(description="keypointlabels, keypoint, rectanglelabels or rectangle.")
+    value: dict[str, Any] = Field(description="x, y (and width, height for a rectangle) in percent, and the labels.")
+    is_positive: bool = Field(True, description="False for a negative keypoint (Alt-click): not this object.")
+    original_width: int | None = None
+    original_height: int | None = None
+    image_rotation: float = 0.0
+
+
+class LabelStudioContext(BaseModel):
+    """The regions an annotator placed with the smart tools."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    result: list[LabelStudioRegion] = Field(default_factory=list)
+
+
+class LabelStudioParams(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    context: LabelStudioContext | None = None
+
+
+class LabelStudioTask(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: int | None = None
+    data: dict[str, Any]
+
+
+class LabelStudioPredictRequest(BaseModel):
+    """Label Studio's `/predict` call: tasks, the labeling config and, when interactive, the context."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    tasks: list[LabelStudioTask]
+    label_config: str | None = None
+    project: str | None = None
+    params: LabelStudioParams | None = None
+
+
+class LabelStudioBrushValue(BaseModel):
+    format: Literal["rle"] = "rle"
+    rle: list[int] = Field(description="Label Studio's brush RLE of the RGBA mask (its `decode_rle`).")
+    brushlabels: list[str]
+
+
+class LabelStudioBrush(BaseModel):
+    """One object's mask as a BrushLabels region."""
+
+    id: str
+    from_name: str
+    to_name: str
+    original_width: int
+    original_height: int
+    image_rotation: int = 0
+    value: LabelStudioBrushValue
+    score: float = Field(description="Predicted IoU.")
+    type: Literal["brushlabels"] = "brushlabels"
+    readonly: bool = False
+
+
+class LabelStudioPrediction(BaseModel):
+    result: list[LabelStudioBrush]
+    model_version: str
+    score: float = Field(description="Mean predicted IoU of the regions.")
+
+
+class LabelStudioPredictResponse(BaseModel):
+    """One prediction for the interactive task; none without a context."""
+
+    results: list[LabelStudioPrediction]
