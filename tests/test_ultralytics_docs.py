@@ -194,3 +194,74 @@ def test_results_attributes_as_the_predict_page_lists_them(docs_folder, capsys):
     assert isinstance(as_numpy.masks.data, np.ndarray) and isinstance(as_numpy.boxes.xyxy, np.ndarray)
     assert isinstance(as_numpy.boxes.conf, np.ndarray) and as_numpy.boxes.data.shape == (2, 6)
     assert np.array_equal(as_numpy.masks.data, np.asarray(r.masks))
+
+
+# docs/en/models/sam.md, "SAMPredictor example" (ultralytics/ultralytics at 0005af52), pasted; `import cv2`
+# added, since the page's snippet uses it without importing it.
+SAM_PREDICTOR_PROMPTS = """
+import cv2
+from ultralytics.models.sam import Predictor as SAMPredictor
+
+# Create SAMPredictor
+overrides = dict(conf=0.25, task='segment', mode='predict', imgsz=1024, model="mobile_sam.pt")
+predictor = SAMPredictor(overrides=overrides)
+
+# Set image
+predictor.set_image("ultralytics/assets/zidane.jpg")  # set with image file
+predictor.set_image(cv2.imread("ultralytics/assets/zidane.jpg"))  # set with np.ndarray
+results = predictor(bboxes=[439, 437, 524, 709])
+results = predictor(points=[900, 370], labels=[1])
+
+# Reset image
+predictor.reset_image()
+"""
+
+
+def run_predictor_docs_code(code: str) -> dict:
+    """Execute a SAMPredictor example with only its import line changed; returns its variables."""
+    theirs = "from ultralytics.models.sam import Predictor as SAMPredictor\n"
+    assert code.count(theirs) == 1
+    namespace: dict = {}
+    exec(
+        compile(code.replace(theirs, "from mobilesam.models.sam import Predictor as SAMPredictor\n"), "<docs>", "exec"), namespace
+    )
+    return namespace
+
+
+def test_sam_predictor_example_runs_unchanged(docs_folder):
+    from mobilesam import SAM
+
+    namespace = run_predictor_docs_code(SAM_PREDICTOR_PROMPTS)
+    predictor, results = namespace["predictor"], namespace["results"]
+    # conf=0.25 keeps the masks scored above it, as Ultralytics does.
+    want = SAM("mobile_sam.pt").predict("ultralytics/assets/zidane.jpg", points=[900, 370], labels=[1], conf=0.25)
+    assert len(results) == 1 and len(results[0]) == len(want[0])
+    np.testing.assert_array_equal(np.asarray(results[0].masks), np.asarray(want[0].masks))
+    with pytest.raises(ValueError, match="no source given and no image read before"):
+        predictor(points=[900, 370], labels=[1])
+
+
+def test_sam_predictor_set_image_takes_bgr_arrays_as_ultralytics_does(docs_folder):
+    from mobilesam.models.sam import Predictor
+
+    rgb = np.asarray(Image.open("ultralytics/assets/zidane.jpg"))
+    predictor = Predictor(overrides=dict(model="mobile_sam.pt"))
+    predictor.set_image(rgb[:, :, ::-1].copy())
+    from_array = predictor(points=[900, 370], labels=[1])[0]
+    predictor.set_image("ultralytics/assets/zidane.jpg")
+    from_file = predictor(points=[900, 370], labels=[1])[0]
+    np.testing.assert_array_equal(from_array.orig_img, from_file.orig_img)
+    np.testing.assert_array_equal(np.asarray(from_array.masks), np.asarray(from_file.masks))
+
+
+def test_sam_predictor_maps_ultralytics_segment_everything_keywords(docs_folder):
+    # The page's "Segment everything" example asks for points_stride=64 and crop_n_layers=1: over 8,000
+    # prompts, minutes on two cores. The same call with a 4 x 4 grid checks how its keywords map.
+    from mobilesam import SAM
+    from mobilesam.models.sam import Predictor as SAMPredictor
+
+    predictor = SAMPredictor(overrides=dict(task="segment", mode="predict", imgsz=1024, model="mobile_sam.pt"))
+    got = predictor(source="ultralytics/assets/zidane.jpg", crop_n_layers=0, points_stride=4, conf_thres=0.0)[0]
+    want = SAM("mobile_sam.pt").predict("ultralytics/assets/zidane.jpg", points_per_side=4, pred_iou_thresh=0.0)[0]
+    assert len(got) == len(want)
+    np.testing.assert_array_equal(np.asarray(got.masks), np.asarray(want.masks))

@@ -1,0 +1,1 @@
+"""Ultralytics' module names (`ultralytics.models.sam`), as aliases of ours."""
