@@ -169,3 +169,39 @@ def test_only_runtime_backends_and_export_name_a_runtime():
             continue
         named = _third_party_imports(path) & RUNTIME_PACKAGES
         assert not named, f"{module} imports {sorted(named)}; open runtimes in mobilesam.runtime, run them through a backend"
+
+
+# The layers of docs/architecture.md, from the ground up: a module imports only from its own layer or below.
+# The first prefix that matches a module names its layer; what no prefix names is the library (5).
+LAYERS = [
+    # The package itself is a lazy facade: importing it loads only `lazy`.
+    (1, ("mobilesam",)),
+    (1, ("mobilesam.errors", "mobilesam.atomic", "mobilesam.masks", "mobilesam.home", "mobilesam.cpu")),
+    (1, ("mobilesam.lazy", "mobilesam.embedding", "mobilesam.draw")),
+    (2, ("mobilesam.modeling", "mobilesam.fast_encoder", "mobilesam.fast_decoder")),
+    (3, ("mobilesam.weights", "mobilesam.families", "mobilesam.registry", "mobilesam.fidelity")),
+    (3, ("mobilesam.transforms", "mobilesam.prompts", "mobilesam.image_state")),
+    (3, ("mobilesam.io.images", "mobilesam.io.samples")),
+    # OnnxPredictor is a predictor, beside SamPredictor.
+    (5, ("mobilesam.runtime.predictor",)),
+    (4, ("mobilesam.backends", "mobilesam.runtime", "mobilesam.export")),
+    (6, ("mobilesam.cli", "mobilesam.server")),
+]
+
+
+def _layer(module: str) -> int:
+    for layer, prefixes in LAYERS:
+        if any(module == prefix or (prefix != "mobilesam" and module.startswith(prefix + ".")) for prefix in prefixes):
+            return layer
+    return 5
+
+
+def test_imports_go_down_the_layers():
+    upward = [
+        f"{module} (layer {_layer(module)}) imports {name} (layer {_layer(name)})"
+        for module in MODULES
+        for name in sorted(_imports(module, at_import_time=False))
+        if _layer(name) > _layer(module)
+    ]
+    assert not upward, "imports up the layers of docs/architecture.md:\n" + "\n".join(upward)
+    assert _layer("mobilesam.backends.torch") == 4 and _layer("mobilesam.runtime.predictor") == 5
