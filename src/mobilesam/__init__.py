@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _EXPORTS = {
     "SAM": ".api",
+    "auto_annotate": ".annotate",
     "SamAutomaticMaskGenerator": ".automatic",
     "CheckpointError": ".errors",
     "DownloadError": ".errors",
@@ -36,6 +37,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .annotate import auto_annotate
     from .api import SAM
     from .automatic import SamAutomaticMaskGenerator
     from .embedding import ImageEmbedding

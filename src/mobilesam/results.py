@@ -308,9 +308,12 @@ class Results:
         path: Where the image came from, if it was a file or URL.
         low_res_logits: (N, 256, 256) float32 decoder logits of each mask, to feed back as a
             `mask_input` prompt; kept only when asked for.
-        names: Ultralytics' class names: {0: "0", 1: "1", ...}, one per mask, as its SAM gives.
+        names: Ultralytics' class names: {0: "0", 1: "1", ...}, one per mask, as its SAM gives;
+            with `classes`, the detector's names (default: each class id as text).
         speed: Milliseconds spent on the image per stage (`SPEED_KEYS`), None where not measured.
         save_dir: The folder `SAM.predict(save=...)` wrote this image's outputs to, if any.
+        classes: (N,) int64 class id of each mask, from the detector whose boxes prompted it
+            (`mobilesam.detect`); `Boxes.cls` gives these instead of the masks' numbers. None without.
     """
 
     orig_img: np.ndarray
@@ -325,14 +328,17 @@ class Results:
     names: dict[int, str] | None = None
     speed: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(SPEED_KEYS))
     save_dir: str | None = None
+    classes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.masks, Masks):
             self.masks = Masks(self.masks, self.orig_shape)
         if not isinstance(self.boxes, Boxes):
             xyxy = batched_mask_to_box(torch.from_numpy(np.asarray(self.masks))) if self.boxes is None else self.boxes
-            self.boxes = Boxes(xyxy, self.scores, self.orig_shape)
-        if self.names is None:
+            self.boxes = Boxes(xyxy, self.scores, self.orig_shape, cls=self.classes)
+        if self.names is None and self.classes is not None:
+            self.names = {int(c): str(int(c)) for c in np.unique(self.classes)}
+        elif self.names is None:
             self.names = {i: str(i) for i in range(len(self.masks))}
 
     @classmethod
@@ -378,6 +384,7 @@ class Results:
             labels=pick(self.labels),
             bboxes=pick(self.bboxes),
             low_res_logits=pick(self.low_res_logits),
+            classes=pick(self.classes),
             names=dict(self.names),
             speed=dict(self.speed),
         )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .automatic import GENERATOR_DEFAULTS, GeneratorOptions, SamAutomaticMaskGenerator
+from .detect import Detections, Detector, DetectorOptions, boxes_for_image, segment_detections
 from .labeling import Segmenter
 from .predictor import SamPredictor
 from .prompts import Prompt, check_in_image
@@ -79,7 +80,46 @@ class EverythingTask:
         return segment
 
 
-LabelingTask = PromptTask | EverythingTask
+@dataclass(frozen=True)
+class BoxTask:
+    """`mobilesam everything --detector/--boxes`: one mask per box of a YOLO detector or a boxes file (MobileSAMv2).
+
+    Holds only the detector's path, so it pickles for Ray; each segmenter builds its own detector.
+
+    Attributes:
+        detector: A YOLO checkpoint or YAML (`mobilesam.detect.Detector`), or None with `boxes`.
+        boxes: Image key -> its boxes, from `mobilesam.detect.read_boxes_file`; or None with `detector`.
+        detector_options: The detector's `YOLO.predict` settings.
+        box_nms_thresh: Mask-box IoU above which the weaker mask is dropped; None keeps every mask.
+    """
+
+    detector: str | None = None
+    boxes: dict[str, Detections] | None = None
+    detector_options: DetectorOptions = DetectorOptions()
+    box_nms_thresh: float | None = GENERATOR_DEFAULTS.box_nms_thresh
+
+    def segmenter(self, sam: Sam, backend: Backend) -> ImageSegmenter:
+        """The segmenter of this task, running `sam` on `backend` and its detector.
+
+        Raises:
+            ValueError: Neither or both of `detector` and `boxes`.
+            ImportError: A detector without Ultralytics installed.
+        """
+        if (self.detector is None) == (self.boxes is None):
+            raise ValueError("give either a detector or a boxes file, not both or neither")
+        predictor = SamPredictor(sam, backend)
+        table = self.boxes
+        detect = None if self.detector is None else Detector(self.detector, self.detector_options)
+
+        def segment(image: np.ndarray, objects: tuple[Prompt, ...] | None, path: str) -> Results:
+            detections = detect(image) if detect is not None else boxes_for_image(table or {}, path)
+            embedding = predictor.embed(image) if len(detections.boxes) else None
+            return segment_detections(predictor, embedding, detections, image, box_nms_thresh=self.box_nms_thresh, path=path)
+
+        return segment
+
+
+LabelingTask = PromptTask | EverythingTask | BoxTask
 
 
 def job_segmenter(segment: ImageSegmenter) -> Segmenter:

@@ -9,11 +9,12 @@ import typer
 
 from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 from ..automatic import GeneratorOptions
+from ..detect import DetectorOptions, read_boxes_file
 from ..io.sources import ImageJob, find_jobs
 from ..io.writers import OUTPUT_FORMATS
 from ..labeling import RunOptions
 from ..prompts import Prompt, make_prompt
-from ..tasks import EverythingTask, PromptTask, job_segmenter
+from ..tasks import BoxTask, EverythingTask, LabelingTask, PromptTask, job_segmenter
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
@@ -47,6 +48,7 @@ _FORMAT_OPTION = typer.Option(
     "-f",
     help=f"Output format, repeat or comma-separate for several: {', '.join(OUTPUT_FORMATS)}.",
 )
+_DETECTOR = DetectorOptions()
 _OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Redo images whose outputs already exist.")
 
 
@@ -128,6 +130,20 @@ def everything(
     min_mask_region_area: int = typer.Option(
         _DEFAULTS.min_mask_region_area, min=0, help="Remove holes and islands smaller than this (pixels)."
     ),
+    detector: str | None = typer.Option(
+        None,
+        "--detector",
+        help="Box prompts from this Ultralytics YOLO checkpoint or YAML instead of the point grid "
+        "(MobileSAMv2; needs mobilesam[detector]).",
+    ),
+    boxes: Path | None = typer.Option(
+        None, "--boxes", help='Box prompts from a JSON file {"image name or stem": [[x1,y1,x2,y2], ...]} instead of the grid.'
+    ),
+    conf: float = typer.Option(_DETECTOR.conf, help="--detector: smallest detection confidence kept."),
+    iou: float = typer.Option(_DETECTOR.iou, help="--detector: the detector's NMS IoU threshold."),
+    imgsz: int = typer.Option(_DETECTOR.imgsz, min=32, help="--detector: its input size in pixels."),
+    max_det: int = typer.Option(_DETECTOR.max_det, min=1, help="--detector: most boxes per image."),
+    classes: list[int] = typer.Option([], "--classes", min=0, help="--detector: keep only this class id; repeat for more."),
     model: str = MODEL_OPTION,
     out: Path = _OUT_OPTION,
     output_format: list[str] = _FORMAT_OPTION,
@@ -144,9 +160,16 @@ def everything(
     threads_per_worker: int = THREADS_PER_WORKER_OPTION,
     gpus_per_worker: float = GPUS_PER_WORKER_OPTION,
 ) -> None:
-    """Segment everything in one image or many: a grid of point prompts, filtered and de-duplicated."""
+    """Segment everything in one image or many: a grid of point prompts, filtered and de-duplicated.
+
+    With --detector or --boxes, each box of a detector or a boxes file is one object instead
+    (MobileSAMv2's object-aware prompts); the masks keep the boxes' class ids.
+    """
     try:
         formats = _parse_formats(output_format)
+        if detector is not None and boxes is not None:
+            raise UsageError("give --detector or --boxes, not both")
+        box_table = read_boxes_file(boxes) if boxes is not None else None
         check_ray_options(ray, threads, workers, threads_per_worker, gpus_per_worker)
         jobs = find_jobs(source, exclude=out) if ray is None else find_ray_images(source, out)
         if any(job.objects is not None for job in jobs):
@@ -155,15 +178,21 @@ def everything(
         fail(err, code=2)
     except (OSError, ValueError) as err:
         fail(err)
-    options = GeneratorOptions(
-        points_per_side=points_per_side,
-        points_per_batch=points_per_batch,
-        pred_iou_thresh=pred_iou_thresh,
-        stability_score_thresh=stability_score_thresh,
-        box_nms_thresh=box_nms_thresh,
-        crop_n_layers=crop_n_layers,
-        min_mask_region_area=min_mask_region_area,
-    )
+    task: LabelingTask
+    if detector is not None or box_table is not None:
+        detector_options = DetectorOptions(conf, iou, imgsz, max_det, tuple(classes) or None, device)
+        task = BoxTask(detector, box_table, detector_options, box_nms_thresh)
+    else:
+        options = GeneratorOptions(
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers,
+            min_mask_region_area=min_mask_region_area,
+        )
+        task = EverythingTask(options)
     run_options = RunOptions(
         formats=tuple(formats),
         overwrite=overwrite,
@@ -179,10 +208,10 @@ def everything(
         threads_per_worker=threads_per_worker,
         gpus_per_worker=gpus_per_worker,
     )
-    _label(EverythingTask(options), jobs, out, run_options)
+    _label(task, jobs, out, run_options)
 
 
-def _label(task: PromptTask | EverythingTask, jobs: list[ImageJob], out: Path, options: RunOptions) -> None:
+def _label(task: LabelingTask, jobs: list[ImageJob], out: Path, options: RunOptions) -> None:
     """Run `task` over `jobs`: on Ray when --ray names a cluster, else here; options the model refuses exit 2."""
     if options.address is not None:
         run_on_ray(jobs, task, out, options)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..results import Results
 
 
-def yolo_seg_lines(result: Results, class_id: int = 0) -> list[str]:
+def yolo_seg_lines(result: Results, class_id: int | None = None) -> list[str]:
     """Label lines `class x1 y1 x2 y2 ...` with XY divided by the image width and height.
 
     A YOLO-seg line holds exactly one polygon, so a mask in several parts
@@ -26,7 +26,8 @@ def yolo_seg_lines(result: Results, class_id: int = 0) -> list[str]:
 
     Args:
         result: Masks of one image.
-        class_id: Class index written at the start of every line.
+        class_id: Class index written at the start of every line; None: each mask's
+            `Results.classes` (the detector's class ids) when it has them, else 0.
 
     Returns:
         One line per kept mask, without newlines; coordinates in [0, 1], 6 decimals.
@@ -34,26 +35,30 @@ def yolo_seg_lines(result: Results, class_id: int = 0) -> list[str]:
     Raises:
         ValueError: `class_id` is negative.
     """
-    if class_id < 0:
+    if class_id is not None and class_id < 0:
         raise ValueError(f"class_id must be >= 0, got {class_id}")
+    if class_id is None and result.classes is not None:
+        class_ids = [int(c) for c in result.classes]
+    else:
+        class_ids = [class_id or 0] * len(result.masks)
     h, w = result.orig_shape
     lines = []
-    for mask in result.masks:
+    for mask, number in zip(result.masks, class_ids):
         polygons = mask_to_polygons(mask)
         if not polygons:
             continue
         xy = np.clip(polygons[0] / (w, h), 0.0, 1.0)
-        lines.append(" ".join([str(class_id), *(f"{value:.6f}" for value in xy.reshape(-1))]))
+        lines.append(" ".join([str(number), *(f"{value:.6f}" for value in xy.reshape(-1))]))
     return lines
 
 
-def write_yolo_seg(result: Results, path: str | os.PathLike[str], class_id: int = 0) -> Path:
+def write_yolo_seg(result: Results, path: str | os.PathLike[str], class_id: int | None = None) -> Path:
     """Write `yolo_seg_lines(result, class_id)` to `path` atomically; an empty file when no mask has a polygon.
 
     Args:
         result: Masks of one image.
         path: Label file to write.
-        class_id: Class index written at the start of every line.
+        class_id: Class index written at the start of every line; None: the masks' own (see `yolo_seg_lines`).
 
     Returns:
         `path` as a Path.
