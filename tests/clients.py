@@ -10,13 +10,18 @@ install is redone, never used half-made.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
+import cv2
 import pytest
+import torch
+from PIL import Image
 
 CLIENT_CACHE = Path.home() / ".cache" / "mobilesam-tests" / "clients"
 
@@ -45,3 +50,21 @@ def installed_client(name: str, requirements: list[str], *, own_venv: bool) -> P
     # (only its console scripts keep the scratch path, and none is used).
     os.rename(scratch, home)
     return home
+
+
+def import_ultralytics(monkeypatch: pytest.MonkeyPatch, settings_dir: Path) -> ModuleType:
+    """Ultralytics 8.4.190, installed without its dependencies (its opencv-python would sit beside our
+    headless OpenCV) and imported so that what it changes on import ends with the test.
+
+    Importing it replaces `PIL.Image.open` (with one that installs pi-heif on an unreadable file) and
+    `torch.save`, and sets OpenCV's threads to 0; later tests must see none of that.
+    """
+    monkeypatch.syspath_prepend(str(installed_client("ultralytics-8.4.190", ["ultralytics==8.4.190"], own_venv=False)))
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(settings_dir))
+    monkeypatch.setattr(Image, "open", Image.open)
+    monkeypatch.setattr(torch, "save", torch.save)
+    threads = cv2.getNumThreads()
+    try:
+        return importlib.import_module("ultralytics")
+    finally:
+        cv2.setNumThreads(threads)

@@ -7,7 +7,6 @@ Ultralytics runs from its cached --no-deps install (its opencv-python would clas
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import pickle
 import sys
@@ -20,7 +19,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from clients import installed_client
+from clients import import_ultralytics, installed_client
 from images import generated_image
 from mobilesam import build_sam
 from mobilesam.cli import app
@@ -42,9 +41,7 @@ FEW_BOXES = DetectorOptions(conf=0.0, imgsz=160, max_det=4, device="cpu")
 @pytest.fixture
 def yolo(tmp_path, monkeypatch):
     """Ultralytics' YOLO class, importable for this test."""
-    monkeypatch.syspath_prepend(str(installed_client("ultralytics-8.4.190", ["ultralytics==8.4.190"], own_venv=False)))
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics-settings"))
-    return importlib.import_module("ultralytics").YOLO
+    return import_ultralytics(monkeypatch, tmp_path / "ultralytics-settings").YOLO
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +196,17 @@ def test_detections_without_boxes_give_no_masks(small_sam):
     none = Detections(np.zeros((0, 4)), np.zeros(0, np.int64))
     result = segment_detections(SamPredictor(small_sam, "torch"), None, none, image)
     assert len(result) == 0 and result.classes.shape == (0,)
+
+
+def test_the_detector_leaves_pillow_as_it_found_it(tmp_path, monkeypatch):
+    # Importing Ultralytics swaps PIL.Image.open for one that installs pi-heif on an unreadable file;
+    # the detector imports it afresh here and must put Pillow's own back.
+    for name in [name for name in sys.modules if name == "ultralytics" or name.startswith("ultralytics.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(installed_client("ultralytics-8.4.190", ["ultralytics==8.4.190"], own_venv=False)))
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setattr(torch, "save", torch.save)
+    pillow_open = Image.open
+    monkeypatch.setattr(Image, "open", pillow_open)
+    Detector("yolo11n.yaml", DetectorOptions(imgsz=64))
+    assert "ultralytics.utils.patches" in sys.modules and Image.open is pillow_open

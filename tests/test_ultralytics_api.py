@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image, ImageShow
 
-from clients import installed_client
+from clients import import_ultralytics
 from images import generated_image
 from mobilesam import SAM, ImageTooLarge, build_sam
 from mobilesam.results import Results
@@ -234,9 +234,7 @@ def test_results_members(tmp_path, monkeypatch):
 
 
 def test_results_exports_match_ultralytics(tmp_path, monkeypatch):
-    # Without its dependencies: they would add opencv-python beside our headless OpenCV; its code runs on ours.
-    monkeypatch.syspath_prepend(str(installed_client("ultralytics-8.4.190", ["ultralytics==8.4.190"], own_venv=False)))
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))
+    import_ultralytics(monkeypatch, tmp_path / "ultralytics")
     ultralytics_results = importlib.import_module("ultralytics.engine.results")
     # One part per mask: Masks.xy joins a mask's parts in another order than Ultralytics' does.
     ours = make_result()

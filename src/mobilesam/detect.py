@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .automatic import _batched_nms
 from .embedding import ImageEmbedding
@@ -88,10 +89,15 @@ class Detector:
     """
 
     def __init__(self, model: str | os.PathLike[str], options: DetectorOptions = DetectorOptions()) -> None:
+        pillow_open = Image.open
         try:
             from ultralytics import YOLO
         except ImportError as err:
             raise ImportError(f"detector prompts need Ultralytics: {DETECTOR_EXTRA} ({err})") from err
+        finally:
+            # Importing Ultralytics replaces PIL.Image.open with one that, on a file Pillow cannot
+            # identify, installs and registers pi-heif: an unreadable image must stay our clear error.
+            Image.open = pillow_open
         self.model = YOLO(os.fspath(model))
         self.options = options
 
