@@ -24,6 +24,7 @@ from .embedding import ImageEmbedding
 from .io.images import to_rgb_uint8
 from .masks import (
     batched_mask_to_box,
+    batched_nms,
     box_xyxy_to_xywh,
     build_all_layer_point_grids,
     calculate_stability_score,
@@ -266,9 +267,7 @@ class SamAutomaticMaskGenerator:
             # Between crops, prefer the masks of smaller crops.
             crop_boxes = candidates.crop_boxes
             scores = 1 / ((crop_boxes[:, 2] - crop_boxes[:, 0]) * (crop_boxes[:, 3] - crop_boxes[:, 1]))
-            keep = _batched_nms(
-                candidates.boxes.float(), scores, torch.zeros(len(candidates)), iou_threshold=self.crop_nms_thresh
-            )
+            keep = batched_nms(candidates.boxes.float(), scores, torch.zeros(len(candidates)), iou_threshold=self.crop_nms_thresh)
             candidates.keep(keep)
         return candidates
 
@@ -300,7 +299,7 @@ class SamAutomaticMaskGenerator:
             for batch_candidates in map_batches(process, batches):
                 candidates.extend(batch_candidates)
 
-        keep = _batched_nms(
+        keep = batched_nms(
             candidates.boxes.float(), candidates.iou_preds, torch.zeros(len(candidates)), iou_threshold=self.box_nms_thresh
         )
         candidates.keep(keep)
@@ -372,7 +371,7 @@ class SamAutomaticMaskGenerator:
             unchanged.append(float(not (holes_changed or islands_changed)))
         masks_t = torch.stack(masks)
         boxes = batched_mask_to_box(masks_t)
-        keep = _batched_nms(
+        keep = batched_nms(
             boxes.float(),
             torch.as_tensor(unchanged),
             torch.zeros(len(boxes)),
@@ -429,14 +428,3 @@ def _one_thread_per_op() -> Iterator[None]:
             _single_threaded_runs -= 1
             if _single_threaded_runs == 0:
                 torch.set_num_threads(_threads_before)
-
-
-def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """torchvision's NMS (the reference's, so ties break the same way), imported on first use.
-
-    Importing torchvision.ops loads torch._dynamo, about 2.5 s; commands that
-    never segment everything should not wait for it.
-    """
-    from torchvision.ops import batched_nms
-
-    return batched_nms(boxes, scores, idxs, iou_threshold=iou_threshold)

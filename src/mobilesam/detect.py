@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .automatic import _batched_nms
 from .embedding import ImageEmbedding
+from .masks import batched_nms
 from .predictor import SamPredictor
 from .prompts import check_in_image, make_prompt
 from .results import Results
@@ -165,7 +165,7 @@ def segment_detections(
         keep = torch.argsort(scores, descending=True, stable=True)
     else:
         boxes = torch.from_numpy(np.asarray(result.boxes, dtype=np.float32))
-        keep = _batched_nms(boxes, scores, torch.zeros(len(scores), dtype=torch.int64), box_nms_thresh)
+        keep = batched_nms(boxes, scores, torch.zeros(len(scores), dtype=torch.int64), box_nms_thresh)
     return result[keep.numpy()]
 
 

@@ -377,3 +377,14 @@ def encode_rles(
 def _as_list(values: torch.Tensor | np.ndarray | Sequence[Any]) -> list[Any]:
     # tolist() gives Python numbers of the stored values: ints stay ints, float32 widens exactly.
     return values.tolist() if isinstance(values, (torch.Tensor, np.ndarray)) else list(values)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision's NMS (the reference's, so ties break the same way), imported on first use.
+
+    Importing torchvision.ops loads torch._dynamo, about 2.5 s; commands that
+    never segment everything should not wait for it.
+    """
+    from torchvision.ops import batched_nms as torchvision_batched_nms
+
+    return torchvision_batched_nms(boxes, scores, idxs, iou_threshold=iou_threshold)
