@@ -308,8 +308,12 @@ def test_onnx_predictor_errors_are_clear(exported, tmp_path):
 def test_export_cli_rejects_an_unknown_quantisation(tmp_path):
     result = CliRunner().invoke(app, ["export", "-m", "vit_t", "-o", str(tmp_path), "--quantize", "int4"])
     assert result.exit_code == 2
-    assert "--quantize must be one of int8" in result.output
+    assert "--quantize for --format onnx is one of int8, int8-static, got 'int4'" in result.output
     assert not any(tmp_path.iterdir())
+    result = CliRunner().invoke(app, ["export", "-m", "vit_t", "-f", "coreml", "-o", str(tmp_path), "--quantize", "int8"])
+    assert result.exit_code == 2 and "--quantize for --format coreml is not taken" in result.output
+    result = CliRunner().invoke(app, ["export", "-m", "vit_t", "-f", "executorch", "-o", str(tmp_path), "--opset", "18"])
+    assert result.exit_code == 2 and "--opset is for the ONNX formats, not executorch" in result.output
 
 
 @pytest.mark.slow

@@ -123,9 +123,15 @@ def test_lower_layers_do_not_import_higher_ones(lower, higher):
 
 def test_only_the_registry_branches_on_model_families():
     # A family is one record in `mobilesam.families`; the registry loops over the records, modeling/ defines
-    # the encoders and `fast_encoder` is TinyViT's rewrite. Anywhere else, naming an encoder or its config
+    # the encoders and `fast_encoder` and `four_axis_encoder` are TinyViT's rewrites. Anywhere else, naming an encoder or its config
     # class, or importing an encoder's module, is a branch on the family that a new family would miss.
-    aware = ("mobilesam.families", "mobilesam.registry", "mobilesam.modeling", "mobilesam.fast_encoder")
+    aware = (
+        "mobilesam.families",
+        "mobilesam.registry",
+        "mobilesam.modeling",
+        "mobilesam.fast_encoder",
+        "mobilesam.four_axis_encoder",
+    )
     names = {"TinyViT", "TinyViTConfig", "ImageEncoderViT", "ViTConfig"}
     encoder_modules = {"mobilesam.modeling.tiny_vit", "mobilesam.modeling.vit"}
 
@@ -150,6 +156,8 @@ def test_only_the_registry_branches_on_model_families():
 # The inference runtimes, and where they may be named: runtime/ opens their sessions, backends/ wraps them,
 # export/ writes and converts files with their tools (quantisers, converters) and checks them through runtime/.
 RUNTIME_PACKAGES = {"onnxruntime", "openvino", "executorch", "ai_edge_litert", "coremltools", "ncnn"}
+# The converters behind the phone formats: export/ alone uses them.
+CONVERTER_PACKAGES = {"pnnx", "litert_torch", "onnx2tf", "tensorflow", "nncf"}
 RUNTIME_OWNERS = ("mobilesam.runtime", "mobilesam.backends", "mobilesam.export")
 
 
@@ -178,7 +186,7 @@ LAYERS = [
     (1, ("mobilesam",)),
     (1, ("mobilesam.errors", "mobilesam.atomic", "mobilesam.masks", "mobilesam.home", "mobilesam.cpu")),
     (1, ("mobilesam.lazy", "mobilesam.embedding", "mobilesam.draw")),
-    (2, ("mobilesam.modeling", "mobilesam.fast_encoder", "mobilesam.fast_decoder")),
+    (2, ("mobilesam.modeling", "mobilesam.fast_encoder", "mobilesam.four_axis_encoder", "mobilesam.fast_decoder")),
     (3, ("mobilesam.weights", "mobilesam.families", "mobilesam.registry", "mobilesam.fidelity")),
     (3, ("mobilesam.transforms", "mobilesam.prompts", "mobilesam.image_state")),
     (3, ("mobilesam.io.images", "mobilesam.io.samples")),
@@ -205,3 +213,21 @@ def test_imports_go_down_the_layers():
     ]
     assert not upward, "imports up the layers of docs/architecture.md:\n" + "\n".join(upward)
     assert _layer("mobilesam.backends.torch") == 4 and _layer("mobilesam.runtime.predictor") == 5
+
+
+def test_only_export_converts():
+    for module, path in MODULES.items():
+        if module.startswith("mobilesam.export"):
+            continue
+        named = _third_party_imports(path) & CONVERTER_PACKAGES
+        assert not named, f"{module} imports {sorted(named)}; converting graphs is mobilesam.export's job"
+
+
+# The runtimes whose Python side is torch itself (ExecuTorch's bindings take and return torch tensors).
+TORCH_RUNTIMES = ("mobilesam.runtime.torchscript", "mobilesam.runtime.executorch")
+
+
+def test_runtimes_are_torch_free_but_those_built_on_torch():
+    for module, path in MODULES.items():
+        if module.startswith("mobilesam.runtime") and module not in TORCH_RUNTIMES:
+            assert "torch" not in _third_party_imports(path), f"{module} imports torch; the runtimes run without it"

@@ -11,6 +11,7 @@ import glob
 import os
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from .io.video import VideoFrame, is_video, read_frames
 from .modeling import Sam, count_parameters
 from .predictor import SamPredictor
 from .prompts import Prompt, as_object_prompts, check_in_image
-from .registry import load_sam
+from .registry import load_sam, model_name, weights_file
 from .results import Results, warn_ignored
 from .segment import segment_prompts
 from .ultralytics_options import (
@@ -71,6 +72,8 @@ class SAM:
         half: bool = False,
     ) -> None:
         self.model: Sam = load_sam(model, device=device)
+        self.ckpt_path: Path | None = weights_file(model)
+        """The checkpoint the weights came from (Ultralytics' name); None for random weights."""
         self._backend_name = backend
         self._use_backend(half)
 
@@ -326,6 +329,48 @@ class SAM:
             self._kept = None  # a failing encoder keeps nothing stale
             self._kept = (digest, self.predictor.embed(image))
         return self._kept[1]
+
+    def export(
+        self,
+        format: str = "onnx",
+        *,
+        half: bool = False,
+        int8: bool = False,
+        out: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> str:
+        """Export the encoder and decoder for a runtime or client, as Ultralytics' `export` does; returns where.
+
+        Args:
+            format: Ultralytics' format names: "onnx", "openvino", "torchscript", "executorch", "tflite",
+                "coreml", "ncnn"; and the clients' "sam", "anylabeling" (`mobilesam.export.FORMATS`).
+            half: Also write an fp16 encoder (tflite); Core ML programs compute in fp16 already.
+            int8: Also write an int8 encoder (onnx, executorch, tflite).
+            out: The folder (or zip) to write; default: the format's (`ExportFormat.out`).
+            options: The format's own options (`opset`, `calibration_images`).
+
+        Returns:
+            The export folder (or the zip).
+
+        Raises:
+            ValueError: Unknown format, or a precision or option the format does not take.
+            ImportError: The format's converter is not installed (the message names the extra).
+        """
+        from .export import export_model
+
+        if half and int8:
+            raise ValueError("half and int8 each add one encoder; ask for one of them")
+        quantize = "int8" if int8 else "fp16" if half and format != "coreml" else None
+        paths = export_model(
+            self.model,
+            out,
+            format=format,
+            model_name=model_name(self.model),
+            weights=self.ckpt_path,
+            quantize=quantize,
+            **options,
+        )
+        return str(paths["bundle"] if "bundle" in paths else next(iter(paths.values())).parent)
 
     def info(self, detailed: bool = False, verbose: bool = True) -> dict[str, int]:
         """Parameter counts of the model and its parts; printed when `verbose`, with the backend in use.

@@ -229,3 +229,39 @@ def engine_agreement(model: Sam, backend: Backend, images: dict[str, np.ndarray]
             want_masks.extend(expected.predict(**prompt)[0])
             got_masks.extend(measured.predict(**prompt)[0])
     return compare_masks(want_masks, got_masks)
+
+
+def export_agreement(
+    model: Sam,
+    folder: str | Path,
+    *,
+    runtime: str | None = None,
+    variant: str | None = None,
+    images: dict[str, np.ndarray] | None = None,
+) -> tuple[Agreement, float]:
+    """How an export of `model`, run in its runtime, agrees with eager fp32 torch, by the protocol.
+
+    Args:
+        model: The model the folder was exported from.
+        folder: Written by `mobilesam export` in a format a runtime here runs.
+        runtime: Which runtime runs it (`runtime.RUNTIMES`); None: the folder's first.
+        variant: A reduced-precision encoder of the folder ("int8", "fp16"); None: fp32.
+        images: The images; default `protocol_images()`.
+
+    Returns:
+        The masks' agreement, and the largest absolute difference of an image embedding.
+    """
+    from .runtime import OnnxPredictor
+
+    expected, measured = SamPredictor(model, backend="torch"), OnnxPredictor(folder, runtime=runtime, variant=variant)
+    want_masks: list[np.ndarray] = []
+    got_masks: list[np.ndarray] = []
+    embedding_error = 0.0
+    for image in (protocol_images() if images is None else images).values():
+        expected.set_image(image)
+        measured.set_image(image)
+        embedding_error = max(embedding_error, float(np.abs(expected.features.numpy() - measured.features).max()))
+        for prompt in demo_prompts(*image.shape[:2]):
+            want_masks.extend(expected.predict(**prompt)[0])
+            got_masks.extend(measured.predict(**prompt)[0])
+    return compare_masks(want_masks, got_masks), embedding_error

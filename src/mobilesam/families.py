@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .fast_encoder import fast_encoder_copy
+from .four_axis_encoder import four_axis_encoder_copy
 from .modeling import ImageEncoderViT, Sam, TinyViT
 from .modeling.tiny_vit import MBConv, PatchMerging, TinyViTBlock
 from .modeling.vit import Block as ViTBlock
@@ -75,6 +76,8 @@ class ModelFamily:
             for the torch-fast and torch-compile backends; None: an eval-mode copy as it is.
         layer_types: The encoder's modules that each count as one layer (residual
             blocks, downsamplings) in the tests' fp32 rounding bound.
+        four_axis_encoder: A model -> a copy of its encoder for batch 1 whose tensors never
+            exceed a leading 1 and four more axes (the ncnn format); None: the family has none.
     """
 
     name: str
@@ -83,6 +86,7 @@ class ModelFamily:
     recognise: Callable[[Mapping[str, torch.Tensor], Sequence[ModelConfig]], str | None]
     fast_encoder: Callable[[Sam], nn.Module] | None
     layer_types: tuple[type[nn.Module], ...]
+    four_axis_encoder: Callable[[Sam], nn.Module] | None = None
 
 
 def _build_tiny_vit(encoder: TinyViTConfig, config: ModelConfig) -> nn.Module:
@@ -145,6 +149,7 @@ FAMILIES: dict[type, ModelFamily] = {
         recognise=_recognise_tiny_vit,
         fast_encoder=fast_encoder_copy,
         layer_types=(MBConv, PatchMerging, TinyViTBlock),
+        four_axis_encoder=four_axis_encoder_copy,
     ),
     ViTConfig: ModelFamily(
         name="ViT",

@@ -249,6 +249,14 @@ def build_sam(
     return _with_weights(config, state_dict, path).to(device).eval()
 
 
+def weights_file(model: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint file `load_sam(model)` reads its weights from (after it has run), or None for random weights."""
+    text = os.fspath(model)
+    if os.path.exists(text) or text in known_checkpoints():
+        return resolve_checkpoint(text, download_missing=False)
+    return None
+
+
 def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Sam:
     """A model from a name, a known checkpoint filename or a checkpoint path.
 

@@ -46,6 +46,55 @@ def normalize_and_pad(resized: np.ndarray, pixel_mean: Sequence[float], pixel_st
     return padded
 
 
+def pad_pixels(resized: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w, 3) uint8 resized image -> what a "pixels" encoder graph takes.
+
+    Returns:
+        image: (1, size, size, 3) float32 in [0, 255], the image at the top left, zeros elsewhere.
+        image_size: (2,) float32 (h, w).
+    """
+    h, w = resized.shape[:2]
+    padded = np.zeros((1, size, size, 3), np.float32)
+    padded[0, :h, :w] = resized
+    return padded, np.array([h, w], np.float32)
+
+
+def _bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
+    """(out, in) float32 weights of torch's bilinear resize with align_corners=False."""
+    source = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    source = np.clip(source, 0.0, None)
+    lower = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+    upper = np.minimum(lower + 1, in_size - 1)
+    fraction = source - lower
+    weights = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, lower), 1.0 - fraction)
+    np.add.at(weights, (rows, upper), fraction)
+    return weights.astype(np.float32)
+
+
+def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., h, w) float32 -> (..., H, W): `F.interpolate(mode="bilinear", align_corners=False)` in numpy."""
+    rows = _bilinear_weights(array.shape[-2], size[0])
+    cols = _bilinear_weights(array.shape[-1], size[1])
+    return rows @ np.asarray(array, np.float32) @ cols.T
+
+
+def upscale_logits(
+    low_res_logits: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int], img_size: int
+) -> np.ndarray:
+    """(..., 256, 256) low-res logits -> (..., H, W) at the original size: `Sam.postprocess_masks` in numpy.
+
+    Upscaling to the padded square, cropping and resizing are all linear in each axis,
+    so each axis's three steps are one (out, 256) matrix: a click's masks cost two
+    matrix products instead of a 1024x1024 intermediate.
+    """
+    low_h, low_w = low_res_logits.shape[-2:]
+    rows = _bilinear_weights(input_size[0], original_size[0]) @ _bilinear_weights(low_h, img_size)[: input_size[0]]
+    cols = _bilinear_weights(input_size[1], original_size[1]) @ _bilinear_weights(low_w, img_size)[: input_size[1]]
+    return rows @ (np.asarray(low_res_logits, np.float32) @ cols.T)
+
+
 class ResizeLongestSide:
     """Resizes images to a long side of `target_length`, and coordinates and boxes with them.
 

@@ -1,4 +1,4 @@
-"""Building graphs from torch: ONNX export by format (`export_model`), int8 encoders, and the export cache of the graph backends.
+"""Building graphs from torch: export by format (`export_model`, the `FORMATS` table), reduced-precision encoders, the export cache.
 
 Running the graphs is `mobilesam.runtime`'s job (torch-free). Names are imported on first use.
 """
@@ -11,6 +11,9 @@ from ..lazy import lazy_attributes
 
 _EXPORTS = {
     "EXPORT_FORMATS": ".formats",
+    "FORMATS": ".formats",
+    "ExportFormat": ".formats",
+    "export_format": ".formats",
     "OPSET": ".exporter",
     "SamOnnxModel": ".wrappers",
     "check_format": ".formats",
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from .anylabeling import export_anylabeling
     from .cache import cached_export, weights_digest
     from .exporter import OPSET, export_onnx
-    from .formats import EXPORT_FORMATS, check_format, export_model
+    from .formats import EXPORT_FORMATS, FORMATS, ExportFormat, check_format, export_format, export_model
     from .quantize import write_quantized_encoder
     from .sam import export_sam_decoder, export_sam_onnx
     from .wrappers import SamOnnxModel

@@ -17,6 +17,7 @@ from ..runtime.layout import DECODER_FILE, ENCODER_FILE, METADATA_FILE, check_qu
 from ..runtime.onnxruntime import onnxruntime_session
 from ..weights import sha256_file
 from .quantize import write_quantized_encoder
+from .sidecar import base_metadata
 from .wrappers import DecoderOnnxModel, EncoderOnnxModel
 
 logger = logging.getLogger(__name__)
@@ -88,21 +89,11 @@ def export_onnx(
         onnx.checker.check_model(str(path))
         _smoke_run(path, role)
     metadata = {
-        "model": model_name,
-        "weights": None if weights is None else {"file": Path(weights).name, "sha256": sha256_file(weights)},
+        **base_metadata(model, model_name, weights),
+        "format": "onnx",
         "opset": opset,
-        "image_size": side,
-        # What a client does before the encoder and after the decoder, so
-        # `OnnxPredictor` needs nothing but this folder.
-        "preprocessing": {
-            "pixel_mean": model.pixel_mean.flatten().tolist(),
-            "pixel_std": model.pixel_std.flatten().tolist(),
-            "image_format": model.image_format,
-            "mask_threshold": model.mask_threshold,
-        },
         "quantize": [],
         "files": {role: {"file": path.name, "sha256": sha256_file(path)} for role, path in paths.items()},
-        "torch": torch.__version__,
         "onnx": onnx.__version__,
     }
     paths["metadata"] = write_text_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")

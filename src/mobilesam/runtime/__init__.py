@@ -1,8 +1,9 @@
-"""Torch-free inference over the graphs of `mobilesam export`: onnxruntime or OpenVINO, numpy and Pillow.
+"""Torch-free inference over the graphs of `mobilesam export`, in any runtime of the `RUNTIMES` table, on numpy and Pillow.
 
-`OnnxPredictor` gives `SamPredictor`'s interface on numpy arrays; `open_sessions`
-loads an export folder in the runtime and precision a graph backend's name
-stands for ("onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8").
+`OnnxPredictor` gives `SamPredictor`'s interface on numpy arrays over any export
+folder a runtime here runs; `open_export` loads one in a named runtime, and
+`open_sessions` in the runtime and precision a graph backend's name stands for
+("onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8").
 Names are imported on first use, so importing this package loads no runtime.
 """
 
@@ -26,6 +27,9 @@ _EXPORTS = {
     "OnnxRuntimeSessions": ".onnxruntime",
     "OpenVinoSessions": ".openvino",
     "OnnxPredictor": ".predictor",
+    "RUNTIMES": ".runtimes",
+    "Runtime": ".runtimes",
+    "open_export": ".runtimes",
     "GraphSessions": ".sessions",
     "onnx_points": ".sessions",
 }
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
     from .onnxruntime import OnnxRuntimeSessions
     from .openvino import OpenVinoSessions
     from .predictor import OnnxPredictor
+    from .runtimes import RUNTIMES, Runtime, open_export
     from .sessions import GraphSessions, onnx_points
 
 

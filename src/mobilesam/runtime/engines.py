@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..backends.specs import BACKEND_SPECS, backend_spec
 from ..home import home_dir
-from .layout import find_graphs
+from .runtimes import open_export
 from .sessions import GraphSessions
 
 GRAPH_BACKENDS = tuple(name for name, spec in BACKEND_SPECS.items() if spec.needs_export)
@@ -33,12 +33,7 @@ def open_sessions(folder: str | Path, backend: str = "onnx", *, threads: int | N
     spec = backend_spec(backend)
     if not spec.needs_export:
         raise ValueError(f"backend {backend!r} runs torch, not exported graphs; graph backends: {', '.join(GRAPH_BACKENDS)}")
-    graphs = find_graphs(folder, spec.quantize)
-    if spec.runtime == "onnxruntime":
-        from .onnxruntime import OnnxRuntimeSessions
-
-        return OnnxRuntimeSessions(graphs, threads=threads)
-    from .openvino import OpenVinoSessions
-
-    precision = "fp32" if spec.precision == "int8" else spec.precision
-    return OpenVinoSessions(graphs, precision=precision, threads=threads, cache_dir=openvino_cache_dir())
+    options: dict[str, object] = {}
+    if spec.runtime == "openvino":
+        options = {"precision": "fp32" if spec.precision == "int8" else spec.precision, "cache_dir": openvino_cache_dir()}
+    return open_export(folder, runtime=spec.runtime, variant=spec.quantize, threads=threads, **options)

@@ -26,10 +26,9 @@ class OnnxRuntimeSessions(GraphSessions):
         super().__init__(graphs)
         self.encoder = onnxruntime_session(graphs.encoder, threads=threads)
         self.decoder = onnxruntime_session(graphs.decoder, threads=threads)
-        self.mask_input_size = tuple(self.decoder.get_inputs()[3].shape[2:])
 
-    def _run_encoder(self, image: np.ndarray) -> np.ndarray:
-        (image_embeddings,) = self.encoder.run(None, {"image": image})
+    def _run_encoder(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        (image_embeddings,) = self.encoder.run(None, feeds)
         return image_embeddings
 
     def _run_decoder(self, feeds: dict[str, np.ndarray], outputs: tuple[str, ...]) -> list[np.ndarray]:

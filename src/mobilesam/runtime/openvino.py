@@ -55,12 +55,10 @@ class OpenVinoSessions(GraphSessions):
         encoder_precision = "fp32" if graphs.encoder.suffix == ".xml" else precision
         self.encoder = core.compile_model(graphs.encoder, "CPU", _config(encoder_precision, threads, cache_dir))
         self.decoder = core.compile_model(graphs.decoder, "CPU", _config("fp32", threads, cache_dir))
-        mask_input_shape = self.decoder.input("mask_input").get_partial_shape()  # (?, 1, 4H, 4W)
-        self.mask_input_size = (mask_input_shape[2].get_length(), mask_input_shape[3].get_length())
 
-    def _run_encoder(self, image: np.ndarray) -> np.ndarray:
+    def _run_encoder(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         # A request per call: OpenVINO's requests must not be shared between threads.
-        return self.encoder.create_infer_request().infer({"image": image})[0]
+        return self.encoder.create_infer_request().infer(feeds)[0]
 
     def _run_decoder(self, feeds: dict[str, np.ndarray], outputs: tuple[str, ...]) -> list[np.ndarray]:
         results = self.decoder.create_infer_request().infer(feeds)

@@ -1,4 +1,4 @@
-"""`OnnxPredictor`: `SamPredictor`'s interface over an export folder, on onnxruntime or OpenVINO and numpy.
+"""`OnnxPredictor`: `SamPredictor`'s interface over an export folder, in any runtime of `RUNTIMES`, on numpy.
 
 For deployments that should not load torch: importing torch alone costs
 about 530 MiB of memory here, more than the whole onnxruntime prediction.
@@ -16,9 +16,10 @@ from ..embedding import ImageEmbedding
 from ..image_state import CurrentImage
 from ..io.images import to_rgb_uint8
 from ..prompts import check_prompt, to_model_frame
-from ..transforms import ResizeLongestSide, normalize_and_pad
+from ..transforms import ResizeLongestSide
 from .engines import open_sessions
 from .layout import METADATA_FILE
+from .runtimes import open_export
 from .sessions import onnx_points
 
 
@@ -26,23 +27,39 @@ class OnnxPredictor(CurrentImage[np.ndarray]):
     """Embed an image once with the exported encoder, then predict masks from prompts with the exported decoder.
 
     The methods and return values are `SamPredictor`'s, on numpy arrays
-    (`set_image`, `embed`, `predict`, `features`, `set_embedding`, `reset_image`);
-    masks come out of the decoder graph already at the image's size.
+    (`set_image`, `embed`, `predict`, `features`, `set_embedding`, `reset_image`).
+    Any export folder a runtime here runs will do: ONNX, ExecuTorch, LiteRT, ncnn,
+    TorchScript (`runtime.RUNTIMES`).
 
     Args:
         onnx_dir: A folder written by `mobilesam export`.
-        backend: Which runtime and precision run the graphs: "onnx" (onnxruntime, fp32),
-            "onnx-int8", "openvino", "openvino-bf16", "openvino-int8" (`runtime.GRAPH_BACKENDS`).
+        backend: A graph backend's name for ONNX folders: "onnx" (onnxruntime, fp32), "onnx-int8",
+            "openvino", "openvino-bf16", "openvino-int8" (`runtime.GRAPH_BACKENDS`); None: `runtime`.
+        runtime: A runtime's name (`runtime.RUNTIMES`); None: the first that runs the folder's format.
+        variant: A reduced-precision encoder the folder holds ("int8", "fp16", ...), with `runtime`.
         threads: Intra-op threads; None lets the runtime choose (one per core).
 
     Raises:
         FileNotFoundError: Not an export folder, or a graph is missing.
-        ValueError: Not a graph backend, or a sidecar without the pre-processing constants.
-        ImportError: The backend's runtime is not installed.
+        ValueError: Not a graph backend or runtime, or a sidecar without the pre-processing constants.
+        ImportError: The runtime is not installed.
     """
 
-    def __init__(self, onnx_dir: str | Path, *, backend: str = "onnx", threads: int | None = None) -> None:
-        self.sessions = open_sessions(onnx_dir, backend, threads=threads)
+    def __init__(
+        self,
+        onnx_dir: str | Path,
+        *,
+        backend: str | None = None,
+        runtime: str | None = None,
+        variant: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if backend is not None:
+            if runtime is not None or variant is not None:
+                raise ValueError("give either a graph backend's name or a runtime (and variant), not both")
+            self.sessions = open_sessions(onnx_dir, backend, threads=threads)
+        else:
+            self.sessions = open_export(onnx_dir, runtime=runtime, variant=variant, threads=threads)
         metadata = self.sessions.metadata
         try:
             preprocessing = metadata["preprocessing"]
@@ -65,7 +82,7 @@ class OnnxPredictor(CurrentImage[np.ndarray]):
         if self.image_format == "BGR":
             rgb = rgb[..., ::-1]
         resized = self.transform.apply_image(np.ascontiguousarray(rgb))
-        features = self.sessions.embed(normalize_and_pad(resized, self.pixel_mean, self.pixel_std, self.img_size))
+        features = self.sessions.embed_resized(resized, self.pixel_mean, self.pixel_std)
         return ImageEmbedding(features, rgb.shape[:2], resized.shape[:2])
 
     def predict(
