@@ -36,7 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from reference import mobile_sam, paired_models, sync_reference
 
 # The client formats (sam, anylabeling) hold the onnx format's graphs: not timed again.
-TIMED_FORMATS = ("onnx", "openvino", "torchscript", "executorch", "tflite", "ncnn", "coreml")
+TIMED_FORMATS = ("onnx", "openvino", "torchscript", "ncnn", "coreml", "executorch", "tflite")
+# LiteRT's decoders hold one signature per point count, each converted on its own (~20 s at 1024):
+# the counts the protocol's prompts have (a click, a box: 2; two clicks, a box and a click: 3).
+FORMAT_OPTIONS = {"tflite": {"points": (2, 3)}}
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,7 +78,9 @@ def main() -> int:
                 if name == "onnx" and variant == "int8-static":
                     continue  # an OpenVINO IR: timed by benchmarks/encoder.py as openvino-int8
                 folder = Path(tmp) / f"{name}-{variant or 'fp32'}"
-                export_model(ours, folder, format=name, model_name=model_name(ours), quantize=variant)
+                export_model(
+                    ours, folder, format=name, model_name=model_name(ours), quantize=variant, **FORMAT_OPTIONS.get(name, {})
+                )
                 role = "encoder" if variant is None else f"encoder.{variant}"
                 sizes = f"{graph_mib(folder, role):.1f} | {graph_mib(folder, 'decoder'):.1f}"
                 label = f"{name} ({variant or 'fp32'})"

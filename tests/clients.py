@@ -48,7 +48,13 @@ def installed_client(name: str, requirements: list[str], *, own_venv: bool) -> P
         pytest.fail(f"could not install {name} ({' '.join(requirements)}): {install.stderr[-2000:]}")
     # A venv's python still finds its packages through the pyvenv.cfg beside it once renamed
     # (only its console scripts keep the scratch path, and none is used).
-    os.rename(scratch, home)
+    try:
+        os.rename(scratch, home)
+    except OSError:
+        # The other test worker installed it first: keep its copy.
+        if not home.is_dir():
+            raise
+        shutil.rmtree(scratch, ignore_errors=True)
     return home
 
 
