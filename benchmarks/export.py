@@ -29,7 +29,7 @@ from mobilesam.bench import export_agreement, machine_summary, median_seconds
 from mobilesam.export import FORMATS, export_model
 from mobilesam.fidelity import PROTOCOL, demo_prompts, protocol_images
 from mobilesam.registry import model_name
-from mobilesam.runtime.layout import read_metadata
+from mobilesam.runtime.layout import find_graphs
 from mobilesam.runtime.runtimes import runtime_for_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -51,9 +51,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def graph_mib(folder: Path, role: str) -> float:
-    """MiB of one graph of an export: its file (or package folder) and the weights file beside it (.bin)."""
-    path = folder / read_metadata(folder)["graphs"][role]["file"] if role else folder
+def graph_mib(path: Path) -> float:
+    """MiB of one graph: its file (or package folder) and the weights file beside it (.bin: OpenVINO, ncnn)."""
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path, path.with_suffix(".bin")]
     return sum(p.stat().st_size for p in set(files) if p.is_file()) / 2**20
 
@@ -81,8 +80,8 @@ def main() -> int:
                 export_model(
                     ours, folder, format=name, model_name=model_name(ours), quantize=variant, **FORMAT_OPTIONS.get(name, {})
                 )
-                role = "encoder" if variant is None else f"encoder.{variant}"
-                sizes = f"{graph_mib(folder, role):.1f} | {graph_mib(folder, 'decoder'):.1f}"
+                graphs = find_graphs(folder, variant)
+                sizes = f"{graph_mib(graphs.encoder):.1f} | {graph_mib(graphs.decoder):.1f}"
                 label = f"{name} ({variant or 'fp32'})"
                 if not runtime_for_format_here(name):
                     lines.append(f"| {label} | {sizes} | not run here | | | | | |")
