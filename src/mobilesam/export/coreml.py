@@ -37,6 +37,7 @@ from torch import nn
 
 from ..atomic import temporary_path
 from ..modeling import Sam
+from .check import check_against_eager
 from .mobile import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -44,12 +45,11 @@ from .mobile import (
     ENCODER_OUTPUTS,
     LowResDecoder,
     PixelEncoder,
-    _select_single,
+    decoder_inputs,
     example_inputs,
     mobile_graphs,
 )
 from .sidecar import write_phone_sidecar
-from .torchscript import check_against_eager, decoder_inputs
 
 FILES = {"encoder": "encoder.mlpackage", "decoder": "decoder.mlpackage", "decoder_single": "decoder_single.mlpackage"}
 DEPLOYMENT_TARGET = "iOS16"
@@ -64,31 +64,6 @@ BLOB_SENTINEL = 0xDEADBEEF
 
 # (name, shape) of a package's inputs or outputs; `POINTS` stands for the flexible point axis.
 Feature = tuple[str, tuple[int | str, ...]]
-
-
-class CountedSingleMaskDecoder(nn.Module):
-    """`LowResDecoder(single_mask=True)` with the point count summed from the labels, not read from their shape.
-
-    The same selection; coremltools' `torch.export` frontend has no `sym_float`,
-    which arithmetic on a dynamic shape becomes.
-    """
-
-    def __init__(self, model: Sam) -> None:
-        super().__init__()
-        self.decoder = LowResDecoder(model)
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        iou_predictions, low_res_masks = self.decoder(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
-        num_points = torch.ones_like(point_labels).sum(dim=1, keepdim=True)  # (B, 1), broadcast over the 4 tokens
-        low_res_masks, iou_predictions = _select_single(low_res_masks, iou_predictions, num_points)
-        return iou_predictions, low_res_masks
 
 
 def export_coreml(
@@ -138,7 +113,7 @@ def export_coreml(
         "encoder": (PixelEncoder(model), PixelEncoder(model), (image, image_size), [(image, image_size.flip(0))]),
         "decoder": (LowResDecoder(model), LowResDecoder(model), examples["decoder"], point_checks),
         "decoder_single": (
-            CountedSingleMaskDecoder(model),
+            LowResDecoder(model, single_mask=True),
             LowResDecoder(model, single_mask=True),
             examples["decoder"],
             point_checks,

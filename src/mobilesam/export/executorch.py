@@ -38,10 +38,17 @@ from ..io.samples import calibration_photos
 from ..modeling import Sam
 from ..runtime.layout import graph_entry
 from ..transforms import ResizeLongestSide, pad_pixels
-from .check import run_once
-from .mobile import ENCODER_INPUTS, ENCODER_OUTPUTS, LowResDecoder, PixelEncoder, example_inputs, mobile_graphs
+from .check import check_against_eager, run_once
+from .mobile import (
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    LowResDecoder,
+    PixelEncoder,
+    decoder_inputs,
+    example_inputs,
+    mobile_graphs,
+)
 from .sidecar import write_phone_sidecar
-from .torchscript import check_against_eager, decoder_inputs
 
 FILES = {
     "encoder": "encoder.pte",
@@ -101,7 +108,7 @@ def export_executorch(
     paths = {"encoder": write_bytes_atomic(out / FILES["encoder"], lower(_export(encoder, examples["encoder"])))}
     for role, single in (("decoder", False), ("decoder_single", True)):
         decoder = LowResDecoder(model, single_mask=single).eval()
-        program = lower(_export(decoder, examples["decoder"], dynamic_points=True), check_ir=not single)
+        program = lower(_export(decoder, examples["decoder"], dynamic_points=True))
         _check_decoder(decoder, program, examples["decoder"][0])
         paths[role] = write_bytes_atomic(out / FILES[role], program)
     graphs = mobile_graphs(FILES["encoder"], FILES["decoder"], FILES["decoder_single"], batch=1)
@@ -122,13 +129,10 @@ def export_executorch(
     return paths
 
 
-def lower(program: torch.export.ExportedProgram, *, check_ir: bool = True, delegate_pads: bool = True) -> bytes:
+def lower(program: torch.export.ExportedProgram, *, delegate_pads: bool = True) -> bytes:
     """`program` lowered to ExecuTorch with the XNNPACK partitioner: the bytes of a .pte file.
 
     Args:
-        check_ir: Verify the edge program. Off for the single-mask decoder: its mask choice
-            reads N as a number (`torch.sym_float`), which the edge verifier of executorch 1.5
-            rejects although `to_executorch` turns it into ExecuTorch's own `sym_float` op.
         delegate_pads: Let XNNPACK run constant pads. Off for int8 programs: executorch 1.5
             turns a pad of a dequantised tensor into an int8 pad that XNNPACK then refuses at
             load time ("Failed to create StaticConstantPad node"); those pads run in
@@ -137,13 +141,12 @@ def lower(program: torch.export.ExportedProgram, *, check_ir: bool = True, deleg
     from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
     from executorch.backends.xnnpack.partition.config.generic_node_configs import ConstantPadConfig
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+    from executorch.exir import to_edge_transform_and_lower
 
     configs = [config for config in ALL_PARTITIONER_CONFIGS if delegate_pads or config is not ConstantPadConfig]
     edge = to_edge_transform_and_lower(
         program,
         partitioner=[XnnpackPartitioner(configs=configs)],
-        compile_config=EdgeCompileConfig(_check_ir_validity=check_ir),
     )
     return edge.to_executorch().buffer
 
@@ -201,7 +204,7 @@ def _check_decoder(decoder: nn.Module, program: bytes, embedding: torch.Tensor) 
     """Run the lowered `program` in ExecuTorch on 1 and 5 points and compare with eager `decoder`.
 
     Raises:
-        RuntimeError: The outputs differ (`torchscript.check_against_eager`).
+        RuntimeError: The outputs differ (`check.check_against_eager`).
     """
     from executorch.runtime import Runtime
 

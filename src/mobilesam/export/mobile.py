@@ -90,6 +90,9 @@ class LowResDecoder(nn.Module):
         super().__init__()
         self.model = model
         self.single_mask = single_mask
+        first_token = torch.zeros(1, model.mask_decoder.num_mask_tokens)
+        first_token[0, 0] = 1.0
+        self.register_buffer("first_token", first_token, persistent=False)
 
     def forward(
         self,
@@ -110,21 +113,25 @@ class LowResDecoder(nn.Module):
             image_embeddings, prompt_encoder.get_dense_pe(), sparse_embeddings, dense_embeddings
         )
         if self.single_mask:
-            low_res_masks, iou_predictions = _select_single(low_res_masks, iou_predictions, point_labels.shape[1])
+            low_res_masks, iou_predictions = self._select_single(low_res_masks, iou_predictions, point_labels)
         return iou_predictions, low_res_masks
 
+    def _select_single(
+        self, low_res_masks: torch.Tensor, iou_predictions: torch.Tensor, point_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's `select_masks`: token 0 when there are more than 2 points (padding included), else the best multimask one.
 
-def _select_single(
-    low_res_masks: torch.Tensor, iou_predictions: torch.Tensor, num_points: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM's `select_masks`: token 0 when there are more than 2 points (padding included), else the best multimask token."""
-    reweight = torch.zeros_like(iou_predictions)
-    reweight[:, 0] = 1000.0
-    scores = iou_predictions + (num_points - 2.5) * reweight
-    chosen = (scores == scores.max(dim=1, keepdim=True).values).to(scores.dtype)  # (B, 4), one-hot but for exact ties
-    chosen = chosen / chosen.sum(dim=1, keepdim=True)
-    masks = (low_res_masks * chosen[..., None, None]).sum(dim=1, keepdim=True)
-    return masks, (iou_predictions * chosen).sum(dim=1, keepdim=True)
+        N is summed from the labels and the best token found with `floor`, not read
+        from a shape or compared: converters without symbolic floats (Core ML, the
+        ExecuTorch verifier) or comparison layers (ncnn) take the same graph.
+        """
+        num_points = (point_labels * 0.0 + 1.0).sum(dim=1, keepdim=True)  # (B, 1)
+        scores = iou_predictions + (num_points - 2.5) * 1000.0 * self.first_token
+        # floor(d) is 0 for d = 0 and at most -1 below it: 1 where a score is its row's max, else 0 (ties: all).
+        chosen = 1.0 + torch.clamp(torch.floor(scores - scores.max(dim=1, keepdim=True).values), -1.0, 0.0)
+        chosen = chosen / chosen.sum(dim=1, keepdim=True)
+        masks = (low_res_masks * chosen[..., None, None]).sum(dim=1, keepdim=True)
+        return masks, (iou_predictions * chosen).sum(dim=1, keepdim=True)
 
 
 def example_inputs(model: Sam, num_points: int = 2) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -140,6 +147,22 @@ def example_inputs(model: Sam, num_points: int = 2) -> dict[str, tuple[torch.Ten
     mask_input = torch.zeros(1, 1, 4 * embedding_size, 4 * embedding_size)
     decoder = (embeddings, coords, labels, mask_input, torch.zeros(1))
     return {"encoder": (image, image_size), "decoder": decoder}
+
+
+def decoder_inputs(embedding: torch.Tensor, batch: int, points: int, *, seed: int, with_mask: bool) -> tuple[torch.Tensor, ...]:
+    """`LowResDecoder` inputs for `batch` prompts of `points` points each, to check a captured decoder with.
+
+    Labels cycle through every kind (a box's corners first); coordinates and
+    the mask input are seeded random.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    side = 16 * embedding.shape[-1]
+    coords = torch.rand(batch, points, 2, generator=generator) * side
+    labels = torch.tensor([2.0, 3.0, 1.0, 0.0, -1.0]).repeat(points // 5 + 1)[:points].expand(batch, -1).contiguous()
+    mask_side = 4 * embedding.shape[-1]
+    mask_input = torch.randn(batch, 1, mask_side, mask_side, generator=generator)
+    has_mask_input = torch.tensor([1.0 if with_mask else 0.0])
+    return embedding, coords, labels, mask_input, has_mask_input
 
 
 def mobile_graphs(encoder_file: str, decoder_file: str, single_file: str | None = None, *, batch: int | None = None) -> dict:

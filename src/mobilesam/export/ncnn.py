@@ -1,15 +1,10 @@
 """The `ncnn` export format: the phone graphs (`export.mobile`) as ncnn .param/.bin pairs, converted by pnnx.
 
 pnnx reads a TorchScript trace and writes ncnn's files. An ncnn Mat has at
-most four axes and no batch axis, so two graphs get ncnn-friendly twins here
-with the same arithmetic:
-
-- the encoder's window attention splits windows with 6-D reshapes that ncnn
-  cannot hold; the model family's `four_axis_encoder` (TinyViT's:
-  `mobilesam.four_axis_encoder`) keeps a leading 1 and at most four more axes;
-- the single-mask decoder's `select_masks` rule uses a size, `==` and an
-  in-place fill, which ncnn has no layers for; `NcnnSingleMaskDecoder` counts
-  the points and finds the best mask with arithmetic and `floor`.
+most four axes and no batch axis, so the encoder gets an ncnn-friendly twin with the same arithmetic: its window
+attention splits windows with 6-D reshapes that ncnn cannot hold, and the model
+family's `four_axis_encoder` (TinyViT's: `mobilesam.four_axis_encoder`) keeps a
+leading 1 and at most four more axes.
 
 The decoders take any number of points N (pnnx is given two N; ncnn runs
 any). Weights stay fp32 (pnnx's `fp16=0`).
@@ -64,32 +59,6 @@ def ncnn_pixel_encoder(model: Sam) -> PixelEncoder:
     return encoder
 
 
-class NcnnSingleMaskDecoder(nn.Module):
-    """`LowResDecoder(model, single_mask=True)`'s outputs without sizes, comparisons or fills: the same choice, as arithmetic."""
-
-    def __init__(self, model: Sam) -> None:
-        super().__init__()
-        self.decoder = LowResDecoder(model)
-        self.register_buffer("first_token", torch.tensor([[1.0, 0.0, 0.0, 0.0]]), False)
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        iou_predictions, low_res_masks = self.decoder(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
-        num_points = (point_labels * 0.0 + 1.0).sum(dim=1, keepdim=True)  # (B, 1): N as data, not as a shape
-        scores = iou_predictions + (num_points - 2.5) * 1000.0 * self.first_token
-        # floor(d) is 0 for d = 0 and at most -1 below it: 1 where a score is its row's max, else 0 (ties: all).
-        chosen = 1.0 + torch.clamp(torch.floor(scores - scores.max(dim=1, keepdim=True).values), -1.0, 0.0)
-        chosen = chosen / chosen.sum(dim=1, keepdim=True)
-        masks = (low_res_masks * chosen[..., None, None]).sum(dim=1, keepdim=True)
-        return (iou_predictions * chosen).sum(dim=1, keepdim=True), masks
-
-
 def export_ncnn(
     model: Sam, out: str | Path, *, model_name: str, weights: str | Path | None = None, quantize: None = None
 ) -> dict[str, Path]:
@@ -127,7 +96,7 @@ def export_ncnn(
     modules = {
         "encoder": (ncnn_pixel_encoder(model), examples["encoder"], None),
         "decoder": (LowResDecoder(prompt_half), examples["decoder"], wider["decoder"]),
-        "decoder_single": (NcnnSingleMaskDecoder(prompt_half), examples["decoder"], wider["decoder"]),
+        "decoder_single": (LowResDecoder(prompt_half, single_mask=True), examples["decoder"], wider["decoder"]),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

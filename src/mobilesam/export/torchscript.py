@@ -12,22 +12,19 @@ other batch sizes and point counts before it is saved.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..atomic import atomic_path
 from ..modeling import Sam
-from .check import run_once
-from .mobile import LowResDecoder, PixelEncoder, example_inputs, mobile_graphs
+from .check import check_against_eager, run_once
+from .mobile import LowResDecoder, PixelEncoder, decoder_inputs, example_inputs, mobile_graphs
 from .sidecar import write_phone_sidecar
 
 FILES = {"encoder": "encoder.pt", "decoder": "decoder.pt", "decoder_single": "decoder_single.pt"}
-# A trace that drifts further than this from eager torch (relative to the output's scale) took a wrong branch.
-TRACE_TOLERANCE = 1e-4
 
 
 def export_torchscript(
@@ -93,22 +90,6 @@ def export_torchscript(
     return paths
 
 
-def decoder_inputs(embedding: torch.Tensor, batch: int, points: int, *, seed: int, with_mask: bool) -> tuple[torch.Tensor, ...]:
-    """`LowResDecoder` inputs for `batch` prompts of `points` points each, to check a captured decoder with.
-
-    Labels cycle through every kind (a box's corners first); coordinates and
-    the mask input are seeded random.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    side = 16 * embedding.shape[-1]
-    coords = torch.rand(batch, points, 2, generator=generator) * side
-    labels = torch.tensor([2.0, 3.0, 1.0, 0.0, -1.0]).repeat(points // 5 + 1)[:points].expand(batch, -1).contiguous()
-    mask_side = 4 * embedding.shape[-1]
-    mask_input = torch.randn(batch, 1, mask_side, mask_side, generator=generator)
-    has_mask_input = torch.tensor([1.0 if with_mask else 0.0])
-    return embedding, coords, labels, mask_input, has_mask_input
-
-
 def _trace(
     module: nn.Module, example: tuple[torch.Tensor, ...], checks: Sequence[tuple[torch.Tensor, ...]]
 ) -> torch.jit.ScriptModule:
@@ -126,26 +107,6 @@ def _trace(
         frozen = torch.jit.freeze(torch.jit.trace(module, example, check_trace=False).eval())
     check_against_eager(module, frozen, checks)
     return frozen
-
-
-def check_against_eager(reference: nn.Module, candidate: Callable[..., Any], checks: Sequence[tuple[torch.Tensor, ...]]) -> None:
-    """Check that a captured graph (`candidate`) gives `reference`'s outputs on each of `checks`.
-
-    Raises:
-        RuntimeError: An output's shape differs, or a value by more than `TRACE_TOLERANCE` of the output's scale.
-    """
-    with torch.inference_mode():
-        for inputs in checks:
-            expected, captured = _as_tuple(reference(*inputs)), _as_tuple(candidate(*inputs))
-            for want, got in zip(expected, captured, strict=True):
-                scale = float(want.abs().max()) or 1.0
-                if want.shape != got.shape or float((want - got).abs().max()) > TRACE_TOLERANCE * scale:
-                    shapes = [tuple(x.shape) for x in inputs]
-                    raise RuntimeError(f"the captured {type(reference).__name__} departs from eager torch on inputs {shapes}")
-
-
-def _as_tuple(outputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
 
 
 def _save(module: torch.jit.ScriptModule, path: Path) -> None:
