@@ -159,7 +159,7 @@ def test_sam_format_refuses_a_mobilesam_folder(small, tmp_path):
 
 
 def test_unknown_format_is_a_clear_error(small, tmp_path):
-    known = "onnx, sam, anylabeling, openvino, executorch, tflite, coreml, ncnn, torchscript"
+    known = "onnx, sam, anylabeling, openvino, executorch, tflite, coreml, ncnn, torchscript, web"
     with pytest.raises(ValueError, match=f"unknown export format 'onnx2'; known: {known}"):
         export_model(small[0], tmp_path, format="onnx2", model_name="vit_t")
     result = CliRunner().invoke(app, ["export", "-m", "vit_t", "--format", "onnx2", "-o", str(tmp_path / "x")])

@@ -343,7 +343,8 @@ class SAM:
 
         Args:
             format: Ultralytics' format names: "onnx", "openvino", "torchscript", "executorch", "tflite",
-                "coreml", "ncnn"; and the clients' "sam", "anylabeling" (`mobilesam.export.FORMATS`).
+                "coreml", "ncnn"; the clients' "sam", "anylabeling"; "web", the page as static files
+                (`mobilesam.export.FORMATS`).
             half: Also write an fp16 encoder (tflite); Core ML programs compute in fp16 already.
             int8: Also write an int8 encoder (onnx, executorch, tflite).
             out: The folder (or zip) to write; default: the format's (`ExportFormat.out`).

@@ -28,7 +28,8 @@ def export(
         help="onnx (alias mobilesam): encoder.onnx, four-mask decoder.onnx, metadata.json (OnnxPredictor, --backend onnx); "
         "sam: SAM's single-mask decoder contract (segment_anything's ONNX example); "
         "anylabeling: a zip for AnyLabeling, X-AnyLabeling and samexporter; openvino: OpenVINO IR; "
-        "phone runtimes: executorch (.pte, XNNPACK), tflite (LiteRT), coreml (.mlpackage), ncnn; torchscript.",
+        "phone runtimes: executorch (.pte, XNNPACK), tflite (LiteRT), coreml (.mlpackage), ncnn; torchscript; "
+        "web: the click-to-segment page as static files, running both graphs in the browser (onnxruntime-web).",
     ),
     quantize: str | None = typer.Option(
         None,

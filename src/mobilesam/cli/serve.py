@@ -67,6 +67,12 @@ def serve(
         file_okay=False,
         help="Folder of task images given as paths or Label Studio local files (/data/local-files/?d=...).",
     ),
+    in_page_decoding: bool = typer.Option(
+        True,
+        "--in-page-decoding/--no-in-page-decoding",
+        help="Let the page decode clicks in the browser (it fetches the decoder graph and each image's embedding); "
+        "off: every click is a request to /segment.",
+    ),
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     backend: str = BACKEND_OPTION,
@@ -93,6 +99,7 @@ def serve(
             worker_threads=workers,
             api_key=api_key,
             cors_origins=tuple(cors_origin),
+            in_page_decoding=in_page_decoding,
         )
         label_studio = LabelStudioOptions(label_studio_url, label_studio_api_key, label_studio_files)
     except ValueError as err:

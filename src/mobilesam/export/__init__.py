@@ -22,6 +22,7 @@ _EXPORTS = {
     "export_onnx": ".exporter",
     "export_sam_decoder": ".sam",
     "export_sam_onnx": ".sam",
+    "export_web": ".web",
     "cached_export": ".cache",
     "weights_digest": ".cache",
     "write_quantized_encoder": ".quantize",
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .formats import EXPORT_FORMATS, FORMATS, ExportFormat, check_format, export_format, export_model
     from .quantize import write_quantized_encoder
     from .sam import export_sam_decoder, export_sam_onnx
+    from .web import export_web
     from .wrappers import SamOnnxModel
 
 

@@ -78,6 +78,9 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat("torchscript", "folder: traced, frozen TorchScript encoder.pt, decoder.pt, decoder_single.pt, metadata.json "
                      "(torch.jit.load, LibTorch)",
                      "torchscript", "export_torchscript", "mobilesam_{model}_torchscript", ""),
+        ExportFormat("web", "folder: the click-to-segment page as static files that segment in the browser (onnxruntime-web): "
+                     "index.html, static/, models/ (the onnx format with its int8 encoder), web.json",
+                     "web", "export_web", "mobilesam_{model}_web", "onnx"),
     )
 }  # fmt: skip
 # Older names: "mobilesam" is the ONNX folder's first name.

@@ -2,6 +2,8 @@
 
 Each route parses its request, calls one service method and returns its
 answer; a `ServiceError` becomes an HTTP error in one exception handler.
+Every response makes the page cross-origin isolated, which the WebAssembly
+threads of its in-page decoder need.
 """
 
 from __future__ import annotations
@@ -9,19 +11,21 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import mimetypes
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import MutableHeaders, UploadFile
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..backends import Backend
 from ..modeling import Sam
@@ -43,7 +47,7 @@ from .schemas import (
     SegmentRequest,
     SegmentResponse,
 )
-from .service import SegmentationService, ServeSettings
+from .service import EmbeddingDtype, SegmentationService, ServeSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Every error status the API answers, each with the one error body; routes list theirs.
@@ -56,6 +60,24 @@ _ERRORS = {
     422: "The request does not fit the schema, or the prompt does not fit the image or the model",
     503: "The work queue is full: retry after the Retry-After header's seconds",
 }
+# The browser revalidates what it cached (If-None-Match) and may keep it only for this user.
+_CACHE_CONTROL = "private, no-cache"
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_NOT_MODIFIED = {"description": "Not modified: the If-None-Match header named the current ETag; use the cached copy"}
+_CACHE_HEADERS = {
+    "ETag": {"description": "Entity tag of this answer; send it back in If-None-Match.", "schema": {"type": "string"}},
+    "Cache-Control": {"description": f"`{_CACHE_CONTROL}`: cache, and revalidate before each use.", "schema": {"type": "string"}},
+}
+# What the embedding route's headers say, and the page reads (exposed to other origins under CORS).
+_EMBEDDING_HEADERS = {
+    "X-Embedding-Shape": "(1, C, h, w), comma-separated: 1,256,64,64 for SAM's 1024 input",
+    "X-Embedding-Dtype": "float16 or float32, as asked",
+    "X-Original-Size": "H,W of the uploaded image",
+    "X-Input-Size": "h,w of the image resized for the model, before padding (prompt coordinates scale by h/H, w/W)",
+}
+# Served with these types whatever the host's MIME database says: browsers compile
+# WebAssembly as it streams only from application/wasm, and load modules only as JavaScript.
+_MEDIA_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript"}
 # Room for base64 (4/3) and multipart headers around a file of max_upload_bytes.
 _BODY_OVERHEAD = 64 * 1024
 
@@ -80,6 +102,8 @@ def create_app(
     """
     service = SegmentationService(model, settings, backend)
     settings = service.settings
+    for suffix, media_type in _MEDIA_TYPES.items():
+        mimetypes.add_type(media_type, suffix)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -96,11 +120,16 @@ def create_app(
     app.state.settings, app.state.worker, app.state.cache, app.state.model = settings, service.worker, service.cache, model
     app.add_exception_handler(ServiceError, _error_response)
     app.add_exception_handler(RequestValidationError, _validation_error_response)
+    app.add_middleware(CrossOriginIsolation)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=[*_EMBEDDING_HEADERS, "ETag"],
         )
 
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -124,13 +153,19 @@ def create_app(
     label_studio_backend = LabelStudioBackend(service, label_studio)
     ls_auth = [Depends(check_label_studio_key)] if settings.api_key is not None else []
 
-    def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-        """The OpenAPI `responses` of a /v1 route: its error statuses, and 401 where a key is required."""
+    def errors(*statuses: int, described: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+        """The OpenAPI `responses` of a /v1 route: its error statuses, and 401 where a key is required.
+
+        `described` says what a status means on this route, where that is not the usual meaning.
+        """
         listed = (*statuses, 401) if settings.api_key is not None else statuses
-        return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in sorted(listed)}
+        descriptions = {**_ERRORS, **(described or {})}
+        return {status: {"model": ErrorBody, "description": descriptions[status]} for status in sorted(listed)}
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
+        # The page will ask for the decoder graph: its export (seconds, once per weights) starts now.
+        service.prepare_decoder()
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -200,6 +235,84 @@ def create_app(
         """Segment everything: a grid of point prompts, filtered and de-duplicated (COCO RLE masks)."""
         return await service.everything(image_id, body)
 
+    @app.get(
+        "/v1/images/{image_id}/embedding",
+        summary="Image embedding",
+        response_class=Response,
+        tags=["in-page decoding"],
+        dependencies=v1,
+        responses={
+            200: {
+                "description": "The embedding's raw little-endian values in C order",
+                "content": _BINARY,
+                "headers": {
+                    **{name: {"description": text, "schema": {"type": "string"}} for name, text in _EMBEDDING_HEADERS.items()},
+                    **_CACHE_HEADERS,
+                },
+            },
+            304: _NOT_MODIFIED,
+            **errors(404, 422),
+        },
+    )
+    async def embedding(
+        request: Request,
+        image_id: str,
+        dtype: EmbeddingDtype = Query("float16", description="What the values are sent as (float16: half the bytes)."),
+    ) -> Response:
+        """The image's embedding, for decoding prompts in the page (with the graph of /v1/decoder.onnx).
+
+        The body is the (1, C, h, w) values; the headers give the shape, the dtype
+        and the two sizes that map prompt coordinates into the model's frame.
+        Send the ETag back in If-None-Match to get 304 while it is unchanged.
+        """
+        payload = await service.embedding(image_id, dtype)
+        headers = {
+            "X-Embedding-Shape": ",".join(str(n) for n in payload.shape),
+            "X-Embedding-Dtype": payload.dtype,
+            "X-Original-Size": ",".join(str(n) for n in payload.original_size),
+            "X-Input-Size": ",".join(str(n) for n in payload.input_size),
+            "ETag": payload.etag,
+            "Cache-Control": _CACHE_CONTROL,
+        }
+        if _etag_matches(request.headers.get("if-none-match"), payload.etag):
+            return Response(status_code=304, headers=headers)
+        data = await run_in_threadpool(payload.to_bytes)
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    @app.get(
+        "/v1/decoder.onnx",
+        summary="Decoder graph (ONNX)",
+        response_class=Response,
+        tags=["in-page decoding"],
+        dependencies=v1,
+        responses={
+            200: {"description": "The decoder graph (ONNX)", "content": _BINARY, "headers": _CACHE_HEADERS},
+            304: _NOT_MODIFIED,
+            **errors(
+                404,
+                503,
+                described={
+                    404: "In-page decoding is off (mobilesam serve --no-in-page-decoding)",
+                    503: "The decoder graph could not be exported (the detail says why, e.g. onnx is not installed)",
+                },
+            ),
+        },
+    )
+    async def decoder_graph(request: Request) -> Response:
+        """The served model's mask decoder as an ONNX graph, for decoding prompts in the page (onnxruntime-web).
+
+        SAM's ONNX decoder contract: inputs image_embeddings (1, 256, 64, 64), point_coords (B, N, 2)
+        and point_labels (B, N) in the model's frame, mask_input (B, 1, 256, 256), has_mask_input (1,),
+        orig_im_size (2,), all float32; outputs masks (B, 4, H, W) logits, iou_predictions (B, 4) and
+        low_res_masks. Exported once per weights (later runs reuse it), from when the page loads; the first
+        request may wait for it. Send the ETag back in If-None-Match to get 304 while it is unchanged.
+        """
+        graph = await service.decoder()
+        headers = {"ETag": graph.etag, "Cache-Control": _CACHE_CONTROL}
+        if _etag_matches(request.headers.get("if-none-match"), graph.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(graph.data, media_type="application/octet-stream", headers=headers)
+
     @app.get("/health", response_model=LabelStudioHealth, tags=["label studio"])
     async def label_studio_health() -> LabelStudioHealth:
         """Label Studio's health check of a connected model."""
@@ -228,6 +341,41 @@ def create_app(
         return await label_studio_backend.predict(body)
 
     return app
+
+
+class CrossOriginIsolation:
+    """ASGI middleware: every response but the API docs isolates the page from other origins (COOP and COEP).
+
+    Browsers share memory between WebAssembly threads only on a cross-origin
+    isolated page; the page's in-page decoder (onnxruntime-web) runs on them.
+    FastAPI's /docs and /redoc load their scripts from a CDN, which COEP could block.
+    """
+
+    def __init__(self, app: ASGIApp, exempt: tuple[str, ...] = ("/docs", "/redoc")) -> None:
+        self.app = app
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_isolated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Cross-Origin-Opener-Policy"] = "same-origin"
+                headers["Cross-Origin-Embedder-Policy"] = "require-corp"
+            await send(message)
+
+        await self.app(scope, receive, send_isolated)
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (weak comparison, as RFC 9110 asks of it) or is `*`."""
+    if not if_none_match:
+        return False
+    sent = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in sent or etag in sent
 
 
 async def _error_response(request: Request, err: ServiceError) -> JSONResponse:

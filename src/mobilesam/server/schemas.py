@@ -161,6 +161,10 @@ class Health(BaseModel):
     everything_waiting: int = Field(
         description="Segment-everything requests waiting on their own lane (clicks never wait for them)."
     )
+    in_page_decoding: bool = Field(
+        description="The page decodes clicks in the browser (GET /v1/decoder.onnx and /v1/images/{image_id}/embedding); "
+        "false when the service runs with --no-in-page-decoding or the decoder graph could not be exported."
+    )
 
 
 class LabelStudioSetup(BaseModel):

@@ -3,8 +3,10 @@
 Model work runs on a `ModelWorker` (bounded queue, `ServiceBusy` when full);
 image embeddings live in a byte-bounded `SingleFlightLRU` keyed by a hash of
 the decoded pixels, so the same image is embedded once however often, and
-however concurrently, it is uploaded. Nothing here knows HTTP: each
-`ServiceError` carries the status code the routes answer with.
+however concurrently, it is uploaded. For in-page decoding the service also
+hands out an image's embedding and the model's decoder graph, so the page
+decodes clicks itself. Nothing here knows HTTP: each `ServiceError` carries
+the status code the routes answer with.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +27,7 @@ import torch
 from ..automatic import SamAutomaticMaskGenerator
 from ..backends import Backend, make_backend
 from ..embedding import ImageEmbedding
+from ..export.cache import weights_digest
 from ..io.images import DEFAULT_MAX_PIXELS, pixels_digest
 from ..modeling import Sam, count_parameters
 from ..predictor import SamPredictor
@@ -32,6 +36,7 @@ from ..results import Results
 from ..segment import segment_prompts
 from .cache import SingleFlightLRU
 from .codec import decode_image, everything_masks, request_prompt, segment_masks
+from .decoder_graph import DecoderGraph, DecoderGraphExport, DecoderUnavailable, InPageDecodingOff
 from .errors import ImageNotFound, InvalidRequest, PayloadTooLarge, ServiceBusy, UnsupportedMedia
 from .schemas import (
     EverythingRequest,
@@ -48,6 +53,8 @@ from .worker import ModelWorker, WorkerBusy
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+EmbeddingDtype = Literal["float16", "float32"]
 
 _MIB = 2**20
 
@@ -67,6 +74,10 @@ class ServeSettings:
         retry_after_s: Seconds a client is told to wait when the queue is full.
         api_key: If set, /v1 requests need it in the X-API-Key header.
         cors_origins: Origins allowed to call the API from a browser; none by default.
+        in_page_decoding: Serve the decoder graph (GET /v1/decoder.onnx), so the page decodes clicks
+            in the browser on the image's embedding (GET /v1/images/{id}/embedding) without a
+            request per click. The graph is exported once per weights (later runs reuse it), in the
+            background from when the page loads. Off: the page sends every click to /segment.
     """
 
     model_name: str = "vit_t"
@@ -79,6 +90,7 @@ class ServeSettings:
     retry_after_s: int = 1
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
+    in_page_decoding: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "queue_size", "worker_threads", "retry_after_s"):
@@ -104,6 +116,34 @@ class CachedImage:
     @property
     def nbytes(self) -> int:
         return self.embedding.nbytes + self.pixels.nbytes
+
+
+@dataclass(frozen=True)
+class EmbeddingPayload:
+    """An image's embedding as the embedding route sends it: raw little-endian C-order values.
+
+    Attributes:
+        features: (1, C, h, w) on the model's device.
+        dtype: What the values are sent as.
+        original_size: (H, W) of the image.
+        input_size: (h, w) of the image resized for the model, before padding.
+        etag: Quoted entity tag; it changes with the weights, the backend, the image and the dtype.
+    """
+
+    features: torch.Tensor
+    dtype: EmbeddingDtype
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    etag: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape)
+
+    def to_bytes(self) -> bytes:
+        """The values, converted (from the model's device and dtype) to little-endian `dtype`, in C order."""
+        values = self.features.detach().to("cpu", torch.float32).numpy()
+        return np.ascontiguousarray(values, dtype="<f2" if self.dtype == "float16" else "<f4").tobytes()
 
 
 def image_key(rgb: np.ndarray) -> str:
@@ -136,11 +176,23 @@ class SegmentationService:
         # and uploads queued behind it (they share the cores meanwhile, and stay interactive).
         self.everything_worker = ModelWorker(self.settings.queue_size, 1)
         self.cache: SingleFlightLRU[CachedImage] = SingleFlightLRU(self.settings.cache_bytes, lambda image: image.nbytes)
+        self.decoder_graph = DecoderGraphExport(model)
+        self._version_lock = threading.Lock()
+        self._version: str | None = None
+
+    def prepare_decoder(self) -> None:
+        """Start exporting the decoder graph in the background (when in-page decoding is on), so it is ready when asked for.
+
+        The page calls for it as it loads: clients of the API alone never pay for the export.
+        """
+        if self.settings.in_page_decoding:
+            self.decoder_graph.start()
 
     def close(self) -> None:
-        """Finish the queued model work and stop the worker threads."""
+        """Finish the queued model work and the decoder graph's export, and stop the worker threads."""
         self.worker.close()
         self.everything_worker.close()
+        self.decoder_graph.join()
 
     def health(self) -> Health:
         """Liveness, with the state of the embedding cache and the work queue."""
@@ -158,6 +210,7 @@ class SegmentationService:
             queue_waiting=self.worker.waiting(),
             queue_size=self.worker.queue_size,
             everything_waiting=self.everything_worker.waiting(),
+            in_page_decoding=self.settings.in_page_decoding and not self.decoder_graph.failed(),
         )
 
     def models(self) -> ModelList:
@@ -264,6 +317,43 @@ class SegmentationService:
         return EverythingResponse(
             image_id=image_id, width=w, height=h, masks=everything_masks(records), milliseconds=_ms_since(started)
         )
+
+    async def embedding(self, image_id: str, dtype: EmbeddingDtype = "float16") -> EmbeddingPayload:
+        """A cached image's embedding, to send as raw values (convert it with `EmbeddingPayload.to_bytes`).
+
+        Raises:
+            ImageNotFound: The image is not in the cache.
+        """
+        image = self.image(image_id)
+        version = await asyncio.to_thread(self._model_version)
+        embedding = image.embedding
+        return EmbeddingPayload(
+            embedding.features, dtype, embedding.original_size, embedding.input_size, f'"{version}-{image_id}-{dtype}"'
+        )
+
+    async def decoder(self) -> DecoderGraph:
+        """The model's decoder graph (ONNX), waiting for its export if it is still running.
+
+        Raises:
+            InPageDecodingOff: The service was started with in-page decoding off.
+            DecoderUnavailable: The graph could not be exported.
+        """
+        if not self.settings.in_page_decoding:
+            raise InPageDecodingOff(
+                "in-page decoding is off (mobilesam serve --no-in-page-decoding): "
+                "send prompts to POST /v1/images/{image_id}/segment instead"
+            )
+        try:
+            return await asyncio.shield(asyncio.wrap_future(self.decoder_graph.start()))
+        except Exception as err:
+            raise DecoderUnavailable(f"the decoder graph could not be exported: {err}") from err
+
+    def _model_version(self) -> str:
+        """What embeddings of the same pixels differ by: the weights (their hash, computed once) and the backend."""
+        with self._version_lock:
+            if self._version is None:
+                self._version = f"{weights_digest(self.model)[:16]}-{self.backend.name}"
+            return self._version
 
     def _submit(self, fn: Callable[..., T], *args: Any, worker: ModelWorker | None = None) -> Future[T]:
         try:

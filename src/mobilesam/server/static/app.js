@@ -1,6 +1,9 @@
-// Click-to-segment page for `mobilesam serve`. Plain JS, no build step.
-// The image is uploaded once (the service caches its embedding); every click
-// sends all prompts of the current object to /segment and redraws its mask.
+// Click-to-segment page. Plain JS, no build step.
+// Served (`mobilesam serve`): the image is uploaded once (the service caches its
+// embedding); the page fetches the embedding and decodes every click, box and
+// hover in the browser (local.js), or, where that cannot load, sends the prompts
+// to /segment. Static (`mobilesam export --format web`): the page embeds the
+// image itself too, and no request leaves it once the model is loaded.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,6 +13,7 @@ const promptCanvas = $("prompt-canvas");
 const stage = $("stage");
 const statusLine = $("status");
 const DRAG_PIXELS = 5; // a press that moves less than this (on screen) is a click
+const STATIC = document.querySelector('meta[name="mobilesam-page"]').content === "static";
 const COLOURS = [
   [30, 144, 255], [255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85, 211],
   [0, 206, 209], [255, 140, 0], [220, 20, 60], [154, 205, 50], [100, 149, 237],
@@ -21,7 +25,28 @@ const state = {
   masks: [], // [{segmentation: {size, counts}, score, area, bbox}]
   mode: "object", // "object": masks of the clicked object; "everything": generator output
   request: 0, // id of the newest segment request; older answers are dropped
+  local: null, // {embedding, inputSize, originalSize}: the image as the page's decoder takes it
 };
+
+// What runs where, and how long it took, for the page's users and benchmarks/browser.py.
+const stats = {
+  decoding: null, // "page" or "service", once known
+  fallback: null, // why the page decodes on the service
+  modelBytes: 0, embeddingBytes: 0, embedMs: null,
+  clicks: [], // [{where, decodeMs, totalMs}]
+  hoverFrames: 0, hoverMs: [],
+};
+window.mobilesamStats = stats;
+
+// The page's graphs: {decoder, encoder (static page only), config (static page only)}.
+const page = { decoder: null, encoder: null, config: null, ready: null };
+// One decoder run at a time: onnxruntime-web runs a session's calls one after another anyway.
+let decoderQueue = Promise.resolve();
+function onDecoder(job) {
+  const run = decoderQueue.then(job);
+  decoderQueue = run.catch(() => {});
+  return run;
+}
 
 function setStatus(text, kind = "ready") {
   statusLine.textContent = text;
@@ -64,7 +89,7 @@ async function openFile(file) {
     setStatus(`The browser cannot read ${file.name}`, "error");
     return;
   }
-  Object.assign(state, { file, name: file.name.replace(/\.[^.]+$/, "") || "image", imageId: null });
+  Object.assign(state, { file, name: file.name.replace(/\.[^.]+$/, "") || "image", imageId: null, local: null });
   for (const canvas of [imageCanvas, maskCanvas, promptCanvas]) {
     canvas.width = bitmap.width;
     canvas.height = bitmap.height;
@@ -72,7 +97,12 @@ async function openFile(file) {
   imageCanvas.getContext("2d").drawImage(bitmap, 0, 0);
   stage.classList.remove("empty");
   resetPrompts();
-  await upload();
+  if (STATIC) {
+    await page.ready;
+    if (page.encoder) await embedInPage();
+  } else {
+    await upload();
+  }
 }
 
 async function upload() {
@@ -80,18 +110,54 @@ async function upload() {
   const form = new FormData();
   form.append("file", state.file, state.file.name);
   try {
-    const info = await api("/v1/images", { method: "POST", body: form });
-    Object.assign(state, { imageId: info.image_id, width: info.width, height: info.height });
-    setStatus(`Ready: ${info.width}×${info.height}, embedding ${info.cached ? "cached" : "computed"} in ${info.milliseconds.toFixed(0)} ms. Click on an object.`);
+    const info = await api("v1/images", { method: "POST", body: form });
+    Object.assign(state, { imageId: info.image_id, width: info.width, height: info.height, local: null });
+    await page.ready;
+    if (page.decoder) await fetchEmbedding();
+    const where = state.local ? "clicks decoded in the page" : "clicks decoded by the service";
+    setStatus(`Ready: ${info.width}×${info.height}, embedding ${info.cached ? "cached" : "computed"} in ${info.milliseconds.toFixed(0)} ms; ${where}. Click on an object.`);
     updateButtons();
   } catch (error) {
     setStatus(`Upload failed: ${error.message}`, "error");
   }
 }
 
+async function fetchEmbedding() {
+  try {
+    const image = await LocalSam.fetchEmbedding(`v1/images/${state.imageId}/embedding?dtype=float16`, apiKeyHeaders());
+    state.local = image;
+    stats.embeddingBytes = image.bytes;
+  } catch (error) {
+    fallBack(`the embedding could not be fetched (${error.message})`);
+  }
+}
+
+function fallBack(reason) {
+  console.warn(`mobilesam: decoding on the service: ${reason}`);
+  Object.assign(page, { decoder: null, encoder: null });
+  state.local = null;
+  Object.assign(stats, { decoding: "service", fallback: reason });
+}
+
+// The static page embeds the image with its own encoder.
+async function embedInPage() {
+  setStatus("Computing the image embedding in the page…", "busy");
+  const started = performance.now();
+  try {
+    const pixels = imageCanvas.getContext("2d").getImageData(0, 0, imageCanvas.width, imageCanvas.height);
+    state.local = await onDecoder(() => LocalSam.encode(page.encoder, pixels, page.config));
+    stats.embedMs = performance.now() - started;
+    Object.assign(state, { imageId: "page", width: imageCanvas.width, height: imageCanvas.height });
+    setStatus(`Ready: ${state.width}×${state.height}, embedding computed in the page in ${stats.embedMs.toFixed(0)} ms (${$("encoder-variant").value} encoder). Click on an object.`);
+  } catch (error) {
+    setStatus(`The page could not embed the image: ${error.message}`, "error");
+  }
+  updateButtons();
+}
+
 // A call on the cached image; if the service has evicted it, upload again and retry once.
 async function onImage(path, body) {
-  const call = () => api(`/v1/images/${state.imageId}/${path}`, {
+  const call = () => api(`v1/images/${state.imageId}/${path}`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   });
   try {
@@ -132,13 +198,23 @@ promptCanvas.addEventListener("mousedown", (event) => {
   press = { screen: [event.clientX, event.clientY], image: toImage(event), button: event.button };
 });
 promptCanvas.addEventListener("mousemove", (event) => {
-  if (!press || press.button !== 0 || !isDrag(press, event)) return;
+  if (!press) {
+    hoverAt(toImage(event), [event.clientX, event.clientY]);
+    return;
+  }
+  if (press.button !== 0 || !isDrag(press, event)) return;
   drawPrompts(boxFrom(press.image, toImage(event)));
+});
+promptCanvas.addEventListener("mouseleave", () => {
+  hover.next = null;
+  hover.screen = null;
+  drawMasks();
 });
 window.addEventListener("mouseup", (event) => {
   if (!press) return;
   const start = press;
   press = null;
+  clickStarted = performance.now();
   if (start.button === 0 && isDrag(start, event)) {
     pushHistory();
     state.box = boxFrom(start.image, toImage(event));
@@ -152,6 +228,55 @@ window.addEventListener("mouseup", (event) => {
   state.mode = "object";
   segment();
 });
+
+// ---- hover preview (in-page decoding only) -----------------------------------
+
+// The mask under the pointer, as if it were the next object point; one decode in
+// flight, and the newest position waits for it (older ones are dropped).
+const hover = { busy: false, next: null, screen: null };
+let clickStarted = 0;
+
+function hoverAt(point, screen) {
+  if (!state.local || !page.decoder || state.mode !== "object") return;
+  // The mouse moves onto a point it has just clicked: that point's mask is already drawn.
+  if (hover.screen === null && state.points.length && Math.hypot(...point.map((v, i) => v - state.points.at(-1)[i])) < 1) return;
+  hover.screen = screen;
+  hover.next = point;
+  if (!hover.busy) previewLoop();
+}
+
+async function previewLoop() {
+  hover.busy = true;
+  try {
+    while (hover.next) {
+      const point = hover.next;
+      hover.next = null;
+      const request = state.request;
+      const started = performance.now();
+      const prompt = { points: [...state.points, point], labels: [...state.labels, 1], box: state.box };
+      const result = await onDecoder(() => LocalSam.decode(page.decoder, state.local, prompt, !state.points.length && !state.box));
+      // A click or a new image since: this preview is stale.
+      if (request !== state.request || !hover.screen) continue;
+      paintPreview(result);
+      stats.hoverFrames += 1;
+      stats.hoverMs.push(performance.now() - started);
+    }
+  } catch (error) {
+    console.warn(`mobilesam: hover preview failed: ${error.message}`);
+  } finally {
+    hover.busy = false;
+  }
+}
+
+function paintPreview(result) {
+  const context = maskCanvas.getContext("2d");
+  const pixels = context.createImageData(maskCanvas.width, maskCanvas.height);
+  for (let i = 0; i < result.mask.length; i++) {
+    if (!result.mask[i]) continue;
+    pixels.data.set([255, 255, 255, 110], 4 * i);
+  }
+  context.putImageData(pixels, 0, 0);
+}
 
 function isDrag(start, event) {
   return Math.hypot(event.clientX - start.screen[0], event.clientY - start.screen[1]) >= DRAG_PIXELS;
@@ -195,7 +320,21 @@ async function segment() {
     updateButtons();
     return;
   }
-  const body = { multimask: state.points.length === 1 && !state.box };
+  hover.screen = null; // a preview resumes when the mouse moves again
+  const multimask = state.points.length === 1 && !state.box;
+  if (state.local && page.decoder) {
+    try {
+      await segmentInPage(request, multimask);
+      return;
+    } catch (error) {
+      if (STATIC) {
+        setStatus(`Segment failed: ${error.message}`, "error");
+        return;
+      }
+      fallBack(`the page's decoder failed (${error.message})`);
+    }
+  }
+  const body = { multimask };
   if (state.points.length) Object.assign(body, { points: state.points, labels: state.labels });
   if (state.box) body.box = state.box;
   setStatus("Segmenting…", "busy");
@@ -204,11 +343,29 @@ async function segment() {
     if (request !== state.request) return;
     state.masks = answer.masks.slice(0, 1); // best first: keep the best candidate
     drawMasks();
+    stats.decoding = "service";
+    stats.clicks.push({ where: "service", decodeMs: answer.milliseconds, totalMs: performance.now() - clickStarted });
     const scores = answer.masks.map((m) => m.score.toFixed(3)).join(", ");
-    setStatus(`Mask: score ${answer.masks[0].score.toFixed(3)}, ${answer.masks[0].area} pixels (candidates: ${scores}) in ${answer.milliseconds.toFixed(0)} ms.`);
+    setStatus(`Mask: score ${answer.masks[0].score.toFixed(3)}, ${answer.masks[0].area} pixels (candidates: ${scores}) in ${answer.milliseconds.toFixed(0)} ms on the service.`);
   } catch (error) {
     if (request === state.request) setStatus(`Segment failed: ${error.message}`, "error");
   }
+  updateButtons();
+}
+
+async function segmentInPage(request, multimask) {
+  const prompt = { points: state.points, labels: state.labels, box: state.box };
+  const started = performance.now();
+  const threshold = page.config ? page.config.mask_threshold : 0;
+  const result = await onDecoder(() => LocalSam.decode(page.decoder, state.local, prompt, multimask, threshold));
+  if (request !== state.request) return;
+  const decodeMs = performance.now() - started;
+  state.masks = [{ bitmap: result.mask, score: result.score, ...LocalSam.maskStats(result.mask, result.height, result.width) }];
+  drawMasks();
+  stats.decoding = "page";
+  stats.clicks.push({ where: "page", decodeMs, totalMs: performance.now() - clickStarted });
+  const scores = result.scores.map((score) => score.toFixed(3)).join(", ");
+  setStatus(`Mask: score ${result.score.toFixed(3)}, ${state.masks[0].area} pixels (candidates: ${scores}) in ${decodeMs.toFixed(0)} ms in the page.`);
   updateButtons();
 }
 
@@ -231,7 +388,7 @@ $("everything").addEventListener("click", async () => {
 });
 
 function updateButtons() {
-  $("everything").disabled = !state.imageId;
+  $("everything").disabled = !state.imageId || STATIC;
   $("undo").disabled = !state.history.length;
   $("clear").disabled = !state.imageId || (!state.points.length && !state.box && !state.masks.length);
   $("download-png").disabled = $("download-coco").disabled = !state.masks.length;
@@ -280,7 +437,7 @@ function paintMasks(context, alpha, background) {
   if (background) for (let i = 3; i < pixels.data.length; i += 4) pixels.data[i] = 255;
   state.masks.forEach((m, index) => {
     const colour = state.mode === "object" && background ? [255, 255, 255] : COLOURS[index % COLOURS.length];
-    const mask = decodeRle(m.segmentation);
+    const mask = m.bitmap || decodeRle(m.segmentation);
     for (let i = 0; i < mask.length; i++) {
       if (!mask[i]) continue;
       pixels.data.set(colour, 4 * i);
@@ -343,8 +500,54 @@ $("download-coco").addEventListener("click", () => {
     categories: [{ id: 1, name: "object" }],
     annotations: state.masks.map((m, i) => ({
       id: i + 1, image_id: 1, category_id: 1, iscrowd: 0,
-      segmentation: m.segmentation, area: m.area, bbox: m.bbox, score: m.score,
+      segmentation: m.segmentation || LocalSam.encodeRle(m.bitmap, state.height, state.width),
+      area: m.area, bbox: m.bbox, score: m.score,
     })),
   };
   save(new Blob([JSON.stringify(coco)], { type: "application/json" }), `${state.name}_coco.json`);
 });
+
+// ---- loading the page's graphs ----------------------------------------------
+
+async function loadServedDecoder() {
+  const health = await fetch("healthz").then((response) => response.json()).catch(() => ({}));
+  if (!health.in_page_decoding) return fallBack("the service does not offer in-page decoding");
+  if (!LocalSam.available()) return fallBack("onnxruntime-web did not load");
+  try {
+    const { session, bytes } = await LocalSam.session("v1/decoder.onnx", apiKeyHeaders());
+    Object.assign(page, { decoder: session });
+    Object.assign(stats, { decoding: "page", modelBytes: bytes });
+  } catch (error) {
+    fallBack(`the decoder graph did not load (${error.message})`);
+  }
+}
+
+async function loadStaticModel() {
+  for (const id of ["everything", "grid-choice"]) $(id).hidden = true;
+  $("encoder-choice").hidden = false;
+  const variant = new URLSearchParams(location.search).get("encoder");
+  if (variant) $("encoder-variant").value = variant;
+  setStatus("Loading the model…", "busy");
+  try {
+    if (!LocalSam.available()) throw new Error("onnxruntime-web did not load");
+    page.config = await fetch("web.json").then((response) => response.json());
+    const decoder = await LocalSam.session(page.config.decoder);
+    const encoder = await LocalSam.session(page.config.encoders[$("encoder-variant").value]);
+    Object.assign(page, { decoder: decoder.session, encoder: encoder.session });
+    Object.assign(stats, { decoding: "page", modelBytes: decoder.bytes + encoder.bytes });
+    setStatus(`Model loaded (${$("encoder-variant").value} encoder, ${self.crossOriginIsolated ? ort.env.wasm.numThreads : 1} thread(s)). Open an image.`);
+  } catch (error) {
+    setStatus(`The page could not load its model: ${error.message}`, "error");
+  }
+}
+
+$("encoder-variant").addEventListener("change", async () => {
+  page.ready = loadStaticModel();
+  await page.ready;
+  if (state.file) {
+    resetPrompts();
+    await embedInPage();
+  }
+});
+
+page.ready = STATIC ? loadStaticModel() : loadServedDecoder();
