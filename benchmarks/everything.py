@@ -9,8 +9,10 @@ IoU filter, where our generator saves the most; a real checkpoint keeps more
 masks, so pass one when you have it, or lower both thresholds to send every
 candidate through upscaling, NMS and encoding. Both generators must give the
 same masks, or the timing is void: the same number, in the same order, each
-pair at mask IoU >= 0.999 (identical where both run the same kernels; on
-AVX-512/AMX CPUs our batched decoder rounds differently, see tests/tolerance.py).
+pair at mask IoU >= 0.999 or at most `FLIPPED_PIXELS` pixels apart (identical
+where both run the same kernels; our fast decoding sums in another order, so a
+pixel whose logit lies within fp32 rounding of the threshold may flip, which
+decides the IoU of a mask of a few dozen pixels; see tests/tolerance.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from mobilesam.io.images import load_image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from reference import mobile_sam, paired_models, sync_reference
 
+# Pixels a mask pair may differ by and still match: logits within rounding of the threshold.
+FLIPPED_PIXELS = 2
+
 
 def _models(checkpoint: str | None) -> tuple[torch.nn.Module, torch.nn.Module]:
     if not checkpoint:
@@ -50,14 +55,17 @@ def _time(generate, image: np.ndarray, repeats: int) -> tuple[float, list[dict]]
     return statistics.median(seconds), records
 
 
-def _agreement(ours: list[dict], theirs: list[dict]) -> tuple[int, float]:
-    """(pixel-identical masks, lowest mask IoU) over the records paired in order."""
-    identical, lowest = 0, 1.0
+def _agreement(ours: list[dict], theirs: list[dict]) -> tuple[int, float, int, bool]:
+    """(pixel-identical masks, lowest mask IoU, most pixels apart, every pair matches) over the records paired in order."""
+    identical, lowest, most_apart, matches = 0, 1.0, 0, True
     for a, b in zip(ours, theirs):
         union = np.logical_or(a["segmentation"], b["segmentation"]).sum()
-        lowest = min(lowest, np.logical_and(a["segmentation"], b["segmentation"]).sum() / union if union else 1.0)
-        identical += bool(np.array_equal(a["segmentation"], b["segmentation"]))
-    return identical, float(lowest)
+        iou = np.logical_and(a["segmentation"], b["segmentation"]).sum() / union if union else 1.0
+        apart = int(np.logical_xor(a["segmentation"], b["segmentation"]).sum())
+        lowest, most_apart = min(lowest, iou), max(most_apart, apart)
+        matches &= bool(iou >= 0.999 or apart <= FLIPPED_PIXELS)
+        identical += apart == 0
+    return identical, float(lowest), most_apart, matches
 
 
 def main() -> int:
@@ -87,8 +95,8 @@ def main() -> int:
         ref_s, ref_records = _time(ref_generator.generate, image, args.repeats)
         our_s, our_records = _time(our_generator.generate, image, args.repeats)
 
-    identical, lowest_iou = _agreement(our_records, ref_records)
-    same = len(our_records) == len(ref_records) and lowest_iou >= 0.999
+    identical, lowest_iou, most_apart, matches = _agreement(our_records, ref_records)
+    same = len(our_records) == len(ref_records) and matches
     print(f"machine: {machine_summary()}")
     print(
         f"image {image.shape[1]}x{image.shape[0]}, {args.points_per_side}x{args.points_per_side} points, "
@@ -100,7 +108,7 @@ def main() -> int:
     print(f"{'mobilesam':<12}{our_s:>10.2f}{len(our_records):>8}")
     print(
         f"speed-up {ref_s / our_s:.2f}x; masks pixel-identical: {identical} of {len(ref_records)}, "
-        f"lowest IoU {lowest_iou:.5f}, same masks: {same}"
+        f"lowest IoU {lowest_iou:.5f}, at most {most_apart} pixels apart, same masks: {same}"
     )
     return 0 if same else 1
 

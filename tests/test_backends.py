@@ -25,6 +25,7 @@ from mobilesam.backends.torch import FastTorchDecoding
 from mobilesam.bench import bench_encoder
 from mobilesam.fast_encoder import ChunkedMlp, StripedMBConv, fast_encoder_copy, fold_batch_norms
 from mobilesam.modeling.tiny_vit import ConvBN, MBConv
+from mobilesam.modeling.transformer import factored_attention
 from mobilesam.registry import TinyViTConfig, build_from_config, get_config
 from reference import randomize
 
@@ -45,6 +46,30 @@ def predictors(model):
     fast.set_image(image)
     ref.set_image(image)
     return fast, ref
+
+
+@pytest.mark.parametrize(("shared", "tokens"), [(True, 7), (False, 7), (True, 9), (True, 16)])
+def test_factored_attention_is_the_transformer_summed_otherwise(model, shared, tokens):
+    """The cross-attentions through the prompt tokens give the written-out transformer's outputs to fp32 rounding.
+
+    Shared image tokens (segment everything: one embedding, the first layer projected once) or one per
+    prompt (mask prompts); 7 tokens (one point), 9, and 16, where H * T = D and the written-out one runs.
+    """
+    decoder, generator = model.mask_decoder, torch.Generator().manual_seed(tokens)
+    embeddings = torch.randn(1 if shared else 3, 256, 16, 16, generator=generator)
+    dense = torch.randn(1 if shared else 3, 256, 16, 16, generator=generator)
+    pe = model.prompt_encoder.get_dense_pe()
+    sparse = torch.randn(3, tokens - 5, 256, generator=generator)
+    with torch.inference_mode():
+        plain = decoder.run_transformer(decoder.prepare_image(embeddings, pe, dense), sparse)
+        with factored_attention():
+            factored = decoder.run_transformer(decoder.prepare_image(embeddings, pe, dense), sparse)
+    for want, got in zip(plain, factored, strict=True):
+        scale = float(want.abs().max())
+        if tokens * decoder.transformer.layers[0].cross_attn_token_to_image.num_heads >= 128:
+            assert torch.equal(want, got)  # the factors do not pay: the same kernels
+        else:
+            assert float((want - got).abs().max()) <= 1e-5 * scale
 
 
 def test_the_torch_backend_by_name_is_eager_torch(model):

@@ -15,8 +15,9 @@ from torch import nn
 
 from .common import MLPBlock
 
-# Set by `fused_attention()`, per thread (and asyncio task).
+# Set by `fused_attention()` and `factored_attention()`, per thread (and asyncio task).
 _FUSED = contextvars.ContextVar("mobilesam_fused_attention", default=False)
+_FACTORED = contextvars.ContextVar("mobilesam_factored_attention", default=False)
 
 
 @contextlib.contextmanager
@@ -33,6 +34,34 @@ def fused_attention() -> Iterator[None]:
         yield
     finally:
         _FUSED.reset(token)
+
+
+@contextlib.contextmanager
+def factored_attention() -> Iterator[None]:
+    """Within it, the cross-attentions take their products with the image tokens through the prompt tokens.
+
+    Each cross-attention between the HW image tokens and the T prompt tokens
+    projects every image token (token->image keys and values, image->token
+    queries and output), (HW, C) x (C, D) products. Each projection meets a
+    head's few prompt tokens right after, so it can be moved onto them:
+
+    - token->image scores: q_h . (W_k,h x + b_k,h) = (q_h W_k,h) . x + q_h . b_k,h
+    - token->image output: P_h (X W_v,h^T + b_v,h) = (P_h X) W_v,h^T + b_v,h (each row of P_h sums to 1)
+    - image->token scores: (W_q,h x + b_q,h) . k_h = x . (W_q,h^T k_h) + b_q,h . k_h
+    - image->token output: sum_h P_h v_h W_o,h^T + b_o, each head's values through its slice of W_o first
+
+    so every product with the image tokens has H * T columns instead of D: for
+    MobileSAM's decoder and one point (H 8, T 7, D 128) 56, and a prompt costs
+    about 0.4 GMAC in the transformer instead of 0.9. Blocks use it only where
+    H * T < D. The same mathematics summed in another order: logits agree with
+    the written-out products to fp32 rounding (about 1e-6), so only backends
+    whose names say they are not the reference numerics use it. This thread only.
+    """
+    token = _FACTORED.set(True)
+    try:
+        yield
+    finally:
+        _FACTORED.reset(token)
 
 
 class Attention(nn.Module):
@@ -74,6 +103,60 @@ class Attention(nn.Module):
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
 
+    def factors_pay(self, tokens: int) -> bool:
+        """Whether `factored_attention` makes this attention cheaper for `tokens` prompt tokens."""
+        return self.num_heads * tokens < self.internal_dim
+
+    def attend_to_image(self, q: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor) -> torch.Tensor:
+        """`self(q, image_keys, image_values)` factored (`factored_attention`): (B, T, C) tokens over (B or 1, HW, C) image tokens."""
+        heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
+        queries = self.q_proj(q)
+        b, t, _ = queries.shape
+        c = image_keys.shape[-1]
+        per_head = queries.view(b, t, heads, head_dim).transpose(1, 2)  # (B, H, T, d)
+        reach = (per_head @ self.k_proj.weight.view(heads, head_dim, c)).reshape(b, heads * t, c)
+        offset = (per_head @ self.k_proj.bias.view(heads, head_dim, 1)).reshape(b, heads * t, 1)
+        scores = _with_image(reach, image_keys.transpose(1, 2)).add_(offset).div_(math.sqrt(head_dim))  # (B, H*T, HW)
+        mixed = _with_image(torch.softmax(scores, dim=-1), image_values).view(b, heads, t, c)  # (B, H, T, C)
+        value_weight = self.v_proj.weight.view(heads, head_dim, c).transpose(1, 2)  # (H, C, d)
+        out = torch.baddbmm(
+            self.v_proj.bias.view(heads, 1, head_dim), mixed.transpose(0, 1).reshape(heads, b * t, c), value_weight
+        )
+        return self.out_proj(out.view(heads, b, t, head_dim).permute(1, 2, 0, 3).reshape(b, t, self.internal_dim))
+
+    def attend_from_image(
+        self, image_queries: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor, *, projected: bool = False
+    ) -> torch.Tensor:
+        """`residual + self(image_queries, k, v)` factored (`factored_attention`): (B or 1, HW, C) image tokens over (B, T, C) tokens.
+
+        `projected`: `image_queries` are `q_proj`'s output already, (B or 1, HW, D).
+        """
+        heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
+        keys = self.k_proj(k)
+        b, t, _ = keys.shape
+        per_head = keys.view(b, t, heads, head_dim).transpose(1, 2)  # (B, H, T, d)
+        n = image_queries.shape[1]
+        # Scores lie (B, H, T, HW): the softmax over each head's T tokens then runs along whole rows of image tokens.
+        if projected:
+            # Each head's keys in its own columns of a block-diagonal (B, H*T, D): one product with the shared queries.
+            blocks = per_head.new_zeros(b, heads, t, heads, head_dim)
+            blocks.diagonal(dim1=1, dim2=3).copy_(per_head.permute(0, 2, 3, 1))
+            scores = _with_image(blocks.view(b, heads * t, -1), image_queries.transpose(1, 2)).view(b, heads, t, n)
+        else:
+            c = image_queries.shape[-1]
+            reach = (per_head @ self.q_proj.weight.view(heads, head_dim, c)).reshape(b, heads * t, c)  # (B, H*T, C)
+            offset = (per_head @ self.q_proj.bias.view(heads, head_dim, 1)).reshape(b, heads * t, 1)
+            scores = torch.baddbmm(offset, reach, image_queries.expand(b, -1, -1).transpose(1, 2)).view(b, heads, t, n)
+        probs = torch.softmax(scores.div_(math.sqrt(head_dim)), dim=2).view(b, heads * t, n)
+        values = self.v_proj(v).view(b, t, heads, head_dim)
+        out_weight = self.out_proj.weight.view(-1, heads, head_dim)  # (C, H, d)
+        lifted = torch.einsum("bthd,chd->bhtc", values, out_weight).reshape(b, heads * t, -1)  # (B, H*T, C)
+        # The residual and the bias go in first and the product is added into them: one pass over (B, HW, C) fewer.
+        start = residual + self.out_proj.bias
+        if start.shape[0] != b:
+            return torch.baddbmm(start, probs.transpose(1, 2), lifted)
+        return start.baddbmm_(probs.transpose(1, 2), lifted)
+
     def _attend_per_head(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Few queries over many keys, one head at a time: (B, Nq, D) from (B, N, D) projections.
 
@@ -96,6 +179,14 @@ class Attention(nn.Module):
                 attn = torch.bmm(q[..., heads], k[..., heads].transpose(1, 2)).div_(scale)  # (B, Nq, Nk)
                 outputs.append(torch.bmm(torch.softmax(attn, dim=-1), v[..., heads]))  # (B, Nq, head_dim)
         return torch.cat(outputs, dim=-1)
+
+
+def _with_image(prompt_side: torch.Tensor, image_side: torch.Tensor) -> torch.Tensor:
+    """(B, M, K) @ (B or 1, K, N): one product when the image side is shared by the batch."""
+    if image_side.shape[0] == 1 and prompt_side.shape[0] > 1:
+        b, m, k = prompt_side.shape
+        return (prompt_side.reshape(b * m, k) @ image_side[0]).view(b, m, -1)
+    return torch.bmm(prompt_side, image_side.expand(prompt_side.shape[0], -1, -1))
 
 
 class ImageProjections(NamedTuple):
@@ -146,7 +237,9 @@ class TwoWayAttentionBlock(nn.Module):
         image_projections: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One block; `image_projections`, when given, must be `project_image` of these keys."""
-        if image_projections is None:
+        token_to_image, image_to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        factored = _FACTORED.get() and token_to_image.factors_pay(queries.shape[1])
+        if image_projections is None and not factored:
             image_projections = self.project_image(keys, key_pe)
         if self.skip_first_layer_pe:
             # The first layer's queries are the prompt embeddings themselves, PE included.
@@ -156,17 +249,27 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q=q, k=q, v=queries)
         queries = self.norm1(queries)
 
-        token_to_image, image_to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        q = token_to_image.q_proj(queries + query_pe)
-        queries = self.norm2(queries + token_to_image.attend(q, image_projections.keys, image_projections.values))
+        if image_projections is None:
+            keyed = keys + key_pe
+            attended = token_to_image.attend_to_image(queries + query_pe, keyed, keys)
+        else:
+            attended = token_to_image.attend(
+                token_to_image.q_proj(queries + query_pe), image_projections.keys, image_projections.values
+            )
+        queries = self.norm2(queries + attended)
 
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        attended = image_to_token.attend(image_projections.queries, image_to_token.k_proj(q), image_to_token.v_proj(queries))
-        # Added into the fresh attention output: no (B, HW, C) buffer of its own.
-        keys = self.norm4(attended.add_(keys))
-        return queries, keys
+        if not factored:
+            attended = image_to_token.attend(image_projections.queries, image_to_token.k_proj(q), image_to_token.v_proj(queries))
+            # Added into the fresh attention output: no (B, HW, C) buffer of its own.
+            return queries, self.norm4(attended.add_(keys))
+        if image_projections is not None:
+            return queries, self.norm4(
+                image_to_token.attend_from_image(image_projections.queries, q, queries, keys, projected=True)
+            )
+        return queries, self.norm4(image_to_token.attend_from_image(keyed, q, queries, keys))
 
 
 @dataclass(frozen=True)
@@ -256,5 +359,9 @@ class TwoWayTransformer(nn.Module):
             queries, keys = layer(queries, keys, query_pe=point_embedding, key_pe=key_pe, image_projections=projections)
         q = queries + point_embedding
         k = keys + key_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=k, v=keys))
+        final = self.final_attn_token_to_image
+        if _FACTORED.get() and final.factors_pay(q.shape[1]):
+            queries = self.norm_final_attn(queries + final.attend_to_image(q, k, keys))
+        else:
+            queries = self.norm_final_attn(queries + final(q=q, k=k, v=keys))
         return queries, keys

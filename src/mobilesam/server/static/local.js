@@ -32,54 +32,57 @@ const LocalSam = (() => {
 
   // ---- the image ------------------------------------------------------------
 
-  // PIL's bilinear resampling along one axis: a triangle filter widened by the
-  // shrink factor (antialiasing), weights normalised per output pixel, rounded to 8 bits.
-  function resampleAxis(source, lines, inSize, outSize, stride, step, channels) {
+  // PIL's bilinear resampling along one axis: for each output index, the first input index and the
+  // weights of a triangle filter widened by the shrink factor (antialiasing), normalised to sum 1.
+  function axisTaps(inSize, outSize) {
     const scale = inSize / outSize;
     const widen = Math.max(scale, 1);
-    const support = widen;
-    const output = new Uint8ClampedArray(lines * outSize * channels);
-    const taps = [];
+    const width = Math.ceil(widen) * 2 + 1;
+    const first = new Int32Array(outSize), count = new Int32Array(outSize);
+    const weights = new Float32Array(outSize * width);
     for (let o = 0; o < outSize; o++) {
       const centre = (o + 0.5) * scale;
-      const first = Math.max(Math.floor(centre - support + 0.5), 0);
-      const last = Math.min(Math.floor(centre + support + 0.5), inSize);
-      const weights = [];
+      const lo = Math.max(Math.floor(centre - widen + 0.5), 0);
+      const hi = Math.min(Math.floor(centre + widen + 0.5), inSize);
       let total = 0;
-      for (let i = first; i < last; i++) {
-        const w = Math.max(0, 1 - Math.abs((i - centre + 0.5) / widen));
-        weights.push(w);
-        total += w;
-      }
-      taps.push({ first, weights: weights.map((w) => (total ? w / total : 0)) });
+      for (let i = lo; i < hi; i++) total += Math.max(0, 1 - Math.abs((i - centre + 0.5) / widen));
+      for (let i = lo; i < hi; i++) weights[o * width + i - lo] = total ? Math.max(0, 1 - Math.abs((i - centre + 0.5) / widen)) / total : 0;
+      first[o] = lo;
+      count[o] = hi - lo;
     }
-    for (let line = 0; line < lines; line++) {
-      for (let o = 0; o < outSize; o++) {
-        const { first, weights } = taps[o];
-        for (let c = 0; c < channels; c++) {
-          let sum = 0;
-          for (let k = 0; k < weights.length; k++) sum += weights[k] * source[line * stride + (first + k) * step + c];
-          output[(line * outSize + o) * channels + c] = Math.round(sum);
-        }
-      }
-    }
-    return output;
+    return { first, count, weights, width };
   }
 
-  /** (H, W) RGBA pixels -> (h, w) RGB resized as PIL's Image.resize(BILINEAR): rows first, then columns. */
+  /** (H, W) RGBA pixels -> (h, w) RGB as PIL's Image.resize(BILINEAR): rows first, rounded to 8 bits, then columns. */
   function resizeRgb(rgba, height, width, newHeight, newWidth) {
-    const rgb = new Uint8ClampedArray(height * width * 3);
-    for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) rgb.set(rgba.subarray(i, i + 3), j);
-    const wide = resampleAxis(rgb, height, width, newWidth, width * 3, 3, 3); // (H, w, 3)
-    // Columns of the (H, w) image: transpose so the same routine walks them, then back.
-    const columns = new Uint8ClampedArray(newWidth * height * 3);
+    const across = axisTaps(width, newWidth), down = axisTaps(height, newHeight);
+    const wide = new Uint8ClampedArray(height * newWidth * 3); // (H, w, 3)
     for (let y = 0; y < height; y++) {
-      for (let x = 0; x < newWidth; x++) columns.set(wide.subarray((y * newWidth + x) * 3, (y * newWidth + x) * 3 + 3), (x * height + y) * 3);
+      const row = y * width * 4, out = y * newWidth * 3;
+      for (let x = 0; x < newWidth; x++) {
+        let r = 0, g = 0, b = 0;
+        for (let k = 0, i = row + across.first[x] * 4, t = x * across.width; k < across.count[x]; k++, i += 4, t++) {
+          const w = across.weights[t];
+          r += w * rgba[i];
+          g += w * rgba[i + 1];
+          b += w * rgba[i + 2];
+        }
+        // Sums are convex combinations of bytes, so never negative: | 0 floors, as PIL rounds half up.
+        wide[out + 3 * x] = (r + 0.5) | 0;
+        wide[out + 3 * x + 1] = (g + 0.5) | 0;
+        wide[out + 3 * x + 2] = (b + 0.5) | 0;
+      }
     }
-    const tall = resampleAxis(columns, newWidth, height, newHeight, height * 3, 3, 3); // (w, h, 3)
-    const out = new Uint8ClampedArray(newHeight * newWidth * 3);
-    for (let x = 0; x < newWidth; x++) {
-      for (let y = 0; y < newHeight; y++) out.set(tall.subarray((x * newHeight + y) * 3, (x * newHeight + y) * 3 + 3), (y * newWidth + x) * 3);
+    const line = newWidth * 3;
+    const out = new Uint8ClampedArray(newHeight * line);
+    const sums = new Float32Array(line);
+    for (let y = 0; y < newHeight; y++) {
+      sums.fill(0);
+      for (let k = 0, t = y * down.width; k < down.count[y]; k++, t++) {
+        const w = down.weights[t], source = (down.first[y] + k) * line;
+        for (let j = 0; j < line; j++) sums[j] += w * wide[source + j];
+      }
+      for (let j = 0, o = y * line; j < line; j++) out[o + j] = (sums[j] + 0.5) | 0;
     }
     return out;
   }
