@@ -68,6 +68,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def state_digest(module: torch.nn.Module, salt: str = "") -> str:
+    """Hex SHA-256 of `salt` and `module`'s parameters and buffers (names, dtypes, shapes, bytes).
+
+    It names the weights themselves: a fine-tuned model in memory gets its own
+    digest, and a checkpoint renamed or re-saved keeps its old one. `salt` adds
+    what else a caller's result depends on.
+    """
+    digest = hashlib.sha256(salt.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, progress: bool = True) -> Path:
     """Download `url` to `dest` through a temporary file, checking the SHA-256 before the rename.
 

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from . import bench, export, models, predict, serve, train, val
+from . import bench, embed, export, models, predict, serve, train, val
 from .common import set_verbose
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.command()(models.download)
 app.command()(models.info)
 app.command()(predict.predict)
 app.command()(predict.everything)
+app.command()(embed.embed)
 app.command()(val.val)
 app.command()(serve.serve)
 app.command()(export.export)

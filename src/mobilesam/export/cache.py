@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -16,6 +15,7 @@ from ..home import home_dir
 from ..modeling import Sam
 from ..registry import model_name
 from ..runtime.layout import METADATA_FILE, QUANTIZED_ENCODER_FILES
+from ..weights import state_digest
 from .exporter import OPSET, export_onnx
 from .quantize import write_quantized_encoder
 
@@ -38,11 +38,7 @@ def weights_digest(model: Sam) -> str:
         f"mobilesam {__version__} torch {torch.__version__} opset {OPSET} "
         f"image {model.img_size} {model.image_format} threshold {model.mask_threshold}"
     )
-    digest = hashlib.sha256(shaping.encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return state_digest(model, shaping)
 
 
 def cached_export(model: Sam, quantize: str | None = None) -> Path:
