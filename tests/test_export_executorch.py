@@ -17,6 +17,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from exports import agreement_with_torch
 
 from mobilesam import OnnxPredictor, SamPredictor
 from mobilesam.export.formats import export_model
@@ -94,22 +95,7 @@ def test_folder_holds_the_programs_and_a_sidecar(exported):
 def test_masks_and_embedding_match_torch(expected, measured):
     assert isinstance(measured.sessions, ExecuTorchSessions)
     assert np.abs(measured.features - expected.features.numpy()).max() <= FP32_TOL
-    want, got = [], []
-    for prompt in demo_prompts(*expected.original_size):
-        masks, scores, logits = expected.predict(**prompt)
-        ours = measured.predict(**prompt)
-        assert np.abs(ours[1] - scores).max() <= FP32_TOL and np.abs(ours[2] - logits).max() <= FP32_TOL
-        want.append(masks)
-        got.append(ours[0])
-    # A previous mask as mask_input, with a box and a click (has_mask_input = 1).
-    prompt = {
-        **demo_prompts(*expected.original_size)[3],
-        "mask_input": logits[np.argmax(scores)][None],
-        "multimask_output": False,
-    }
-    want.append(expected.predict(**prompt)[0])
-    got.append(measured.predict(**prompt)[0])
-    agreement = compare_masks(want, got)
+    agreement = agreement_with_torch(expected, measured, FP32_TOL)
     assert agreement.min_iou >= 0.999, agreement
 
 
