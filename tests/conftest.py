@@ -33,3 +33,27 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# The costliest test files, costliest first (seconds on 2 cores, measured). Under
+# `--dist loadfile` each file runs whole on one worker, in collection order: starting
+# the long ones first keeps one worker from ending the run alone on a long file.
+COSTLIEST_FILES = (
+    "test_distributed.py",  # ~270 s: a two-node Ray cluster
+    "test_export_executorch.py",  # ~250 s: four programs lowered to XNNPACK
+    "test_automatic_oracle.py",  # ~180 s
+    "test_export_tflite.py",  # ~170 s: litert-torch in a subprocess
+    "test_predictor_oracle.py",  # ~115 s
+    "test_model_oracle.py",  # ~100 s
+    "test_segment_anything_layout.py",  # ~90 s
+    "test_ultralytics_docs.py",  # ~80 s
+    "test_server_browser.py",  # ~75 s: headless Chromium
+    "test_export_clients.py",  # ~75 s
+    "test_export_coreml.py",  # ~70 s
+    "test_faithful_default.py",  # ~70 s
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(COSTLIEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

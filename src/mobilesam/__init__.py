@@ -24,6 +24,8 @@ _EXPORTS = {
     "MobileSamError": ".errors",
     "UnknownModelError": ".errors",
     "ImageEmbedding": ".embedding",
+    "EmbeddingStore": ".embedding_store",
+    "EmbeddingStoreError": ".embedding_store",
     "OnnxPredictor": ".runtime.predictor",
     "Sam": ".modeling",
     "SamPredictor": ".predictor",
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from .api import SAM
     from .automatic import SamAutomaticMaskGenerator
     from .embedding import ImageEmbedding
+    from .embedding_store import EmbeddingStore, EmbeddingStoreError
     from .errors import CheckpointError, DownloadError, ImageTooLarge, MobileSamError, UnknownModelError
     from .modeling import Sam
     from .predictor import SamPredictor

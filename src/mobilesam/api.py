@@ -20,6 +20,7 @@ import torch
 from .automatic import SamAutomaticMaskGenerator
 from .backends import make_backend
 from .embedding import ImageEmbedding
+from .embedding_store import EmbeddingStore
 from .io.images import DEFAULT_MAX_PIXELS, ImageSource, load_image, pixels_digest
 from .io.sources import find_jobs
 from .io.video import VideoFrame, is_video, read_frames
@@ -29,6 +30,7 @@ from .prompts import Prompt, as_object_prompts, check_in_image
 from .registry import load_sam, model_name, weights_file
 from .results import Results, warn_ignored
 from .segment import segment_prompts
+from .tiling import TiledEmbedding, check_tiling, embed_tiles, generate_tiled, segment_tiled
 from .ultralytics_options import (
     ULTRALYTICS_APPLIED,
     ULTRALYTICS_IGNORED,
@@ -53,6 +55,9 @@ class SAM:
             `mobilesam.backends.BACKENDS` ("torch" gives the reference's numerics exactly).
         half: Reduced precision, as in Ultralytics: with "auto", the fastest bf16/int8 engine
             measured within `fidelity.REDUCED` on this CPU class (`predict(half=...)` switches too).
+        embeddings: An embedding store's folder (`mobilesam embed`, `mobilesam.EmbeddingStore`):
+            images whose pixels are stored there skip the encoder; the others are embedded
+            and stored. A store of another model raises `EmbeddingStoreError`.
 
     Example:
         >>> model = SAM("mobile_sam.pt")
@@ -70,19 +75,23 @@ class SAM:
         device: str | torch.device = "cpu",
         backend: str = "auto",
         half: bool = False,
+        embeddings: str | os.PathLike[str] | None = None,
     ) -> None:
         self.model: Sam = load_sam(model, device=device)
         self.ckpt_path: Path | None = weights_file(model)
         """The checkpoint the weights came from (Ultralytics' name); None for random weights."""
         self._backend_name = backend
+        self._embeddings = None if embeddings is None else EmbeddingStore(embeddings, self.model)
         self._use_backend(half)
 
     def _use_backend(self, half: bool) -> None:
         self.half = half
         self.backend = make_backend(self._backend_name, self.model, half=half)
-        self.predictor = SamPredictor(self.model, self.backend)
+        self.predictor = SamPredictor(self.model, self.backend, self._embeddings)
         # The last image's pixel digest and embedding: asking again about it skips the encoder.
         self._kept: tuple[str, ImageEmbedding[torch.Tensor]] | None = None
+        # The same for tiles: (digest, tile_shape, halo) and the windows embedded so far.
+        self._kept_tiles: tuple[tuple[str, int, int], TiledEmbedding] | None = None
         # The last image read and its path: what a call without a source segments.
         self._last: tuple[np.ndarray, str | None] | None = None
 
@@ -129,6 +138,8 @@ class SAM:
         image_format: str = "RGB",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         half: bool | None = None,
+        tile_shape: int | None = None,
+        halo: int = 0,
         **options: Any,
     ) -> list[Results] | Iterator[Results]:
         """Segment the objects the prompts point at, in each image or video frame of `source`.
@@ -153,6 +164,12 @@ class SAM:
                 decoded (`mobilesam.errors.ImageTooLarge` above it); arrays and PIL images are not checked.
             half: Switch to reduced precision (True) or back to the faithful default (False)
                 for this and later calls, as `SAM(half=...)`; None keeps the current choice.
+            tile_shape: Large images (ours, not Ultralytics'): cut each image into windows of this many
+                pixels, each embedded at full resolution (1024, the model's input, is the natural choice),
+                instead of shrinking the whole image to the model's input (`mobilesam.tiling`). Each prompted
+                object is decoded on one window; segment everything merges the windows' masks. None: whole images.
+            halo: With `tile_shape` (ours): neighbouring windows overlap by 2 * halo pixels; segment
+                everything keeps an object across a seam when it is under about 2 * (halo - 20) pixels across.
             **options: Ultralytics' predict keywords, applied as follows (`ULTRALYTICS_IGNORED` lists
                 those accepted with a warning):
 
@@ -182,8 +199,10 @@ class SAM:
         Raises:
             TypeError: A keyword neither Ultralytics nor the mask generator takes (named), or generator
                 options with prompts.
-            ValueError: Bad prompts, no source with no earlier image, or a bad option value.
+            ValueError: Bad prompts, no source with no earlier image, or a bad option value (a halo without
+                a tile_shape, or one too large for it).
         """
+        check_tiling(tile_shape, halo)
         ultralytics = {key: options.pop(key) for key in list(options) if key in ULTRALYTICS_APPLIED}
         for key in [key for key in options if key in ULTRALYTICS_IGNORED]:
             options.pop(key)
@@ -206,9 +225,11 @@ class SAM:
                 raise TypeError("output_mode is not an option here: Results hold binary masks (see Results.to_dict for RLE)")
             if run.iou is not None:
                 options.setdefault("box_nms_thresh", run.iou)
-            generator = SamAutomaticMaskGenerator(self.model, backend=self.backend, **options)
+            generator = SamAutomaticMaskGenerator(self.model, backend=self.backend, embeddings=self._embeddings, **options)
 
             def segment(image: np.ndarray, path: str | None) -> Results:
+                if tile_shape is not None:
+                    return Results.from_mask_records(image, generate_tiled(generator, image, tile_shape, halo), path=path)
                 records = generator.generate(image, embedding=self._embedding_of(image))
                 return Results.from_mask_records(image, records, path=path)
 
@@ -220,7 +241,7 @@ class SAM:
             prompts = as_object_prompts(points, labels, bboxes)
 
             def segment(image: np.ndarray, path: str | None) -> Results:
-                return self._predict_one(image, path, prompts, multimask_output)
+                return self._predict_one(image, path, prompts, multimask_output, tile_shape, halo)
 
         results = self._run(source, segment, run, image_format, max_pixels)
         return results if stream else list(results)
@@ -297,9 +318,20 @@ class SAM:
             else:
                 raise FileNotFoundError(f"no such image, video, folder or glob: {text}")
 
-    def _predict_one(self, image: np.ndarray, path: str | None, prompts: list[Prompt], multimask_output: bool) -> Results:
+    def _predict_one(
+        self,
+        image: np.ndarray,
+        path: str | None,
+        prompts: list[Prompt],
+        multimask_output: bool,
+        tile_shape: int | None = None,
+        halo: int = 0,
+    ) -> Results:
         for prompt in prompts:
             check_in_image(prompt, image.shape[:2])
+        if tile_shape is not None:
+            tiled = self._tiles_of(image, tile_shape, halo, prompts)
+            return segment_tiled(self.predictor, tiled, prompts, image, multimask_output=multimask_output, path=path)
         return segment_prompts(
             self.predictor, self._embedding_of(image), prompts, image, multimask_output=multimask_output, path=path
         )
@@ -321,6 +353,7 @@ class SAM:
         """Forget the last image and its embedding."""
         self._last = None
         self._kept = None
+        self._kept_tiles = None
 
     def _embedding_of(self, image: np.ndarray) -> ImageEmbedding[torch.Tensor]:
         """The embedding of an (H, W, 3) uint8 RGB image: the kept one when these are its pixels."""
@@ -329,6 +362,14 @@ class SAM:
             self._kept = None  # a failing encoder keeps nothing stale
             self._kept = (digest, self.predictor.embed(image))
         return self._kept[1]
+
+    def _tiles_of(self, image: np.ndarray, tile_shape: int, halo: int, prompts: list[Prompt]) -> TiledEmbedding:
+        """The windows of an image that `prompts` need, embedded; those kept from the last call on these pixels reused."""
+        key = (pixels_digest(image), tile_shape, halo)
+        kept = self._kept_tiles[1] if self._kept_tiles is not None and self._kept_tiles[0] == key else None
+        self._kept_tiles = None  # a failing encoder keeps nothing stale
+        self._kept_tiles = (key, embed_tiles(self.predictor, image, tile_shape, halo, prompts=prompts, reuse=kept))
+        return self._kept_tiles[1]
 
     def export(
         self,

@@ -10,6 +10,7 @@ brought to full resolution for the stability score and RLE encoding.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ import torch
 
 from .backends import Backend
 from .embedding import ImageEmbedding
+from .embedding_store import EmbeddingStore
 from .io.images import to_rgb_uint8
 from .masks import (
     batched_mask_to_box,
@@ -129,6 +131,8 @@ class SamAutomaticMaskGenerator:
         backend: What embeds the crops and decodes the prompt batches: a `mobilesam.backends`
             backend or its name; default "auto", the fastest engine here whose masks reproduce
             fp32's ("torch" gives the reference's bits).
+        embeddings: An `EmbeddingStore`, or its folder, read before the encoder runs on the
+            image or a crop (each crop's pixels are their own entry); new ones are stored.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class SamAutomaticMaskGenerator:
         output_mode: OutputMode = "binary_mask",
         *,
         backend: Backend | str = "auto",
+        embeddings: EmbeddingStore | str | os.PathLike[str] | None = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -190,7 +195,7 @@ class SamAutomaticMaskGenerator:
             for grid in self.point_grids:
                 if grid.ndim != 2 or grid.shape[1] != 2 or len(grid) == 0 or not np.all((grid >= 0) & (grid <= 1)):
                     raise ValueError("point_grids must hold non-empty (N, 2) arrays of x, y in [0, 1]")
-        self.predictor = SamPredictor(model, backend)
+        self.predictor = SamPredictor(model, backend, embeddings)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh

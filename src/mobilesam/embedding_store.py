@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
 from .atomic import write_bytes_atomic, write_text_atomic
+from .backends.base import tensors_stamp
 from .embedding import ImageEmbedding
 from .errors import MobileSamError
-from .io.images import pixels_digest, to_rgb_uint8
+from .io.images import pixels_digest
 from .modeling import Sam
-from .predictor import SamPredictor
 from .registry import model_name
 from .weights import state_digest
 
@@ -75,6 +76,8 @@ class EmbeddingStore:
         self.model = model
         self.recompute = recompute
         self.identity = model_identity(model)
+        # Models (by id) already found to make this store's embeddings, with their weights' stamp then.
+        self._verified = {id(model): tensors_stamp(_weights(model))}
         self.dtype = self._open(half)
 
     def _open(self, half: bool | None) -> str:
@@ -138,33 +141,52 @@ class EmbeddingStore:
         metadata = {"original_size": _text(embedding.original_size), "input_size": _text(embedding.input_size)}
         return write_bytes_atomic(self.path(digest), save_safetensors({"features": features}, metadata))
 
-    def embedding(self, predictor: SamPredictor, image: np.ndarray) -> ImageEmbedding[torch.Tensor]:
-        """The image's embedding: the stored one if present, else `predictor.embed(image)`, stored now.
-
-        Args:
-            predictor: Embeds what is not stored; its model must be the store's.
-            image: (H, W, 3) uint8 RGB image (other arrays are converted as `SamPredictor.embed` does).
-
-        Returns:
-            The embedding in float32 on the predictor's device.
+    def check_model(self, model: Sam) -> None:
+        """Raise unless `model` makes this store's embeddings (same name, weights and input size).
 
         Raises:
-            EmbeddingStoreError: The predictor's model is not the store's, or the stored file is
-                unreadable (unless the store recomputes).
+            EmbeddingStoreError: It does not; the message names both identities.
         """
-        if predictor.model is not self.model and model_identity(predictor.model) != self.identity:
-            raise EmbeddingStoreError(f"the predictor's model is not the one of the embedding store {self.root}")
-        rgb = to_rgb_uint8(image)
-        digest = pixels_digest(rgb)
+        stamp = tensors_stamp(_weights(model))
+        if id(model) in self._verified and self._verified[id(model)] == stamp:
+            return
+        identity = model_identity(model)
+        if identity != self.identity:
+            raise EmbeddingStoreError(
+                f"the model is not the one of the embedding store {self.root}: "
+                f"store {_describe(self.identity)}, model {_describe(identity)}"
+            )
+        self._verified[id(model)] = stamp
+
+    def embedding(
+        self,
+        image: np.ndarray,
+        embed: Callable[[np.ndarray], ImageEmbedding[torch.Tensor]],
+        device: torch.device | str = "cpu",
+    ) -> ImageEmbedding[torch.Tensor]:
+        """The image's embedding: the stored one if present, else `embed(image)`, stored now.
+
+        Args:
+            image: (H, W, 3) uint8 RGB image.
+            embed: Computes the embedding of an image that is not stored (the store's model's encoder).
+            device: Where a stored embedding is put.
+
+        Returns:
+            The embedding in float32.
+
+        Raises:
+            EmbeddingStoreError: The stored file is unreadable (unless the store recomputes).
+        """
+        digest = pixels_digest(image)
         try:
-            stored = self.load(digest, predictor.device)
+            stored = self.load(digest, device)
         except EmbeddingStoreError:
             if not self.recompute:
                 raise
             stored = None
         if stored is not None:
             return stored
-        embedding = predictor.embed(rgb)
+        embedding = embed(image)
         self.save(digest, embedding)
         return embedding
 
@@ -180,3 +202,7 @@ def _text(size: tuple[int, int]) -> str:
 def _size(text: str) -> tuple[int, int]:
     height, width = (int(part) for part in text.split(","))
     return height, width
+
+
+def _weights(model: Sam) -> list[torch.Tensor]:
+    return [*model.parameters(), *model.buffers()]

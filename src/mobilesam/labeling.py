@@ -88,6 +88,9 @@ class RunOptions:
         workers: Ray actors; None: as many as the cluster's CPUs (or GPUs) hold.
         threads_per_worker: CPUs of each Ray actor, and its torch / engine threads.
         gpus_per_worker: GPUs of each Ray actor, fractions allowed.
+        embeddings: An embedding store's folder (`mobilesam.embedding_store`) that the run
+            reads before embedding an image, and fills with what it embeds; on Ray, a folder
+            every node shares.
     """
 
     formats: tuple[str, ...] = ("png", "overlay")
@@ -103,6 +106,7 @@ class RunOptions:
     workers: int | None = None
     threads_per_worker: int = 1
     gpus_per_worker: float = 0.0
+    embeddings: str | os.PathLike[str] | None = None
 
 
 @contextlib.contextmanager

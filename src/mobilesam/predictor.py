@@ -7,6 +7,7 @@ raise `ValueError` instead of failing deep inside the model.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from .backends import Backend, make_backend
 from .backends.base import tensors_stamp
 from .embedding import ImageEmbedding
+from .embedding_store import EmbeddingStore
 from .image_state import CurrentImage
 from .io.images import to_rgb_uint8
 from .modeling import Sam
@@ -34,10 +36,26 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             "torch" runs the model's own modules in eager fp32: the reference's bits. The
             other engines run a copy of the encoder; one made here from a name is made
             again when the model's weights change (a backend object given is used as it is).
+        embeddings: An `EmbeddingStore`, or its folder, that `embed` and `set_image` read
+            first: an image whose pixels are stored skips the encoder, and one that is not
+            is embedded and stored. None: embed every image.
+
+    Raises:
+        EmbeddingStoreError: The store holds another model's embeddings.
     """
 
-    def __init__(self, sam_model: Sam, backend: Backend | str = "auto") -> None:
+    def __init__(
+        self,
+        sam_model: Sam,
+        backend: Backend | str = "auto",
+        embeddings: EmbeddingStore | str | os.PathLike[str] | None = None,
+    ) -> None:
         self.model = sam_model
+        if embeddings is not None and not isinstance(embeddings, EmbeddingStore):
+            embeddings = EmbeddingStore(embeddings, sam_model)
+        if embeddings is not None:
+            embeddings.check_model(sam_model)
+        self.embeddings = embeddings
         self._backend_name = backend if isinstance(backend, str) else None
         self._weights_stamp = tensors_stamp(self._weights())
         self.backend = make_backend(backend, sam_model) if isinstance(backend, str) else backend
@@ -57,6 +75,12 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             image_format: "RGB" or "BGR" (what `cv2.imread` returns).
         """
         rgb = to_rgb_uint8(image, image_format)
+        if self.embeddings is None:
+            return self._embed_rgb(rgb)
+        self.embeddings.check_model(self.model)
+        return self.embeddings.embedding(rgb, self._embed_rgb, self.device)
+
+    def _embed_rgb(self, rgb: np.ndarray) -> ImageEmbedding[torch.Tensor]:
         if self.model.image_format == "BGR":
             rgb = rgb[..., ::-1]
         resized = self.transform.apply_image(rgb)

@@ -56,33 +56,36 @@ def segment_prompts(
         for position, index in enumerate(members):
             masks[index], scores[index], logits[index] = (output[position] for output in decoded)
     per_object = len(scores[0])
-    points, labels = _padded_points(objects, per_object)
-    has_box = any(prompt.box is not None for prompt in objects)
+    points, labels, boxes = prompt_rows(objects, per_object)
     return Results(
         orig_img=image,
         masks=np.concatenate(masks),
         scores=np.concatenate(scores).astype(np.float32),
         points=points,
         labels=labels,
-        bboxes=np.repeat([_box_or_nan(p) for p in objects], per_object, axis=0) if has_box else None,
+        bboxes=boxes,
         low_res_logits=np.concatenate(logits).astype(np.float32) if keep_logits else None,
         path=path,
     )
 
 
-def _padded_points(objects: Sequence[Prompt], per_object: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(M, P, 2) XY and (M, P) labels for the M masks, padded to the most points P with label -1; None without points."""
+def prompt_rows(objects: Sequence[Prompt], per_object: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """`Results`' prompt arrays for M objects with `per_object` masks each.
+
+    Points (M', P, 2) and labels (M', P), M' = M * per_object, padded to the most points P with label -1
+    (None without points); boxes (M', 4), NaN for an object without one (None when no object has one).
+    """
     width = max(0 if p.point_coords is None else len(p.point_coords) for p in objects)
-    if width == 0:
-        return None, None
-    points = np.zeros((len(objects), width, 2))
-    labels = np.full((len(objects), width), -1, dtype=np.int64)
-    for index, prompt in enumerate(objects):
-        if prompt.point_coords is not None:
-            points[index, : len(prompt.point_coords)] = prompt.point_coords
-            labels[index, : len(prompt.point_labels)] = prompt.point_labels
-    return np.repeat(points, per_object, axis=0), np.repeat(labels, per_object, axis=0)
-
-
-def _box_or_nan(prompt: Prompt) -> np.ndarray:
-    return np.full(4, np.nan) if prompt.box is None else prompt.box
+    points = labels = boxes = None
+    if width:
+        points = np.zeros((len(objects), width, 2))
+        labels = np.full((len(objects), width), -1, dtype=np.int64)
+        for index, prompt in enumerate(objects):
+            if prompt.point_coords is not None:
+                points[index, : len(prompt.point_coords)] = prompt.point_coords
+                labels[index, : len(prompt.point_labels)] = prompt.point_labels
+        points, labels = np.repeat(points, per_object, axis=0), np.repeat(labels, per_object, axis=0)
+    if any(prompt.box is not None for prompt in objects):
+        rows = [np.full(4, np.nan) if prompt.box is None else prompt.box for prompt in objects]
+        boxes = np.repeat(rows, per_object, axis=0)
+    return points, labels, boxes

@@ -22,9 +22,11 @@ from .predictor import SamPredictor
 from .prompts import Prompt, check_in_image
 from .results import Results
 from .segment import segment_prompts
+from .tiling import check_tiling, embed_tiles, generate_tiled, segment_tiled
 
 if TYPE_CHECKING:
     from .backends import Backend
+    from .embedding_store import EmbeddingStore
     from .modeling import Sam
 
 ImageSegmenter = Callable[[np.ndarray, tuple[Prompt, ...] | None, str], Results]
@@ -38,14 +40,23 @@ class PromptTask:
     Attributes:
         objects: The command's objects, for images without their own (from a prompts file).
         multimask: Three candidate masks per object instead of the best one.
+        tile_shape: Decode each object on a window of this many pixels (`mobilesam.tiling`); None: the whole image.
+        halo: With `tile_shape`, pixels each window reaches past what it owns.
     """
 
     objects: tuple[Prompt, ...] | None = None
     multimask: bool = False
+    tile_shape: int | None = None
+    halo: int = 0
 
-    def segmenter(self, sam: Sam, backend: Backend) -> ImageSegmenter:
-        """The segmenter of this task, running `sam` on `backend`."""
-        predictor = SamPredictor(sam, backend)
+    def segmenter(self, sam: Sam, backend: Backend, embeddings: EmbeddingStore | None = None) -> ImageSegmenter:
+        """The segmenter of this task, running `sam` on `backend`, reading (and filling) the store `embeddings`.
+
+        Raises:
+            ValueError: A bad tiling (`mobilesam.tiling.check_tiling`), or a halo without a tile_shape.
+        """
+        check_tiling(self.tile_shape, self.halo)
+        predictor = SamPredictor(sam, backend, embeddings)
 
         def segment(image: np.ndarray, objects: tuple[Prompt, ...] | None, path: str) -> Results:
             objects = objects or self.objects
@@ -54,6 +65,9 @@ class PromptTask:
             # Before the costly embedding, so a prompt outside the image fails fast.
             for prompt in objects:
                 check_in_image(prompt, image.shape[:2])
+            if self.tile_shape is not None:
+                tiled = embed_tiles(predictor, image, self.tile_shape, self.halo, prompts=objects)
+                return segment_tiled(predictor, tiled, objects, image, multimask_output=self.multimask, path=path)
             embedding = predictor.embed(image)
             return segment_prompts(predictor, embedding, objects, image, multimask_output=self.multimask, path=path)
 
@@ -62,19 +76,30 @@ class PromptTask:
 
 @dataclass(frozen=True)
 class EverythingTask:
-    """`mobilesam everything`: the automatic mask generator's masks, with these options."""
+    """`mobilesam everything`: the automatic mask generator's masks, with these options.
+
+    Attributes:
+        options: The generator's options.
+        tile_shape: Segment windows of this many pixels and merge them (`mobilesam.tiling`); None: the whole image.
+        halo: With `tile_shape`, pixels each window reaches past what it owns.
+    """
 
     options: GeneratorOptions = GENERATOR_DEFAULTS
+    tile_shape: int | None = None
+    halo: int = 0
 
-    def segmenter(self, sam: Sam, backend: Backend) -> ImageSegmenter:
-        """The segmenter of this task, running `sam` on `backend`.
+    def segmenter(self, sam: Sam, backend: Backend, embeddings: EmbeddingStore | None = None) -> ImageSegmenter:
+        """The segmenter of this task, running `sam` on `backend`, reading (and filling) the store `embeddings`.
 
         Raises:
-            ValueError: An option out of range (the generator checks them).
+            ValueError: An option out of range (the generator checks them), a bad tiling, or a halo without a tile_shape.
         """
-        generator = SamAutomaticMaskGenerator(sam, **dataclasses.asdict(self.options), backend=backend)
+        check_tiling(self.tile_shape, self.halo)
+        generator = SamAutomaticMaskGenerator(sam, **dataclasses.asdict(self.options), backend=backend, embeddings=embeddings)
 
         def segment(image: np.ndarray, objects: tuple[Prompt, ...] | None, path: str) -> Results:
+            if self.tile_shape is not None:
+                return Results.from_mask_records(image, generate_tiled(generator, image, self.tile_shape, self.halo), path=path)
             return Results.from_mask_records(image, generator.generate(image), path=path)
 
         return segment
@@ -98,8 +123,8 @@ class BoxTask:
     detector_options: DetectorOptions = DetectorOptions()
     box_nms_thresh: float | None = GENERATOR_DEFAULTS.box_nms_thresh
 
-    def segmenter(self, sam: Sam, backend: Backend) -> ImageSegmenter:
-        """The segmenter of this task, running `sam` on `backend` and its detector.
+    def segmenter(self, sam: Sam, backend: Backend, embeddings: EmbeddingStore | None = None) -> ImageSegmenter:
+        """The segmenter of this task, running `sam` on `backend` and its detector, reading (and filling) `embeddings`.
 
         Raises:
             ValueError: Neither or both of `detector` and `boxes`.
@@ -107,7 +132,7 @@ class BoxTask:
         """
         if (self.detector is None) == (self.boxes is None):
             raise ValueError("give either a detector or a boxes file, not both or neither")
-        predictor = SamPredictor(sam, backend)
+        predictor = SamPredictor(sam, backend, embeddings)
         table = self.boxes
         detect = None if self.detector is None else Detector(self.detector, self.detector_options)
 

@@ -13,12 +13,14 @@ import torch
 import typer
 
 from ..backends import BACKEND_SPECS, BACKENDS, Backend, make_backend, resolve_backend_name
+from ..embedding_store import EmbeddingStore
 from ..errors import MobileSamError
 from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.sources import ImageJob
 from ..labeling import RunOptions, RunSummary, Segmenter, label_images
 from ..modeling import Sam
 from ..registry import load_sam
+from ..tiling import check_tiling
 
 MODEL_OPTION = typer.Option(
     "mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights)."
@@ -48,6 +50,27 @@ MAX_PIXELS_OPTION = typer.Option(
     "--max-pixels",
     min=1,
     help="Largest image file read, width x height, checked before decoding (guards against decompression bombs).",
+)
+
+EMBEDDINGS_OPTION = typer.Option(
+    None,
+    "--embeddings",
+    help="An embedding store (`mobilesam embed`): images stored there skip the encoder, new ones are added.",
+)
+
+TILE_OPTION = typer.Option(
+    None,
+    "--tile",
+    min=1,
+    help="Large images: cut them into windows of N x N pixels, each embedded at full resolution "
+    "(1024 is the model's input), instead of shrinking the whole image to the model's input.",
+)
+HALO_OPTION = typer.Option(
+    None,
+    "--halo",
+    min=0,
+    help="With --tile: neighbouring windows overlap by 2 x N pixels (default 0). `everything` keeps an object "
+    "that crosses a seam between windows when it is under about 2 x (N - 20) pixels across.",
 )
 
 _state = {"verbose": False}
@@ -116,6 +139,27 @@ def choose_backend(name: str, sam: Sam, onnx_dir: Path | None, threads: int | No
         return make_backend(name, sam, onnx_dir=onnx_dir, threads=threads)
     except (OSError, ImportError, RuntimeError, ValueError) as err:
         fail(err)
+
+
+def open_store(root: Path | None, sam: Sam) -> EmbeddingStore | None:
+    """The --embeddings store of `sam`, or None without one; another model's store exits 1."""
+    if root is None:
+        return None
+    try:
+        return EmbeddingStore(root, sam)
+    except (OSError, ValueError) as err:
+        fail(err)
+
+
+def parse_tiling(tile: int | None, halo: int | None) -> tuple[int | None, int]:
+    """--tile and --halo as a task's (tile_shape, halo); --halo without --tile, or a halo too large, is a usage error."""
+    if tile is None and halo is not None:
+        raise UsageError("--halo needs --tile: the halo is how far the tiles overlap")
+    try:
+        check_tiling(tile, halo or 0)
+    except ValueError as err:
+        raise UsageError(f"--tile/--halo: {err}") from err
+    return tile, halo or 0
 
 
 def run_batch(jobs: list[ImageJob], segment: Segmenter, out: Path, options: RunOptions, backend: str) -> None:

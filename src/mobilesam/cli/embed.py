@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import typer
 
+from ..distributed import ModelSpec, embed_on_ray
 from ..embedding_store import EmbeddingStore
+from ..errors import MobileSamError
 from ..io.images import load_image, pixels_digest
 from ..io.sources import find_jobs
 from ..predictor import SamPredictor
+from ..tiling import embed_tiles, tile_windows
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
+    HALO_OPTION,
     MAX_PIXELS_OPTION,
     MODEL_OPTION,
     ONNX_DIR_OPTION,
     QUIET_OPTION,
     THREADS_OPTION,
+    TILE_OPTION,
+    UsageError,
     batch_errors,
+    check_backend_options,
     choose_backend,
     fail,
     load_model,
+    parse_tiling,
+)
+from .distributed import (
+    GPUS_PER_WORKER_OPTION,
+    RAY_OPTION,
+    THREADS_PER_WORKER_OPTION,
+    WORKERS_OPTION,
+    check_ray_options,
+    find_ray_images,
 )
 
 
@@ -38,12 +56,49 @@ def embed(
     backend: str = BACKEND_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
     max_pixels: int = MAX_PIXELS_OPTION,
+    tile: int | None = TILE_OPTION,
+    halo: int | None = HALO_OPTION,
+    ray: str | None = RAY_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    threads_per_worker: int = THREADS_PER_WORKER_OPTION,
+    gpus_per_worker: float = GPUS_PER_WORKER_OPTION,
 ) -> None:
-    """Embed every image of a source into a store; images already stored (by their pixels) are skipped."""
+    """Embed every image of a source into a store; images already stored (by their pixels) are skipped.
+
+    With --tile, each image's windows are stored (each by its own pixels), as `predict --tile` reads them.
+    """
     try:
-        jobs = find_jobs(source, exclude=out)
+        tile_shape, halo = parse_tiling(tile, halo)
+        if tile_shape is not None and ray is not None:
+            raise UsageError("--tile is not available with --ray yet: embed tiled images locally")
+        check_ray_options(ray, threads, workers, threads_per_worker, gpus_per_worker)
+        jobs = find_jobs(source, exclude=out) if ray is None else find_ray_images(source, out)
+    except UsageError as err:
+        fail(err, code=2)
     except (OSError, ValueError) as err:
         fail(err)
+    if ray is not None:
+        check_backend_options(backend, onnx_dir)
+        spec = ModelSpec(model, backend, None if onnx_dir is None else str(onnx_dir), device)
+        with batch_errors():
+            try:
+                summary = embed_on_ray(
+                    jobs,
+                    out,
+                    spec,
+                    half=half,
+                    address=ray,
+                    workers=workers,
+                    threads_per_worker=threads_per_worker,
+                    gpus_per_worker=gpus_per_worker,
+                    progress=not quiet,
+                    max_pixels=max_pixels,
+                )
+            except (ImportError, ValueError, MobileSamError) as err:
+                fail(err)
+        on_ray = f"; {', '.join(summary.backends) or backend} on {summary.workers} Ray workers"
+        _report(summary.embedded, summary.stored, summary.failures, out, quiet, on_ray)
+        return
     sam = load_model(model, device, threads)
     chosen = choose_backend(backend, sam, onnx_dir, threads)
     try:
@@ -51,7 +106,7 @@ def embed(
         store = EmbeddingStore(out, sam, half=True if half else None)
     except (OSError, ValueError) as err:
         fail(err)
-    predictor = SamPredictor(sam, chosen)
+    predictor = SamPredictor(sam, chosen, store)
     embedded = stored = 0
     failures: list[tuple[Path, str]] = []
     with batch_errors():
@@ -61,16 +116,34 @@ def embed(
             except (OSError, ValueError) as err:
                 failures.append((job.path, str(err)))
                 continue
-            digest = pixels_digest(rgb)
-            if digest in store:
+            if _stored(store, rgb, tile_shape, halo):
                 stored += 1
                 continue
-            store.save(digest, predictor.embed(rgb))
+            try:
+                if tile_shape is None:
+                    predictor.embed(rgb)
+                else:
+                    embed_tiles(predictor, rgb, tile_shape, halo)
+            except ValueError as err:
+                failures.append((job.path, str(err)))
+                continue
             embedded += 1
             if not quiet:
                 typer.echo(f"[{embedded + stored + len(failures)}/{len(jobs)}] embedded {job.path}", err=True)
+    _report(embedded, stored, failures, out, quiet)
+
+
+def _stored(store: EmbeddingStore, rgb: np.ndarray, tile_shape: int | None, halo: int) -> bool:
+    """Whether the store holds the image, or with a tiling every window of it."""
+    if tile_shape is None:
+        return pixels_digest(rgb) in store
+    return all(pixels_digest(window.pixels(rgb)) in store for window in tile_windows(*rgb.shape[:2], tile_shape, halo))
+
+
+def _report(embedded: int, stored: int, failures: Sequence[tuple[object, str]], out: Path, quiet: bool, where: str = "") -> None:
+    """The summary line (unless --quiet) and each failure on stderr; exit 1 if any image failed."""
     if not quiet:
-        typer.echo(f"{embedded} embedded, {stored} already stored, {len(failures)} failed; store in {out}")
+        typer.echo(f"{embedded} embedded, {stored} already stored, {len(failures)} failed; store in {out}{where}")
     for path, reason in failures:
         typer.echo(f"failed: {path}: {reason}", err=True)
     if failures:

@@ -18,17 +18,22 @@ from ..tasks import BoxTask, EverythingTask, LabelingTask, PromptTask, job_segme
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
+    EMBEDDINGS_OPTION,
     HALF_OPTION,
+    HALO_OPTION,
     MAX_PIXELS_OPTION,
     MODEL_OPTION,
     ONNX_DIR_OPTION,
     QUIET_OPTION,
     THREADS_OPTION,
+    TILE_OPTION,
     UsageError,
     backend_with_half,
     choose_backend,
     fail,
     load_model,
+    open_store,
+    parse_tiling,
     run_batch,
 )
 from .distributed import (
@@ -59,6 +64,8 @@ def predict(
     ),
     box: list[str] = typer.Option([], "--box", "-b", help="X1,Y1,X2,Y2; repeat for one object per box."),
     multimask: bool = typer.Option(False, "--multimask", help="Three candidate masks per object instead of the best one."),
+    tile: int | None = TILE_OPTION,
+    halo: int | None = HALO_OPTION,
     model: str = MODEL_OPTION,
     out: Path = _OUT_OPTION,
     output_format: list[str] = _FORMAT_OPTION,
@@ -70,6 +77,7 @@ def predict(
     half: bool = HALF_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
     max_pixels: int = MAX_PIXELS_OPTION,
+    embeddings: Path | None = EMBEDDINGS_OPTION,
     ray: str | None = RAY_OPTION,
     workers: int | None = WORKERS_OPTION,
     threads_per_worker: int = THREADS_PER_WORKER_OPTION,
@@ -83,6 +91,7 @@ def predict(
     try:
         formats = _parse_formats(output_format)
         objects = _parse_objects(point, box)
+        tiling = parse_tiling(tile, halo)
         check_ray_options(ray, threads, workers, threads_per_worker, gpus_per_worker)
         jobs = find_jobs(source, exclude=out) if ray is None else find_ray_images(source, out)
         if objects is None and any(job.objects is None for job in jobs):
@@ -109,8 +118,9 @@ def predict(
         workers=workers,
         threads_per_worker=threads_per_worker,
         gpus_per_worker=gpus_per_worker,
+        embeddings=embeddings,
     )
-    _label(PromptTask(objects, multimask), jobs, out, run_options)
+    _label(PromptTask(objects, multimask, *tiling), jobs, out, run_options)
 
 
 def everything(
@@ -144,6 +154,8 @@ def everything(
     imgsz: int = typer.Option(_DETECTOR.imgsz, min=32, help="--detector: its input size in pixels."),
     max_det: int = typer.Option(_DETECTOR.max_det, min=1, help="--detector: most boxes per image."),
     classes: list[int] = typer.Option([], "--classes", min=0, help="--detector: keep only this class id; repeat for more."),
+    tile: int | None = TILE_OPTION,
+    halo: int | None = HALO_OPTION,
     model: str = MODEL_OPTION,
     out: Path = _OUT_OPTION,
     output_format: list[str] = _FORMAT_OPTION,
@@ -155,6 +167,7 @@ def everything(
     half: bool = HALF_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
     max_pixels: int = MAX_PIXELS_OPTION,
+    embeddings: Path | None = EMBEDDINGS_OPTION,
     ray: str | None = RAY_OPTION,
     workers: int | None = WORKERS_OPTION,
     threads_per_worker: int = THREADS_PER_WORKER_OPTION,
@@ -169,6 +182,11 @@ def everything(
         formats = _parse_formats(output_format)
         if detector is not None and boxes is not None:
             raise UsageError("give --detector or --boxes, not both")
+        tiling = parse_tiling(tile, halo)
+        if tile is not None and (detector is not None or boxes is not None):
+            raise UsageError(
+                f"--tile does not apply to {'--detector' if detector is not None else '--boxes'}: give one or the other"
+            )
         box_table = read_boxes_file(boxes) if boxes is not None else None
         check_ray_options(ray, threads, workers, threads_per_worker, gpus_per_worker)
         jobs = find_jobs(source, exclude=out) if ray is None else find_ray_images(source, out)
@@ -192,7 +210,7 @@ def everything(
             crop_n_layers=crop_n_layers,
             min_mask_region_area=min_mask_region_area,
         )
-        task = EverythingTask(options)
+        task = EverythingTask(options, *tiling)
     run_options = RunOptions(
         formats=tuple(formats),
         overwrite=overwrite,
@@ -207,6 +225,7 @@ def everything(
         workers=workers,
         threads_per_worker=threads_per_worker,
         gpus_per_worker=gpus_per_worker,
+        embeddings=embeddings,
     )
     _label(task, jobs, out, run_options)
 
@@ -217,9 +236,10 @@ def _label(task: LabelingTask, jobs: list[ImageJob], out: Path, options: RunOpti
         run_on_ray(jobs, task, out, options)
         return
     sam = load_model(options.model, options.device, options.threads)
+    store = open_store(None if options.embeddings is None else Path(options.embeddings), sam)
     chosen = choose_backend(options.backend, sam, options.onnx_dir, options.threads)
     try:
-        segment = task.segmenter(sam, chosen)
+        segment = task.segmenter(sam, chosen, store)
     except ValueError as err:
         fail(err, code=2)
     run_batch(jobs, job_segmenter(segment), out, options, chosen.spec.label)

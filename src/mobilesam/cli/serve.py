@@ -11,6 +11,7 @@ from ..registry import model_name
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
+    EMBEDDINGS_OPTION,
     HALF_OPTION,
     MAX_PIXELS_OPTION,
     MODEL_OPTION,
@@ -78,6 +79,7 @@ def serve(
     backend: str = BACKEND_OPTION,
     half: bool = HALF_OPTION,
     onnx_dir: Path | None = ONNX_DIR_OPTION,
+    embeddings: Path | None = EMBEDDINGS_OPTION,
 ) -> None:
     """Run the HTTP service and the click-to-segment page (http://HOST:PORT/; API docs at /docs)."""
     # Imported here: FastAPI and uvicorn are the optional `serve` extra, which the other commands do without.
@@ -100,6 +102,7 @@ def serve(
             api_key=api_key,
             cors_origins=tuple(cors_origin),
             in_page_decoding=in_page_decoding,
+            embeddings=None if embeddings is None else str(embeddings),
         )
         label_studio = LabelStudioOptions(label_studio_url, label_studio_api_key, label_studio_files)
     except ValueError as err:
@@ -113,5 +116,8 @@ def serve(
         f"mobilesam: {settings.model_name} on {sam.device}, backend {chosen.spec.label}; "
         f"page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs"
     )
-    service = create_app(sam, settings, chosen, label_studio)
+    try:
+        service = create_app(sam, settings, chosen, label_studio)
+    except (OSError, ValueError) as err:
+        fail(err)
     uvicorn.run(service, host=host, port=port, log_level="debug" if is_verbose() else "info")

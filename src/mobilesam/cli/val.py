@@ -10,7 +10,20 @@ import typer
 from ..automatic import GENERATOR_DEFAULTS as _DEFAULTS
 from ..io.datasets import load_dataset
 from ..val import PROTOCOL_SYNTAX, evaluate, parse_protocols, save_report
-from .common import DEVICE_OPTION, MAX_PIXELS_OPTION, MODEL_OPTION, QUIET_OPTION, THREADS_OPTION, UsageError, fail, load_model
+from .common import (
+    BACKEND_OPTION,
+    DEVICE_OPTION,
+    EMBEDDINGS_OPTION,
+    MAX_PIXELS_OPTION,
+    MODEL_OPTION,
+    QUIET_OPTION,
+    THREADS_OPTION,
+    UsageError,
+    check_backend_options,
+    fail,
+    load_model,
+    open_store,
+)
 
 
 def val(
@@ -46,6 +59,8 @@ def val(
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
     max_pixels: int = MAX_PIXELS_OPTION,
+    backend: str = BACKEND_OPTION,
+    embeddings: Path | None = EMBEDDINGS_OPTION,
 ) -> None:
     """Measure mask quality on labeled data: mIoU per prompt protocol, object size and category.
 
@@ -63,7 +78,9 @@ def val(
         dataset = load_dataset(data, images)
     except (OSError, ValueError) as err:
         fail(err)
+    check_backend_options(backend, None)
     sam = load_model(model, device, threads)
+    store = open_store(embeddings, sam)
     teacher_sam = load_model(teacher, device, threads) if teacher is not None else None
     try:
         report = evaluate(
@@ -78,8 +95,10 @@ def val(
             stability_score_thresh=stability_score_thresh,
             progress=not quiet,
             max_pixels=max_pixels,
+            embeddings=store,
+            backend=backend,
         )
-    except (OSError, ValueError) as err:
+    except (ImportError, OSError, RuntimeError, ValueError) as err:
         fail(err)
     report = dataclasses.replace(report, model=model, teacher=teacher)
     try:

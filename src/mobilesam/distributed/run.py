@@ -19,8 +19,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..backends import Backend
 from ..io.sources import ImageJob
 from ..labeling import RunOptions, RunSummary, run_frame
+from ..modeling import Sam
 from ..tasks import LabelingTask
 from .refs import ImageRef, find_images
 from .worker import Labeler, ModelSpec
@@ -92,8 +94,8 @@ def label(
         RuntimeError: The Ray run stopped: an actor failed to start, or the model failed on an image.
     """
     started = time.perf_counter()
-    ray = _import_ray()
-    _check_resources(options.workers, options.threads_per_worker, options.gpus_per_worker, options.device)
+    ray = import_ray()
+    check_resources(options.workers, options.threads_per_worker, options.gpus_per_worker, options.device)
     out_dir = Path(os.path.abspath(out_dir))
     if isinstance(source, (str, os.PathLike)):
         refs = find_images(source, exclude=out_dir)
@@ -102,16 +104,17 @@ def label(
     # Absolute, since actors have working folders of their own; a name that is no file here stays a name.
     checkpoint = os.path.abspath(options.model) if os.path.exists(options.model) else os.fspath(options.model)
     onnx_dir = None if options.onnx_dir is None else os.path.abspath(options.onnx_dir)
-    spec = ModelSpec(checkpoint, options.backend, onnx_dir, options.device, options.threads_per_worker)
+    embeddings = None if options.embeddings is None else os.path.abspath(options.embeddings)
+    spec = ModelSpec(checkpoint, options.backend, onnx_dir, options.device, options.threads_per_worker, embeddings)
     _check_on_driver(task, spec)
     summary = RaySummary(total=len(refs))
     with run_frame(out_dir, [ref.stem for ref in refs], options) as todo:
         summary.skipped = len(refs) - len(todo)
         if todo:
-            with _connected(ray, options.address), _own_progress(ray):
+            with connected(ray, options.address), own_progress(ray):
                 # No more actors than images: each would load the model for nothing.
                 threads, gpus = options.threads_per_worker, options.gpus_per_worker
-                summary.workers = min(options.workers or _default_workers(ray, threads, gpus), len(todo))
+                summary.workers = min(options.workers or default_workers(ray, threads, gpus), len(todo))
                 labeler = (task, spec, os.fspath(out_dir), list(options.formats), options.max_pixels)
                 rows = _label_on_actors(ray, refs, todo, labeler, summary.workers, threads, gpus)
                 _tally(rows, len(todo), refs, summary, options.progress)
@@ -131,7 +134,7 @@ def _tally(rows: Iterator[dict[str, Any]], total: int, refs: Sequence[ImageRef],
     summary.backends = sorted(backends)
 
 
-def _check_resources(workers: int | None, threads: int, gpus: float, device: str) -> None:
+def check_resources(workers: int | None, threads: int, gpus: float, device: str) -> None:
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if threads < 1:
@@ -146,18 +149,24 @@ def _check_resources(workers: int | None, threads: int, gpus: float, device: str
 
 
 def _check_on_driver(task: LabelingTask, spec: ModelSpec) -> None:
-    """Build here what each actor builds, so that a bad model, backend or option fails before any actor starts.
+    """Build here what each actor builds, so that a bad model, backend or option fails before any actor starts."""
+    sam, backend = load_on_driver(spec)
+    task.segmenter(sam, backend, spec.store(sam))
 
-    Actors on GPUs run torch; their model and options are checked here on the CPU, with torch.
+
+def load_on_driver(spec: ModelSpec) -> tuple[Sam, Backend]:
+    """Load here the model and backend each actor loads, so that a bad one fails before any actor starts.
+
+    Actors on GPUs run torch; their model is checked here on the CPU, with torch.
     """
     if torch.device(spec.device).type == "cpu":
         spec = dataclasses.replace(spec, threads=None)
     else:
-        spec = ModelSpec(spec.model, "torch")
-    task.segmenter(*spec.load())
+        spec = ModelSpec(spec.model, "torch", embeddings=spec.embeddings)
+    return spec.load()
 
 
-def _import_ray() -> ModuleType:
+def import_ray() -> ModuleType:
     try:
         import ray
         import ray.data
@@ -167,7 +176,7 @@ def _import_ray() -> ModuleType:
 
 
 @contextlib.contextmanager
-def _connected(ray: ModuleType, address: str | None) -> Iterator[None]:
+def connected(ray: ModuleType, address: str | None) -> Iterator[None]:
     """Connect to Ray at `address`, unless this process is connected already; disconnect at the end if we connected."""
     if ray.is_initialized():
         if address is not None:
@@ -182,7 +191,7 @@ def _connected(ray: ModuleType, address: str | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _own_progress(ray: ModuleType) -> Iterator[None]:
+def own_progress(ray: ModuleType) -> Iterator[None]:
     """Our progress bar and summary in place of Ray Data's, whose bars and news would interleave with them.
 
     Ray Data's warnings still show; its file log (ray-data.log in the session folder) keeps only those too.
@@ -202,7 +211,7 @@ def _own_progress(ray: ModuleType) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _default_workers(ray: ModuleType, threads: int, gpus: float) -> int:
+def default_workers(ray: ModuleType, threads: int, gpus: float) -> int:
     """As many actors as the cluster's CPUs (or its GPUs, for GPU actors) hold; at least one."""
     resources = ray.cluster_resources()
     if gpus > 0:
@@ -228,19 +237,36 @@ def _label_on_actors(
         {"index": index, "image": refs[index].readable(), "stem": refs[index].stem, "objects": pickle.dumps(refs[index].objects)}
         for index in todo
     ]
+    yield from map_on_actors(ray, rows, Labeler, labeler, workers, threads, gpus)
+
+
+def map_on_actors(
+    ray: ModuleType,
+    rows: list[dict[str, Any]],
+    actor: type,
+    args: tuple[Any, ...],
+    workers: int,
+    threads: int,
+    gpus: float,
+) -> Iterator[dict[str, Any]]:
+    """Run the callable class `actor(*args)` on `workers` actors over `rows` in small blocks; yield its rows as they come.
+
+    Raises:
+        RuntimeError: The run stopped: an actor failed to start, or the model failed on an image.
+    """
     blocks = min(len(rows), max(workers * _BLOCKS_PER_WORKER, math.ceil(len(rows) / _MAX_ROWS_PER_BLOCK)))
     # Ray Data's actors are fault tolerant by default: one that dies (killed, out of memory, its node lost)
     # is restarted and the batches it held are run again, without limit.
-    labeled = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-        Labeler,
-        fn_constructor_args=labeler,
+    mapped = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+        actor,
+        fn_constructor_args=args,
         batch_size=None,
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=threads,
         num_gpus=gpus,
     )
     try:
-        yield from labeled.iter_rows()
+        yield from mapped.iter_rows()
     except ray.exceptions.RayError as err:
         raise RuntimeError(f"the Ray run stopped: {_original_error(err)}") from err
 

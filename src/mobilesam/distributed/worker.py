@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..backends import Backend, make_backend
+from ..embedding_store import EmbeddingStore
 from ..io.images import load_image
 from ..io.remote import is_uri, load_uri_image
 from ..labeling import label_one
@@ -32,6 +33,7 @@ class ModelSpec:
         onnx_dir: Folder written by `mobilesam export`, for the graph backends.
         device: Torch device of the actors ("cuda" when Ray gives them GPUs).
         threads: Intra-op threads of torch and of the graph engines.
+        embeddings: An embedding store's folder, which every node must see, or None.
     """
 
     model: str = "mobile_sam.pt"
@@ -39,6 +41,7 @@ class ModelSpec:
     onnx_dir: str | None = None
     device: str = "cpu"
     threads: int | None = None
+    embeddings: str | None = None
 
     def load(self) -> tuple[Sam, Backend]:
         """The model on its device, and its backend.
@@ -51,6 +54,14 @@ class ModelSpec:
             torch.set_num_threads(self.threads)
         sam = load_sam(self.model, device=self.device)
         return sam, make_backend(self.backend, sam, onnx_dir=self.onnx_dir, threads=self.threads)
+
+    def store(self, sam: Sam) -> EmbeddingStore | None:
+        """The embedding store of `sam`, or None without one.
+
+        Raises:
+            EmbeddingStoreError: The store holds another model's embeddings.
+        """
+        return None if self.embeddings is None else EmbeddingStore(self.embeddings, sam)
 
 
 class Labeler:
@@ -70,7 +81,7 @@ class Labeler:
 
     def __init__(self, task: LabelingTask, spec: ModelSpec, out_dir: str, formats: Sequence[str], max_pixels: int) -> None:
         sam, backend = spec.load()
-        self._segment = task.segmenter(sam, backend)
+        self._segment = task.segmenter(sam, backend, spec.store(sam))
         self._backend = backend.name
         self._out_dir = Path(out_dir)
         self._formats = list(formats)
@@ -83,7 +94,7 @@ class Labeler:
             prompts = pickle.loads(objects)
             count, error = label_one(
                 lambda rgb, objects=prompts, path=image: self._segment(rgb, objects, path),
-                self._read(image),
+                read_image(image, self._max_pixels),
                 self._out_dir,
                 stem,
                 self._formats,
@@ -97,11 +108,12 @@ class Labeler:
             "backend": np.asarray([self._backend] * len(masks), dtype=object),
         }
 
-    def _read(self, image: str) -> np.ndarray | Exception:
-        """The image's pixels, or the error that reading them raised (for `label_one` to report)."""
-        try:
-            if is_uri(image):
-                return load_uri_image(image, max_pixels=self._max_pixels)
-            return load_image(image, max_pixels=self._max_pixels)
-        except (OSError, ValueError) as err:
-            return err
+
+def read_image(image: str, max_pixels: int) -> np.ndarray | Exception:
+    """The pixels of an image path or URI, or the error that reading them raised (for the actor to report)."""
+    try:
+        if is_uri(image):
+            return load_uri_image(image, max_pixels=max_pixels)
+        return load_image(image, max_pixels=max_pixels)
+    except (OSError, ValueError) as err:
+        return err

@@ -27,6 +27,7 @@ import torch
 from ..automatic import SamAutomaticMaskGenerator
 from ..backends import Backend, make_backend
 from ..embedding import ImageEmbedding
+from ..embedding_store import EmbeddingStore
 from ..export.cache import weights_digest
 from ..io.images import DEFAULT_MAX_PIXELS, pixels_digest
 from ..modeling import Sam, count_parameters
@@ -78,6 +79,8 @@ class ServeSettings:
             in the browser on the image's embedding (GET /v1/images/{id}/embedding) without a
             request per click. The graph is exported once per weights (later runs reuse it), in the
             background from when the page loads. Off: the page sends every click to /segment.
+        embeddings: An embedding store's folder (`mobilesam embed`): an upload of a stored image
+            is answered without running the encoder, and new uploads are stored there too.
     """
 
     model_name: str = "vit_t"
@@ -91,6 +94,7 @@ class ServeSettings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     in_page_decoding: bool = True
+    embeddings: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "queue_size", "worker_threads", "retry_after_s"):
@@ -168,6 +172,8 @@ class SegmentationService:
     def __init__(self, model: Sam, settings: ServeSettings | None = None, backend: Backend | str = "auto") -> None:
         self.model = model
         self.settings = settings or ServeSettings()
+        # Before the backend, which may export the model: a wrong store fails at once.
+        self.embeddings = None if self.settings.embeddings is None else EmbeddingStore(self.settings.embeddings, model)
         # One backend for every request: clicks on one image reuse the image side
         # of the transformer that it keeps for the last embedding.
         self.backend = make_backend(backend, model) if isinstance(backend, str) else backend
@@ -369,7 +375,7 @@ class SegmentationService:
             raise InvalidRequest(str(err)) from err
 
     def _embed(self, rgb: np.ndarray) -> CachedImage:
-        return CachedImage(SamPredictor(self.model, self.backend).embed(rgb), rgb)
+        return CachedImage(SamPredictor(self.model, self.backend, self.embeddings).embed(rgb), rgb)
 
     def _segment(self, image: CachedImage, prompt: Prompt, request: SegmentRequest) -> Results:
         """Decode one object on the cached embedding (runs on the worker)."""

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..automatic import GENERATOR_DEFAULTS, SamAutomaticMaskGenerator
+from ..embedding_store import EmbeddingStore
 from ..io.datasets import Dataset, ImageAnnotations, load_dataset
 from ..io.images import DEFAULT_MAX_PIXELS, load_image
 from ..masks import coco_encode_mask, mask_iou
@@ -51,6 +52,8 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    embeddings: str | os.PathLike[str] | EmbeddingStore | None = None,
+    backend: str = "auto",
 ) -> ValReport:
     """Measure how well a model segments the objects of a labeled dataset.
 
@@ -72,12 +75,16 @@ def evaluate(
         progress: Show a progress bar on stderr.
         max_pixels: Largest width x height of an image file, checked before it is decoded;
             a larger image is skipped and listed in the report.
+        embeddings: An embedding store of `model` (or its folder, `mobilesam embed`): stored
+            images skip the model's encoder, the others are embedded and stored.
+        backend: The engine of both models, a name of `mobilesam.backends.BACKENDS` or "auto"
+            (the fastest whose masks reproduce fp32's); "torch" scores the reference's numerics.
 
     Returns:
         The report; `ValReport.save` writes it.
 
     Raises:
-        ValueError: A bad protocol or option, or annotations that cannot be read.
+        ValueError: A bad protocol or option, annotations that cannot be read, or a store of another model.
         FileNotFoundError: `data` or `images` is missing, or none of the images exists.
     """
     started = time.perf_counter()
@@ -98,8 +105,8 @@ def evaluate(
             f"none of the {len(selected)} annotated images exists, e.g. {selected[0].path}; "
             "give the folder the image file names are relative to (`images`; --images on the command line)"
         )
-    student = _Model.load(model, device)
-    reference = _Model.load(teacher, device) if teacher is not None else None
+    student = _Model.load(model, device, backend, embeddings)
+    reference = _Model.load(teacher, device, backend) if teacher is not None else None
     wants_everything = any(protocol.kind == "everything" for protocol in parsed)
     if wants_everything:
         for evaluated in (student, reference):
@@ -141,10 +148,16 @@ class _Model:
     generator: SamAutomaticMaskGenerator | None = None
 
     @classmethod
-    def load(cls, model: str | os.PathLike[str] | Sam, device: str | torch.device) -> _Model:
+    def load(
+        cls,
+        model: str | os.PathLike[str] | Sam,
+        device: str | torch.device,
+        backend: str,
+        embeddings: str | os.PathLike[str] | EmbeddingStore | None = None,
+    ) -> _Model:
         if isinstance(model, Sam):
-            return cls(f"{model_name(model)} (in memory)", SamPredictor(model))
-        return cls(os.fspath(model), SamPredictor(load_sam(model, device=device)))
+            return cls(f"{model_name(model)} (in memory)", SamPredictor(model, backend, embeddings))
+        return cls(os.fspath(model), SamPredictor(load_sam(model, device=device), backend, embeddings))
 
     def add_generator(self, points_per_side: int, pred_iou_thresh: float, stability_score_thresh: float) -> None:
         self.generator = SamAutomaticMaskGenerator(
