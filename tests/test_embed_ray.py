@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +14,7 @@ from images import generated_image
 from mobilesam import build_sam
 from mobilesam.cli import app
 from mobilesam.distributed import ModelSpec, embed_on_ray
+from mobilesam.distributed.embed import Embedder
 from mobilesam.embedding_store import STORE_FILE, EmbeddingStore, EmbeddingStoreError
 from mobilesam.io.images import load_image, pixels_digest
 from mobilesam.predictor import SamPredictor
@@ -110,3 +112,19 @@ def test_worker_options_without_ray_are_usage_errors(photos, tmp_path):
     assert result.exit_code == 2, result.output
     assert "are for --ray runs" in result.output
     assert not (tmp_path / "store").exists()
+
+
+def test_an_actor_stores_each_window_of_a_tiled_image_once(model, checkpoint, photos, tmp_path):
+    """The actor's own code, called as Ray calls it on a batch: with a tiling it stores every window."""
+    store = tmp_path / "store"
+    spec = ModelSpec(str(checkpoint), "torch", embeddings=str(store))
+    EmbeddingStore(store, model)  # as the driver creates it
+    embedder = Embedder(spec, max_pixels=10**6, tile_shape=48, halo=8)  # two windows across each 64x48 image
+    batch = {"index": np.array([0]), "image": np.array([str(photos / "image0.png")], dtype=object)}
+    assert list(embedder(batch)["outcome"]) == ["embedded"]
+    rgb = load_image(photos / "image0.png")
+    digests = {pixels_digest(rgb[:, x : x + 48]) for x in (0, 16)}
+    assert set(_stored_files(store)) == {f"{digest}.safetensors" for digest in digests}
+    assert list(embedder(batch)["outcome"]) == ["stored"]
+    with pytest.raises(ValueError, match="halo 8 needs a tile_shape"):
+        embed_on_ray(photos, store, spec, halo=8)

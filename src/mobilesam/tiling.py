@@ -25,7 +25,7 @@ import torch
 
 from .automatic import SamAutomaticMaskGenerator
 from .embedding import ImageEmbedding
-from .io.images import to_rgb_uint8
+from .io.images import pixels_digest, to_rgb_uint8
 from .masks import batched_nms, coco_decode_rle, coco_encode_rle, is_box_near_crop_edge, rle_to_mask
 from .predictor import SamPredictor
 from .prompts import Prompt, make_prompt
@@ -204,6 +204,37 @@ def embed_tiles(
     for index in sorted(needed - set(known)):
         known[index] = predictor.embed(windows[index].pixels(rgb))
     return TiledEmbedding((height, width), tile, halo, windows, dict(sorted(known.items())))
+
+
+def embed_into_store(predictor: SamPredictor, image: np.ndarray, tile_shape: int | None = None, halo: int = 0) -> bool:
+    """Store an image's embedding, or with `tile_shape` each of its windows', in the predictor's store, unless stored.
+
+    Args:
+        predictor: Has the store (`SamPredictor(..., embeddings=store)`) and embeds what it lacks.
+        image: (H, W, 3) uint8 RGB.
+        tile_shape: Store the windows of this tiling instead of the whole image (`embed_tiles`).
+        halo: With `tile_shape`, the tiling's halo.
+
+    Returns:
+        Whether the encoder ran: False when the store held all of it already.
+
+    Raises:
+        ValueError: The predictor has no store, or a bad tiling.
+    """
+    store = predictor.embeddings
+    if store is None:
+        raise ValueError("embed_into_store needs a predictor with an embedding store: SamPredictor(..., embeddings=store)")
+    rgb = to_rgb_uint8(image)
+    if tile_shape is None:
+        parts = [rgb]
+    else:
+        check_tiling(tile_shape, halo)
+        parts = [window.pixels(rgb) for window in tile_windows(*rgb.shape[:2], tile_shape, halo)]
+    if all(pixels_digest(part) in store for part in parts):
+        return False
+    for part in parts:
+        predictor.embed(part)
+    return True
 
 
 @dataclass(frozen=True)

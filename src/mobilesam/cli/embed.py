@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from ..distributed import ModelSpec, embed_on_ray
 from ..embedding_store import EmbeddingStore
 from ..errors import MobileSamError
-from ..io.images import load_image, pixels_digest
+from ..io.images import load_image
 from ..io.sources import find_jobs
 from ..predictor import SamPredictor
-from ..tiling import embed_tiles, tile_windows
+from ..tiling import embed_into_store
 from .common import (
     BACKEND_OPTION,
     DEVICE_OPTION,
@@ -69,8 +68,6 @@ def embed(
     """
     try:
         tile_shape, halo = parse_tiling(tile, halo)
-        if tile_shape is not None and ray is not None:
-            raise UsageError("--tile is not available with --ray yet: embed tiled images locally")
         check_ray_options(ray, threads, workers, threads_per_worker, gpus_per_worker)
         jobs = find_jobs(source, exclude=out) if ray is None else find_ray_images(source, out)
     except UsageError as err:
@@ -93,6 +90,8 @@ def embed(
                     gpus_per_worker=gpus_per_worker,
                     progress=not quiet,
                     max_pixels=max_pixels,
+                    tile_shape=tile_shape,
+                    halo=halo,
                 )
             except (ImportError, ValueError, MobileSamError) as err:
                 fail(err)
@@ -116,28 +115,13 @@ def embed(
             except (OSError, ValueError) as err:
                 failures.append((job.path, str(err)))
                 continue
-            if _stored(store, rgb, tile_shape, halo):
+            if not embed_into_store(predictor, rgb, tile_shape, halo):
                 stored += 1
-                continue
-            try:
-                if tile_shape is None:
-                    predictor.embed(rgb)
-                else:
-                    embed_tiles(predictor, rgb, tile_shape, halo)
-            except ValueError as err:
-                failures.append((job.path, str(err)))
                 continue
             embedded += 1
             if not quiet:
                 typer.echo(f"[{embedded + stored + len(failures)}/{len(jobs)}] embedded {job.path}", err=True)
     _report(embedded, stored, failures, out, quiet)
-
-
-def _stored(store: EmbeddingStore, rgb: np.ndarray, tile_shape: int | None, halo: int) -> bool:
-    """Whether the store holds the image, or with a tiling every window of it."""
-    if tile_shape is None:
-        return pixels_digest(rgb) in store
-    return all(pixels_digest(window.pixels(rgb)) in store for window in tile_windows(*rgb.shape[:2], tile_shape, halo))
 
 
 def _report(embedded: int, stored: int, failures: Sequence[tuple[object, str]], out: Path, quiet: bool, where: str = "") -> None:

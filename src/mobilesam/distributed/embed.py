@@ -22,9 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..embedding_store import EmbeddingStore
-from ..io.images import DEFAULT_MAX_PIXELS, pixels_digest
+from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.sources import ImageJob
 from ..predictor import SamPredictor
+from ..tiling import check_tiling, embed_into_store
 from .refs import ImageRef, find_images
 from .run import check_resources, connected, default_workers, import_ray, load_on_driver, map_on_actors, own_progress
 from .worker import ModelSpec, read_image
@@ -68,17 +69,19 @@ class Embedder:
     Args:
         spec: The model to load; `spec.embeddings` is the store, which the driver has created.
         max_pixels: Largest width x height of an image file, checked before it is decoded.
+        tile_shape: Store each image's windows of this tiling instead of the whole image (`mobilesam.tiling`).
+        halo: With `tile_shape`, the tiling's halo.
     """
 
-    def __init__(self, spec: ModelSpec, max_pixels: int) -> None:
+    def __init__(self, spec: ModelSpec, max_pixels: int, tile_shape: int | None = None, halo: int = 0) -> None:
         sam, backend = spec.load()
         store = spec.store(sam)
         if store is None:
             raise ValueError("an Embedder needs the spec of a store: ModelSpec(embeddings=...)")
-        self._store = store
-        self._predictor = SamPredictor(sam, backend)
+        self._predictor = SamPredictor(sam, backend, store)
         self._backend = backend.name
         self._max_pixels = max_pixels
+        self._tiling = (tile_shape, halo)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Embed the batch's images that are not stored: columns "index" and "image" in, one outcome each out."""
@@ -89,12 +92,7 @@ class Embedder:
                 outcomes.append("")
                 errors.append(str(rgb))
                 continue
-            digest = pixels_digest(rgb)
-            if digest in self._store:
-                outcomes.append(STORED)
-            else:
-                self._store.save(digest, self._predictor.embed(rgb))
-                outcomes.append(EMBEDDED)
+            outcomes.append(EMBEDDED if embed_into_store(self._predictor, rgb, *self._tiling) else STORED)
             errors.append("")
         return {
             "index": batch["index"],
@@ -116,6 +114,8 @@ def embed_on_ray(
     gpus_per_worker: float = 0.0,
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    tile_shape: int | None = None,
+    halo: int = 0,
 ) -> EmbedSummary:
     """Embed every image of `source` into the store at `store_root` on a Ray cluster, as `mobilesam embed` does here.
 
@@ -137,6 +137,8 @@ def embed_on_ray(
         gpus_per_worker: GPUs of each actor, fractions allowed (with device "cuda").
         progress: Show a progress bar on stderr.
         max_pixels: Largest width x height of an image file, checked before it is decoded.
+        tile_shape: Store each image's windows of this tiling (`mobilesam.tiling`) instead of the whole image.
+        halo: With `tile_shape`, the tiling's halo.
 
     Returns:
         The summary; its `failures` name images as the source gave them.
@@ -144,11 +146,12 @@ def embed_on_ray(
     Raises:
         ImportError: Ray Data is not installed (pip install 'mobilesam[ray]').
         EmbeddingStoreError: The store holds another model's embeddings, or not the dtype `half` asks.
-        ValueError: Bad resources, or a source that names no images.
+        ValueError: Bad resources or tiling, or a source that names no images.
         MobileSamError, OSError: The model or the source cannot be read.
         RuntimeError: The Ray run stopped: an actor failed to start, or the model failed on an image.
     """
     started = time.perf_counter()
+    check_tiling(tile_shape, halo)
     ray = import_ray()
     check_resources(workers, threads_per_worker, gpus_per_worker, spec.device)
     root = Path(os.path.abspath(store_root))
@@ -166,7 +169,9 @@ def embed_on_ray(
             # No more actors than images: each would load the model for nothing.
             summary.workers = min(workers or default_workers(ray, threads_per_worker, gpus_per_worker), len(refs))
             rows = [{"index": index, "image": ref.readable()} for index, ref in enumerate(refs)]
-            done = map_on_actors(ray, rows, Embedder, (spec, max_pixels), summary.workers, threads_per_worker, gpus_per_worker)
+            done = map_on_actors(
+                ray, rows, Embedder, (spec, max_pixels, tile_shape, halo), summary.workers, threads_per_worker, gpus_per_worker
+            )
             _tally(done, refs, summary, progress)
     summary.seconds = time.perf_counter() - started
     return summary
