@@ -154,3 +154,18 @@ def test_a_corrupt_header_is_a_clear_error(model, tmp_path):
     (tmp_path / "store" / STORE_FILE).write_text("{not json")
     with pytest.raises(EmbeddingStoreError, match="store.json is not a readable embedding store header"):
         EmbeddingStore(tmp_path / "store", model)
+
+
+def test_a_store_that_cannot_be_written_still_serves_and_warns_once(model, image, reference, tmp_path):
+    other = generated_image(seed=3)
+    predictor = stored(model, tmp_path / "store")
+    predictor.embed(image)
+    # Where the other image's file would go is a file, not a folder: every write there fails, as on a read-only mount.
+    (tmp_path / "store" / pixels_digest(other)[:2]).write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match="cannot store new embeddings") as warned:
+        first = predictor.embed(other)
+        predictor.embed(other)
+    assert len(warned) == 1
+    assert torch.equal(first.features, SamPredictor(model, "torch").embed(other).features)
+    assert predictor.encoder_calls == 3
+    assert torch.equal(predictor.embed(image).features, reference.features) and predictor.encoder_calls == 3

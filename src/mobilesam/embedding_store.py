@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +76,7 @@ class EmbeddingStore:
         self.root = Path(root)
         self.model = model
         self.recompute = recompute
+        self._warned = False
         self.identity = model_identity(model)
         # Models (by id) already found to make this store's embeddings, with their weights' stamp then.
         self._verified = {id(model): tensors_stamp(_weights(model))}
@@ -176,6 +178,8 @@ class EmbeddingStore:
 
         Raises:
             EmbeddingStoreError: The stored file is unreadable (unless the store recomputes).
+
+        A store that cannot be written (read-only, full) warns once and returns what `embed` computed.
         """
         digest = pixels_digest(image)
         try:
@@ -187,7 +191,13 @@ class EmbeddingStore:
         if stored is not None:
             return stored
         embedding = embed(image)
-        self.save(digest, embedding)
+        try:
+            self.save(digest, embedding)
+        except OSError as err:
+            # A read-only or full store still serves what it holds; the run goes on without storing.
+            if not self._warned:
+                warnings.warn(f"the embedding store {self.root} cannot store new embeddings: {err}", RuntimeWarning, stacklevel=2)
+                self._warned = True
         return embedding
 
 
