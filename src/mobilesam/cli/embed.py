@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import typer
+from tqdm import tqdm
 
 from ..distributed import ModelSpec, embed_on_ray
 from ..embedding_store import EmbeddingStore
@@ -99,28 +100,26 @@ def embed(
         _report(summary.embedded, summary.stored, summary.failures, out, quiet, on_ray)
         return
     sam = load_model(model, device, threads)
-    chosen = choose_backend(backend, sam, onnx_dir, threads)
     try:
         # Without --half an existing store keeps its dtype, so resuming a --half run needs no flag.
         store = EmbeddingStore(out, sam, half=True if half else None)
     except (OSError, ValueError) as err:
         fail(err)
-    predictor = SamPredictor(sam, chosen, store)
+    predictor = SamPredictor(sam, choose_backend(backend, sam, onnx_dir, threads), store)
     embedded = stored = 0
     failures: list[tuple[Path, str]] = []
-    with batch_errors():
-        for job in jobs:
+    with batch_errors(), tqdm(jobs, unit="img", disable=quiet, dynamic_ncols=True) as bar:
+        for job in bar:
             try:
                 rgb = load_image(job.path, max_pixels=max_pixels)
             except (OSError, ValueError) as err:
                 failures.append((job.path, str(err)))
                 continue
-            if not embed_into_store(predictor, rgb, tile_shape, halo):
+            if embed_into_store(predictor, rgb, tile_shape, halo):
+                embedded += 1
+            else:
                 stored += 1
-                continue
-            embedded += 1
-            if not quiet:
-                typer.echo(f"[{embedded + stored + len(failures)}/{len(jobs)}] embedded {job.path}", err=True)
+            bar.set_postfix(embedded=embedded, stored=stored, failed=len(failures), refresh=False)
     _report(embedded, stored, failures, out, quiet)
 
 
