@@ -169,3 +169,9 @@ def test_a_store_that_cannot_be_written_still_serves_and_warns_once(model, image
     assert torch.equal(first.features, SamPredictor(model, "torch").embed(other).features)
     assert predictor.encoder_calls == 3
     assert torch.equal(predictor.embed(image).features, reference.features) and predictor.encoder_calls == 3
+
+
+def test_a_reduced_precision_engine_cannot_fill_a_store(model, tmp_path):
+    # The store names the model, not the engine: bf16 embeddings written there would later pass for fp32's.
+    with pytest.raises(EmbeddingStoreError, match=r"torch-bf16 \(bf16\) engine cannot fill the embedding store"):
+        SamPredictor(model, "torch-bf16", embeddings=tmp_path / "store")

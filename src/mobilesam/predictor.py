@@ -17,7 +17,7 @@ import torch
 from .backends import Backend, make_backend
 from .backends.base import tensors_stamp
 from .embedding import ImageEmbedding
-from .embedding_store import EmbeddingStore
+from .embedding_store import EmbeddingStore, EmbeddingStoreError
 from .image_state import CurrentImage
 from .io.images import to_rgb_uint8
 from .modeling import Sam
@@ -41,7 +41,8 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             is embedded and stored. None: embed every image.
 
     Raises:
-        EmbeddingStoreError: The store holds another model's embeddings.
+        EmbeddingStoreError: The store holds another model's embeddings, or a store with a
+            reduced-precision (bf16, int8) engine.
     """
 
     def __init__(
@@ -59,6 +60,12 @@ class SamPredictor(CurrentImage[torch.Tensor]):
         self._backend_name = backend if isinstance(backend, str) else None
         self._weights_stamp = tensors_stamp(self._weights())
         self.backend = make_backend(backend, sam_model) if isinstance(backend, str) else backend
+        if embeddings is not None and self.backend.spec.precision != "fp32":
+            # The store names the model, not the engine: reduced-precision embeddings would pass for fp32's later.
+            raise EmbeddingStoreError(
+                f"the {self.backend.spec.label} engine cannot fill the embedding store {embeddings.root}: "
+                "its embeddings would pass for the fp32 model's; use an fp32 engine (the default, without --half)"
+            )
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         super().__init__()
 
