@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -17,6 +19,7 @@ from images import generated_image
 from mobilesam import SAM, SamPredictor, build_sam, load_sam
 from mobilesam.cli import app
 from mobilesam.embedding_store import EmbeddingStore
+from mobilesam.io.images import load_image, pixels_digest
 from mobilesam.server import ServeSettings, create_app
 from mobilesam.weights import save_checkpoint
 from reference import randomize
@@ -176,3 +179,26 @@ def test_tiled_embeddings_are_stored_and_read_by_a_tiled_predict(project, encode
     assert len(encoder_calls) == 2
     refused = runner.invoke(app, ["embed", str(photo), *store, *model, "--halo", "8"])
     assert refused.exit_code == 2 and "--halo needs --tile" in refused.output
+
+
+def test_a_damaged_file_is_named_by_predict_and_repaired_by_embed_recompute(project, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(project["store"], store)
+    digest = pixels_digest(load_image(project["photos"] / "photo0.png"))
+    damaged = store / digest[:2] / f"{digest}.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    model = ["--model", str(project["checkpoint"]), "--backend", "torch"]
+    predicted = runner.invoke(
+        app,
+        ["predict", str(project["photos"]), "--point", "18,20", "-o", str(tmp_path / "p"), *model, "--embeddings", str(store)],
+    )
+    assert predicted.exit_code == 1
+    assert f"stored embedding {damaged} cannot be read" in predicted.output
+    embed = ["embed", str(project["photos"]), "--out", str(store), *model]
+    assert "0 embedded, 2 already stored" in runner.invoke(app, embed).stdout  # existence only: cheap resumes
+    repaired = runner.invoke(app, [*embed, "--recompute"])
+    assert "1 embedded, 1 already stored" in repaired.stdout
+    assert torch.equal(
+        EmbeddingStore(store, load_sam(project["checkpoint"])).load(digest).features,
+        EmbeddingStore(project["store"], load_sam(project["checkpoint"])).load(digest).features,
+    )

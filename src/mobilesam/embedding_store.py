@@ -117,6 +117,18 @@ class EmbeddingStore:
     def __contains__(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def holds(self, digest: str) -> bool:
+        """Whether the store has this digest's embedding; a store that recomputes reads the file, and a damaged one is missing."""
+        if digest not in self:
+            return False
+        if not self.recompute:
+            return True
+        try:
+            self.load(digest)
+        except EmbeddingStoreError:
+            return False
+        return True
+
     def load(self, digest: str, device: torch.device | str = "cpu") -> ImageEmbedding[torch.Tensor] | None:
         """The stored embedding of this digest as float32 on `device`, or None if there is none.
 

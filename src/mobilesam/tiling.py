@@ -230,7 +230,7 @@ def embed_into_store(predictor: SamPredictor, image: np.ndarray, tile_shape: int
     else:
         check_tiling(tile_shape, halo)
         parts = [window.pixels(rgb) for window in tile_windows(*rgb.shape[:2], tile_shape, halo)]
-    if all(pixels_digest(part) in store for part in parts):
+    if all(store.holds(pixels_digest(part)) for part in parts):
         return False
     for part in parts:
         predictor.embed(part)

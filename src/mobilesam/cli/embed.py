@@ -50,6 +50,9 @@ def embed(
     half: bool = typer.Option(
         False, "--half", help="Store float16 embeddings (half the bytes); default float32, or an existing store's dtype."
     ),
+    recompute: bool = typer.Option(
+        False, "--recompute", help="Embed again the images whose stored file is damaged (reads every stored file to check)."
+    ),
     quiet: bool = QUIET_OPTION,
     device: str = DEVICE_OPTION,
     threads: int | None = THREADS_OPTION,
@@ -93,6 +96,7 @@ def embed(
                     max_pixels=max_pixels,
                     tile_shape=tile_shape,
                     halo=halo,
+                    recompute=recompute,
                 )
             except (ImportError, ValueError, MobileSamError) as err:
                 fail(err)
@@ -102,7 +106,7 @@ def embed(
     sam = load_model(model, device, threads)
     try:
         # Without --half an existing store keeps its dtype, so resuming a --half run needs no flag.
-        store = EmbeddingStore(out, sam, half=True if half else None)
+        store = EmbeddingStore(out, sam, half=True if half else None, recompute=recompute)
     except (OSError, ValueError) as err:
         fail(err)
     predictor = SamPredictor(sam, choose_backend(backend, sam, onnx_dir, threads), store)

@@ -71,11 +71,14 @@ class Embedder:
         max_pixels: Largest width x height of an image file, checked before it is decoded.
         tile_shape: Store each image's windows of this tiling instead of the whole image (`mobilesam.tiling`).
         halo: With `tile_shape`, the tiling's halo.
+        recompute: Embed again the images whose stored file is damaged.
     """
 
-    def __init__(self, spec: ModelSpec, max_pixels: int, tile_shape: int | None = None, halo: int = 0) -> None:
+    def __init__(
+        self, spec: ModelSpec, max_pixels: int, tile_shape: int | None = None, halo: int = 0, recompute: bool = False
+    ) -> None:
         sam, backend = spec.load()
-        store = spec.store(sam)
+        store = spec.store(sam, recompute)
         if store is None:
             raise ValueError("an Embedder needs the spec of a store: ModelSpec(embeddings=...)")
         self._predictor = SamPredictor(sam, backend, store)
@@ -116,6 +119,7 @@ def embed_on_ray(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     tile_shape: int | None = None,
     halo: int = 0,
+    recompute: bool = False,
 ) -> EmbedSummary:
     """Embed every image of `source` into the store at `store_root` on a Ray cluster, as `mobilesam embed` does here.
 
@@ -139,6 +143,7 @@ def embed_on_ray(
         max_pixels: Largest width x height of an image file, checked before it is decoded.
         tile_shape: Store each image's windows of this tiling (`mobilesam.tiling`) instead of the whole image.
         halo: With `tile_shape`, the tiling's halo.
+        recompute: Embed again the images whose stored file is damaged (every stored file is read to check).
 
     Returns:
         The summary; its `failures` name images as the source gave them.
@@ -170,7 +175,13 @@ def embed_on_ray(
             summary.workers = min(workers or default_workers(ray, threads_per_worker, gpus_per_worker), len(refs))
             rows = [{"index": index, "image": ref.readable()} for index, ref in enumerate(refs)]
             done = map_on_actors(
-                ray, rows, Embedder, (spec, max_pixels, tile_shape, halo), summary.workers, threads_per_worker, gpus_per_worker
+                ray,
+                rows,
+                Embedder,
+                (spec, max_pixels, tile_shape, halo, recompute),
+                summary.workers,
+                threads_per_worker,
+                gpus_per_worker,
             )
             _tally(done, refs, summary, progress)
     summary.seconds = time.perf_counter() - started

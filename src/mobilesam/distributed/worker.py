@@ -55,13 +55,13 @@ class ModelSpec:
         sam = load_sam(self.model, device=self.device)
         return sam, make_backend(self.backend, sam, onnx_dir=self.onnx_dir, threads=self.threads)
 
-    def store(self, sam: Sam) -> EmbeddingStore | None:
-        """The embedding store of `sam`, or None without one.
+    def store(self, sam: Sam, recompute: bool = False) -> EmbeddingStore | None:
+        """The embedding store of `sam`, or None without one; `recompute` embeds again what a damaged file held.
 
         Raises:
             EmbeddingStoreError: The store holds another model's embeddings.
         """
-        return None if self.embeddings is None else EmbeddingStore(self.embeddings, sam)
+        return None if self.embeddings is None else EmbeddingStore(self.embeddings, sam, recompute=recompute)
 
 
 class Labeler:
