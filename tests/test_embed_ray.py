@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,12 @@ from mobilesam import build_sam
 from mobilesam.cli import app
 from mobilesam.distributed import ModelSpec, embed_on_ray
 from mobilesam.distributed.embed import Embedder
+from mobilesam.distributed.worker import Labeler
 from mobilesam.embedding_store import STORE_FILE, EmbeddingStore, EmbeddingStoreError
 from mobilesam.io.images import load_image, pixels_digest
 from mobilesam.predictor import SamPredictor
+from mobilesam.prompts import make_prompt
+from mobilesam.tasks import PromptTask
 from mobilesam.weights import save_checkpoint
 from reference import randomize
 
@@ -128,3 +132,25 @@ def test_an_actor_stores_each_window_of_a_tiled_image_once(model, checkpoint, ph
     assert list(embedder(batch)["outcome"]) == ["stored"]
     with pytest.raises(ValueError, match="halo 8 needs a tile_shape"):
         embed_on_ray(photos, store, spec, halo=8)
+
+
+def test_a_labeling_actor_reads_the_store_instead_of_embedding(model, checkpoint, photos, tmp_path, monkeypatch):
+    """`predict --ray --embeddings`: each actor's own code, called as Ray calls it, finds the image in the store."""
+    store = tmp_path / "store"
+    spec = ModelSpec(str(checkpoint), "torch", embeddings=str(store))
+    EmbeddingStore(store, model)
+    image = str(photos / "image1.png")
+    Embedder(spec, max_pixels=10**6)({"index": np.array([0]), "image": np.array([image], dtype=object)})
+    calls = []
+    embed = SamPredictor._embed_resized
+    monkeypatch.setattr(SamPredictor, "_embed_resized", lambda self, *args: calls.append(1) or embed(self, *args))
+    labeler = Labeler(PromptTask((make_prompt([[20, 20]], [1]),)), spec, str(tmp_path / "out"), ["png"], 10**6)
+    batch = {
+        "index": np.array([0]),
+        "image": np.array([image], dtype=object),
+        "stem": np.array(["image1"], dtype=object),
+        "objects": np.array([pickle.dumps(None)], dtype=object),
+    }
+    assert list(labeler(batch)["masks"]) == [1]
+    assert calls == []
+    assert (tmp_path / "out" / "masks" / "image1" / "000.png").is_file()
