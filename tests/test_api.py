@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from images import sample_images
-from mobilesam import SAM, CheckpointError, SamAutomaticMaskGenerator, UnknownModelError, build_sam
+from mobilesam import SAM, CheckpointError, SamAutomaticMaskGenerator, UnknownModelError, build_sam, load_sam
 from mobilesam.backends import auto_backend_name
 from mobilesam.weights import save_checkpoint
 from reference import randomize
@@ -165,7 +165,16 @@ def test_the_default_backend_is_this_machines_auto_choice_and_says_so(checkpoint
 
 
 def test_model_name_gives_random_weights_and_unknown_name_fails():
-    assert SAM("vit_t", backend="torch").model.image_encoder.img_size == 1024
+    torch.manual_seed(123)
+    drawn_after = torch.rand(3)
+    torch.manual_seed(123)
+    first = SAM("vit_t", backend="torch").model
+    # Seeded on its own generator: the caller's random stream is untouched...
+    assert torch.equal(torch.rand(3), drawn_after)
+    assert first.image_encoder.img_size == 1024
+    # ...and every process builds the same random model (reruns, Ray actors, a store's next session).
+    again = load_sam("vit_t")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
     with pytest.raises(UnknownModelError, match="unknown model"):
         SAM("vit_q")
 

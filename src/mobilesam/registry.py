@@ -67,6 +67,9 @@ class ModelConfig:
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
+RANDOM_WEIGHTS_SEED = 0
+"""The seed of the random weights `load_sam` gives a bare model name."""
+
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     "vit_t": ModelConfig(
         name="vit_t",
@@ -260,8 +263,10 @@ def weights_file(model: str | os.PathLike[str]) -> Path | None:
 def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Sam:
     """A model from a name, a known checkpoint filename or a checkpoint path.
 
-    A bare model name ("vit_t") gives random weights; a file gives the model
-    its keys describe, with those weights.
+    A bare model name ("vit_t") gives random weights, seeded with
+    `RANDOM_WEIGHTS_SEED` so that every process (a rerun, each Ray actor, a
+    later session over an embedding store) builds the same model; a file
+    gives the model its keys describe, with those weights.
     """
     text = os.fspath(model)
     known = known_checkpoints()
@@ -276,7 +281,10 @@ def load_sam(model: str | os.PathLike[str], *, device: str | torch.device = "cpu
                     f"a known checkpoint ({', '.join(known)}) or an existing file"
                 ) from None
         else:
-            return build_sam(text, device=device)
+            # Seeded on a forked generator: the caller's random stream goes on as if nothing was drawn.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_WEIGHTS_SEED)
+                return build_sam(text, device=device)
     path, state_dict, found = _read_checkpoint(text)
     return _with_weights(get_config(found), state_dict, path).to(device).eval()
 

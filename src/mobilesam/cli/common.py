@@ -23,7 +23,7 @@ from ..registry import load_sam
 from ..tiling import check_tiling
 
 MODEL_OPTION = typer.Option(
-    "mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: random weights)."
+    "mobile_sam.pt", "--model", "-m", help="Checkpoint path, known checkpoint name, or model name (vit_t: seeded random weights)."
 )
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (failures are still listed).")
 DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps.")
