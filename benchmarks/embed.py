@@ -1,6 +1,6 @@
 """The embedding store: images/s into it, its bytes per image, and a click on a stored image in a fresh process.
 
-    python benchmarks/embed.py [--model mobile_sam.pt] [--backend auto] [--threads 2] [--images 8] [--repeats 3]
+    python benchmarks/embed.py [--model mobile_sam.pt] [--backend auto] [--threads 2] [--images 8] [--repeats 3] [--tiles]
 
 Everything is measured in the same run, against a baseline of the same run:
 
@@ -21,6 +21,9 @@ The model is `--model`, else `mobile_sam.pt` in the working folder if it is
 there, else seeded random vit_t weights saved as a checkpoint in a temporary
 folder (the fresh processes load that checkpoint). Images are scikit-image's
 photos, each made unique by a stamped pixel, written as PNG files.
+
+With `--tiles`, the large-image section follows: `benchmarks/tiles.py` at its
+defaults (small objects on a generated 8000x6000 image, whole against tiles).
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ from mobilesam.io.images import load_image, pixels_digest
 from mobilesam.modeling import Sam
 from mobilesam.weights import save_checkpoint
 
-# The seeded weights live with the tests.
+# The seeded weights live with the tests; tiles is benchmarks/tiles.py beside this script (the large-image section).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import tiles
+
 from reference import randomize
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "cat")
@@ -99,6 +104,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=8, help="images embedded into each store")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median is shown")
+    parser.add_argument(
+        "--tiles",
+        action="store_true",
+        help="then the large-image section: benchmarks/tiles.py at its defaults (8000x6000, tiles of 1024, halo 128)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -109,7 +119,13 @@ def main() -> int:
             f"model {bench.checkpoint} ({bench.weights}), backend {bench.backend.name}, {args.threads} threads, "
             f"{args.images} images, median of {args.repeats}"
         )
-        return section_store(bench)
+        status = section_store(bench)
+    if args.tiles and status == 0:
+        print("\n## Large images by tiles (benchmarks/tiles.py)")
+        status = tiles.main(
+            ["--backend", args.backend, "--threads", str(args.threads), *(["--model", args.model] if args.model else [])]
+        )
+    return status
 
 
 def setup(args: argparse.Namespace, workdir: Path) -> Bench:

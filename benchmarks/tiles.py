@@ -191,7 +191,7 @@ def _summary(ious: list[float]) -> str:
     return f"{values.mean():.3f} | {(values >= 0.5).mean() * 100:.0f}%"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="8000x6000", help="WIDTHxHEIGHT of the generated image")
     parser.add_argument("--objects", type=int, default=300)
@@ -202,7 +202,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-model", action="store_true", help="only the resolution bound")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.lower().split("x"))
