@@ -30,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
 from .atomic import write_bytes_atomic, write_text_atomic
-from .backends.base import tensors_stamp
+from .backends.base import weights_stamp
 from .embedding import ImageEmbedding
 from .errors import MobileSamError
 from .io.images import pixels_digest
@@ -79,7 +79,7 @@ class EmbeddingStore:
         self._warned = False
         self.identity = model_identity(model)
         # Models (by id) already found to make this store's embeddings, with their weights' stamp then.
-        self._verified = {id(model): tensors_stamp(_weights(model))}
+        self._verified = {id(model): weights_stamp(model)}
         self.dtype = self._open(half)
 
     def _open(self, half: bool | None) -> str:
@@ -161,7 +161,7 @@ class EmbeddingStore:
         Raises:
             EmbeddingStoreError: It does not; the message names both identities.
         """
-        stamp = tensors_stamp(_weights(model))
+        stamp = weights_stamp(model)
         if id(model) in self._verified and self._verified[id(model)] == stamp:
             return
         identity = model_identity(model)
@@ -224,7 +224,3 @@ def _text(size: tuple[int, int]) -> str:
 def _size(text: str) -> tuple[int, int]:
     height, width = (int(part) for part in text.split(","))
     return height, width
-
-
-def _weights(model: Sam) -> list[torch.Tensor]:
-    return [*model.parameters(), *model.buffers()]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .backends import Backend, make_backend
-from .backends.base import tensors_stamp
+from .backends.base import weights_stamp
 from .embedding import ImageEmbedding
 from .embedding_store import EmbeddingStore, EmbeddingStoreError
 from .image_state import CurrentImage
@@ -58,7 +58,7 @@ class SamPredictor(CurrentImage[torch.Tensor]):
             embeddings.check_model(sam_model)
         self.embeddings = embeddings
         self._backend_name = backend if isinstance(backend, str) else None
-        self._weights_stamp = tensors_stamp(self._weights())
+        self._weights_stamp = weights_stamp(sam_model)
         self.backend = make_backend(backend, sam_model) if isinstance(backend, str) else backend
         if embeddings is not None and self.backend.spec.precision != "fp32":
             # The store names the model, not the engine: reduced-precision embeddings would pass for fp32's later.
@@ -115,12 +115,9 @@ class SamPredictor(CurrentImage[torch.Tensor]):
         features = self._current_backend().embed(self.model.preprocess(transformed_image))
         return ImageEmbedding(features, (original_image_size[0], original_image_size[1]), (shape[2], shape[3]))
 
-    def _weights(self) -> list[torch.Tensor]:
-        return [*self.model.parameters(), *self.model.buffers()]
-
     def _current_backend(self) -> Backend:
         """The backend, made again from its name if it runs a copy of weights that have changed since."""
-        stamp = tensors_stamp(self._weights())
+        stamp = weights_stamp(self.model)
         if self._backend_name is not None and stamp != self._weights_stamp and not self.backend.spec.reference_numerics:
             self.backend = make_backend(self._backend_name, self.model)
         self._weights_stamp = stamp

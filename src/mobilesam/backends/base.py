@@ -99,3 +99,8 @@ def tensors_stamp(tensors: Iterable[torch.Tensor]) -> tuple[int, ...] | None:
     if any(t.is_inference() for t in tensors):
         return None
     return tuple(v for t in tensors for v in (id(t), t._version))
+
+
+def weights_stamp(model: torch.nn.Module) -> tuple[int, ...] | None:
+    """`tensors_stamp` of a model's parameters and buffers: changes when its weights are trained or loaded in place."""
+    return tensors_stamp([*model.parameters(), *model.buffers()])
