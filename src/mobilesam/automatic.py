@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from .backends import Backend
 from .embedding import ImageEmbedding
 from .embedding_store import EmbeddingStore
+from .fast_decoder import postprocess_masks as fast_postprocess
 from .io.images import to_rgb_uint8
 from .masks import (
     batched_mask_to_box,
@@ -33,8 +35,8 @@ from .masks import (
     encode_rles,
     generate_crop_boxes,
     is_box_near_crop_edge,
-    mask_to_rle,
     remove_small_regions,
+    rle_counts,
     rle_to_mask,
     uncrop_boxes_xyxy,
     uncrop_masks,
@@ -46,8 +48,9 @@ from .transforms import get_preprocess_shape
 
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-# Full-resolution logits are made this many masks at a time to bound memory.
-_UPSCALE_CHUNK = 16
+# Full-resolution logits are made this many masks at a time: few enough that the
+# temporaries (4 MiB per mask at 1024x1024) are reused from the heap, not fresh pages.
+_UPSCALE_CHUNK = 4
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,11 @@ GENERATOR_DEFAULTS = GeneratorOptions()
 
 @dataclass
 class _Candidates:
-    """Masks under consideration, one row each; filtered and concatenated together."""
+    """Masks under consideration, one row each; filtered and concatenated together.
+
+    `rles` are uncompressed RLEs whose counts are arrays (`_encode`): lists are made
+    only for the masks returned.
+    """
 
     rles: list[dict[str, Any]] = field(default_factory=list)
     boxes: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.long))  # XYXY
@@ -245,7 +252,7 @@ class SamAutomaticMaskGenerator:
         elif self.output_mode == "binary_mask":
             segmentations = [rle_to_mask(rle) for rle in candidates.rles]
         else:
-            segmentations = candidates.rles
+            segmentations = [{"size": rle["size"], "counts": rle["counts"].tolist()} for rle in candidates.rles]
         crop_boxes = candidates.crop_boxes.numpy()
         return [
             {
@@ -333,9 +340,10 @@ class SamAutomaticMaskGenerator:
         iou_preds = decoded.iou_predictions[keep]
         candidate_points = torch.as_tensor(np.repeat(points, keep.shape[1], axis=0))[keep.flatten().cpu()]
 
+        postprocess = model.postprocess_masks if predictor.backend.spec.reference_numerics else partial(fast_postprocess, model)
         masks, scores, passed = [], [], []
         for start in range(0, len(low_res), _UPSCALE_CHUNK):
-            logits = model.postprocess_masks(
+            logits = postprocess(
                 low_res[start : start + _UPSCALE_CHUNK, None], crop_embedding.input_size, crop_embedding.original_size
             )[:, 0]  # (chunk, H, W) at the crop's size
             score = calculate_stability_score(logits, model.mask_threshold, self.stability_score_offset)
@@ -350,7 +358,7 @@ class SamAutomaticMaskGenerator:
         inside = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
         final = torch.cat(passed).nonzero().flatten()[inside]
         return _Candidates(
-            rles=mask_to_rle(uncrop_masks(masks_t[inside], crop_box, *orig_size)),
+            rles=_encode(uncrop_masks(masks_t[inside], crop_box, *orig_size)),
             boxes=boxes[inside],
             iou_preds=iou_preds[final],
             points=candidate_points[final.cpu()],
@@ -384,10 +392,15 @@ class SamAutomaticMaskGenerator:
         )
         for i in keep.tolist():
             if unchanged[i] == 0.0:
-                candidates.rles[i] = mask_to_rle(masks_t[i][None])[0]
+                candidates.rles[i] = _encode(masks_t[i][None])[0]
                 candidates.boxes[i] = boxes[i]
         candidates.keep(keep)
         return candidates
+
+
+def _encode(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """(B, H, W) bool masks -> `mask_to_rle`'s RLEs with the counts left as arrays."""
+    return [{"size": list(masks.shape[1:]), "counts": counts} for counts in rle_counts(masks)]
 
 
 @contextlib.contextmanager

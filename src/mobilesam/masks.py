@@ -151,20 +151,24 @@ def generate_crop_boxes(im_size: tuple[int, ...], n_layers: int, overlap_ratio: 
 
 def mask_to_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
     """(B, H, W) bool masks -> uncompressed RLEs {'size': [H, W], 'counts': [...]} (column-major, zeros first)."""
+    h, w = masks.shape[1:]
+    return [{"size": [h, w], "counts": counts.tolist()} for counts in rle_counts(masks)]
+
+
+def rle_counts(masks: torch.Tensor) -> list[np.ndarray]:
+    """(B, H, W) bool masks -> each one's uncompressed RLE counts as an int64 array, `mask_to_rle`'s numbers.
+
+    Arrays, not lists: a noisy mask has tens of thousands of runs, and building
+    their Python ints costs several times the encoding itself.
+    """
     b, h, w = masks.shape
-    flat = masks.permute(0, 2, 1).flatten(1)  # column-major order
-    change = (flat[:, 1:] ^ flat[:, :-1]).nonzero()  # (K, 2): mask index, position before the change
-    starts_with_one = flat[:, 0].tolist()
-    per_mask = torch.bincount(change[:, 0], minlength=b).tolist()
-    positions = (change[:, 1] + 1).tolist()
-    out, offset = [], 0
-    for i in range(b):
-        edges = [0, *positions[offset : offset + per_mask[i]], h * w]
-        offset += per_mask[i]
-        counts = [0] if starts_with_one[i] else []
-        counts.extend(end - begin for begin, end in zip(edges[:-1], edges[1:]))
-        out.append({"size": [h, w], "counts": counts})
-    return out
+    columns_first = masks.permute(0, 2, 1).reshape(b, h * w).cpu().numpy()  # column-major order
+    rles = []
+    for flat in columns_first:
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        counts = np.diff(edges, prepend=0, append=h * w)
+        rles.append(np.concatenate(([0], counts)) if flat[0] else counts)
+    return rles
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
@@ -176,8 +180,9 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
 
 
 def area_from_rle(rle: dict[str, Any]) -> int:
-    """Number of foreground pixels of an uncompressed RLE."""
-    return sum(rle["counts"][1::2])
+    """Number of foreground pixels of an uncompressed RLE (counts a list or an array)."""
+    counts = rle["counts"]
+    return int(counts[1::2].sum()) if isinstance(counts, np.ndarray) else sum(counts[1::2])
 
 
 def coco_encode_rle(uncompressed_rle: dict[str, Any]) -> dict[str, Any]:

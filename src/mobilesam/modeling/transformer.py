@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -107,17 +108,22 @@ class Attention(nn.Module):
         """Whether `factored_attention` makes this attention cheaper for `tokens` prompt tokens."""
         return self.num_heads * tokens < self.internal_dim
 
-    def attend_to_image(self, q: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor) -> torch.Tensor:
-        """`self(q, image_keys, image_values)` factored (`factored_attention`): (B, T, C) tokens over (B or 1, HW, C) image tokens."""
+    def attend_to_image(self, q: torch.Tensor, image_tokens: torch.Tensor, pe_keys: torch.Tensor) -> torch.Tensor:
+        """`self(q, image_tokens + pe, image_tokens)` factored (`factored_attention`): (B, T, C) tokens over (B or 1, HW, C) image tokens.
+
+        `pe_keys`: (D, HW), `k_proj`'s weight times the image tokens' positional encoding
+        (`ImageTokens.pe_product`), so that the keys' sum with it is never made.
+        """
         heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
         queries = self.q_proj(q)
         b, t, _ = queries.shape
-        c = image_keys.shape[-1]
+        c, n = image_tokens.shape[-1], image_tokens.shape[1]
         per_head = queries.view(b, t, heads, head_dim).transpose(1, 2)  # (B, H, T, d)
         reach = (per_head @ self.k_proj.weight.view(heads, head_dim, c)).reshape(b, heads * t, c)
         offset = (per_head @ self.k_proj.bias.view(heads, head_dim, 1)).reshape(b, heads * t, 1)
-        scores = _with_image(reach, image_keys.transpose(1, 2)).add_(offset).div_(math.sqrt(head_dim))  # (B, H*T, HW)
-        mixed = _with_image(torch.softmax(scores, dim=-1), image_values).view(b, heads, t, c)  # (B, H, T, C)
+        scores = (per_head @ pe_keys.view(heads, head_dim, n)).view(b, heads * t, n).add_(offset)
+        scores = _add_with_image(scores, reach, image_tokens.transpose(1, 2)).div_(math.sqrt(head_dim))  # (B, H*T, HW)
+        mixed = _with_image(torch.softmax(scores, dim=-1), image_tokens).view(b, heads, t, c)  # (B, H, T, C)
         value_weight = self.v_proj.weight.view(heads, head_dim, c).transpose(1, 2)  # (H, C, d)
         out = torch.baddbmm(
             self.v_proj.bias.view(heads, 1, head_dim), mixed.transpose(0, 1).reshape(heads, b * t, c), value_weight
@@ -125,11 +131,25 @@ class Attention(nn.Module):
         return self.out_proj(out.view(heads, b, t, head_dim).permute(1, 2, 0, 3).reshape(b, t, self.internal_dim))
 
     def attend_from_image(
-        self, image_queries: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor, *, projected: bool = False
+        self,
+        image_queries: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        residual: torch.Tensor,
+        *,
+        pe_queries: torch.Tensor | None = None,
+        overwrite_residual: bool = False,
     ) -> torch.Tensor:
         """`residual + self(image_queries, k, v)` factored (`factored_attention`): (B or 1, HW, C) image tokens over (B, T, C) tokens.
 
-        `projected`: `image_queries` are `q_proj`'s output already, (B or 1, HW, D).
+        Args:
+            image_queries: `q_proj`'s output already, (B or 1, HW, D); or, with `pe_queries`,
+                the image tokens themselves, whose sum with their positional encoding
+                is the attention's input.
+            pe_queries: (D, HW), `q_proj`'s weight times that positional encoding
+                (`ImageTokens.pe_product`).
+            overwrite_residual: The sum may be written into `residual` (B, HW, C), which
+                the caller no longer needs.
         """
         heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
         keys = self.k_proj(k)
@@ -137,7 +157,7 @@ class Attention(nn.Module):
         per_head = keys.view(b, t, heads, head_dim).transpose(1, 2)  # (B, H, T, d)
         n = image_queries.shape[1]
         # Scores lie (B, H, T, HW): the softmax over each head's T tokens then runs along whole rows of image tokens.
-        if projected:
+        if pe_queries is None:
             # Each head's keys in its own columns of a block-diagonal (B, H*T, D): one product with the shared queries.
             blocks = per_head.new_zeros(b, heads, t, heads, head_dim)
             blocks.diagonal(dim1=1, dim2=3).copy_(per_head.permute(0, 2, 3, 1))
@@ -146,16 +166,20 @@ class Attention(nn.Module):
             c = image_queries.shape[-1]
             reach = (per_head @ self.q_proj.weight.view(heads, head_dim, c)).reshape(b, heads * t, c)  # (B, H*T, C)
             offset = (per_head @ self.q_proj.bias.view(heads, head_dim, 1)).reshape(b, heads * t, 1)
-            scores = torch.baddbmm(offset, reach, image_queries.expand(b, -1, -1).transpose(1, 2)).view(b, heads, t, n)
+            scores = (per_head @ pe_queries.view(heads, head_dim, n)).view(b, heads * t, n).add_(offset)
+            scores = _add_with_image(scores, reach, image_queries.transpose(1, 2)).view(b, heads, t, n)
         probs = torch.softmax(scores.div_(math.sqrt(head_dim)), dim=2).view(b, heads * t, n)
         values = self.v_proj(v).view(b, t, heads, head_dim)
         out_weight = self.out_proj.weight.view(-1, heads, head_dim)  # (C, H, d)
         lifted = torch.einsum("bthd,chd->bhtc", values, out_weight).reshape(b, heads * t, -1)  # (B, H*T, C)
-        # The residual and the bias go in first and the product is added into them: one pass over (B, HW, C) fewer.
-        start = residual + self.out_proj.bias
-        if start.shape[0] != b:
-            return torch.baddbmm(start, probs.transpose(1, 2), lifted)
-        return start.baddbmm_(probs.transpose(1, 2), lifted)
+        # Each image token's probabilities sum to 1 per head, H over all rows: the bias rides in with the product.
+        lifted = lifted + self.out_proj.bias / heads
+        if residual.shape[0] != b:
+            # Image tokens shared by the batch: the product is made per prompt and the shared residual added into it.
+            return torch.bmm(probs.transpose(1, 2), lifted).add_(residual)
+        if overwrite_residual:
+            return residual.baddbmm_(probs.transpose(1, 2), lifted)
+        return torch.baddbmm(residual, probs.transpose(1, 2), lifted)
 
     def _attend_per_head(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Few queries over many keys, one head at a time: (B, Nq, D) from (B, N, D) projections.
@@ -179,6 +203,15 @@ class Attention(nn.Module):
                 attn = torch.bmm(q[..., heads], k[..., heads].transpose(1, 2)).div_(scale)  # (B, Nq, Nk)
                 outputs.append(torch.bmm(torch.softmax(attn, dim=-1), v[..., heads]))  # (B, Nq, head_dim)
         return torch.cat(outputs, dim=-1)
+
+
+def _add_with_image(out: torch.Tensor, prompt_side: torch.Tensor, image_side: torch.Tensor) -> torch.Tensor:
+    """`out += prompt_side @ image_side`, `_with_image`'s product added in place into (B, M, N) `out`."""
+    if image_side.shape[0] == 1 and prompt_side.shape[0] > 1:
+        b, m, k = prompt_side.shape
+        out.view(b * m, -1).addmm_(prompt_side.reshape(b * m, k), image_side[0])
+        return out
+    return out.baddbmm_(prompt_side, image_side.expand(prompt_side.shape[0], -1, -1))
 
 
 def _with_image(prompt_side: torch.Tensor, image_side: torch.Tensor) -> torch.Tensor:
@@ -235,12 +268,22 @@ class TwoWayAttentionBlock(nn.Module):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
         image_projections: ImageProjections | None = None,
+        pe_product: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        overwrite_keys: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One block; `image_projections`, when given, must be `project_image` of these keys."""
+        """One block.
+
+        Args:
+            image_projections: `project_image` of these keys, when already made.
+            pe_product: `ImageTokens.pe_product` of `key_pe`, kept across calls; made here when None.
+            overwrite_keys: The block may write its new keys into `keys` (without gradients only).
+        """
         token_to_image, image_to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
         factored = _FACTORED.get() and token_to_image.factors_pay(queries.shape[1])
         if image_projections is None and not factored:
             image_projections = self.project_image(keys, key_pe)
+        if pe_product is None:
+            pe_product = partial(_pe_product, key_pe)
         if self.skip_first_layer_pe:
             # The first layer's queries are the prompt embeddings themselves, PE included.
             queries = self.self_attn(q=queries, k=queries, v=queries)
@@ -250,8 +293,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         if image_projections is None:
-            keyed = keys + key_pe
-            attended = token_to_image.attend_to_image(queries + query_pe, keyed, keys)
+            attended = token_to_image.attend_to_image(queries + query_pe, keys, pe_product(token_to_image.k_proj.weight))
         else:
             attended = token_to_image.attend(
                 token_to_image.q_proj(queries + query_pe), image_projections.keys, image_projections.values
@@ -266,10 +308,21 @@ class TwoWayAttentionBlock(nn.Module):
             # Added into the fresh attention output: no (B, HW, C) buffer of its own.
             return queries, self.norm4(attended.add_(keys))
         if image_projections is not None:
-            return queries, self.norm4(
-                image_to_token.attend_from_image(image_projections.queries, q, queries, keys, projected=True)
-            )
-        return queries, self.norm4(image_to_token.attend_from_image(keyed, q, queries, keys))
+            return queries, self.norm4(image_to_token.attend_from_image(image_projections.queries, q, queries, keys))
+        attended = image_to_token.attend_from_image(
+            keys,
+            q,
+            queries,
+            keys,
+            pe_queries=pe_product(image_to_token.q_proj.weight),
+            overwrite_residual=overwrite_keys and not torch.is_grad_enabled(),
+        )
+        return queries, self.norm4(attended)
+
+
+def _pe_product(pe: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(D, HW): `weight` (D, C) times the (1, HW, C) positional encoding `pe`."""
+    return weight @ pe[0].T
 
 
 @dataclass(frozen=True)
@@ -285,6 +338,18 @@ class ImageTokens:
     pe: torch.Tensor  # (1, HW, C) positional encoding
     first_layer: ImageProjections
     size: tuple[int, int]  # (H, W) of the token grid
+    _pe_products: dict[int, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    def pe_product(self, weight: torch.Tensor) -> torch.Tensor:
+        """(D, HW): `weight` (D, C) times the positional encoding, made once per image and weight.
+
+        `factored_attention` takes a projection of image tokens plus encoding as
+        the projection of each, so the sum is never made for every prompt.
+        """
+        product = self._pe_products.get(id(weight))
+        if product is None:
+            product = self._pe_products[id(weight)] = _pe_product(self.pe, weight)
+        return product
 
 
 class TwoWayTransformer(nn.Module):
@@ -355,13 +420,20 @@ class TwoWayTransformer(nn.Module):
         """
         queries, keys, key_pe = point_embedding, image.tokens, image.pe
         for index, layer in enumerate(self.layers):
-            projections = image.first_layer if index == 0 else None
-            queries, keys = layer(queries, keys, query_pe=point_embedding, key_pe=key_pe, image_projections=projections)
+            queries, keys = layer(
+                queries,
+                keys,
+                query_pe=point_embedding,
+                key_pe=key_pe,
+                image_projections=image.first_layer if index == 0 else None,
+                pe_product=image.pe_product,
+                # The first block's keys are the image's own tokens; later ones, the block before's fresh output.
+                overwrite_keys=index > 0,
+            )
         q = queries + point_embedding
-        k = keys + key_pe
         final = self.final_attn_token_to_image
         if _FACTORED.get() and final.factors_pay(q.shape[1]):
-            queries = self.norm_final_attn(queries + final.attend_to_image(q, k, keys))
+            queries = self.norm_final_attn(queries + final.attend_to_image(q, keys, image.pe_product(final.k_proj.weight)))
         else:
-            queries = self.norm_final_attn(queries + final(q=q, k=k, v=keys))
+            queries = self.norm_final_attn(queries + final(q=q, k=keys + key_pe, v=keys))
         return queries, keys
