@@ -33,7 +33,11 @@ class GraphBackend(Backend):
         self.name = name
         self.sessions = sessions
         self.folder = folder
-        self._torch_decoding = FastTorchDecoding(model) if self.spec.decoder_runtime == "torch" else None
+        self._torch_decoding = (
+            FastTorchDecoding(model, bf16_candidates=self.spec.precision != "fp32")
+            if self.spec.decoder_runtime == "torch"
+            else None
+        )
         # Torch's small decoder ops use two cores poorly, one-thread batches side by side well.
         self.parallel_batches = self._torch_decoding is not None
 

@@ -62,7 +62,7 @@ BACKEND_SPECS: dict[str, BackendSpec] = {
         BackendSpec("torch", "torch", "fp32", "the model's own modules, eager fp32: the reference numerics",
                     reference_numerics=True),
         BackendSpec("torch-fast", "torch", "fp32", "a rewritten copy of the encoder, fp32, within 1e-4"),
-        BackendSpec("torch-bf16", "torch", "bf16", "torch-fast's encoder in bf16 autocast, decoder fp32"),
+        BackendSpec("torch-bf16", "torch", "bf16", "torch-fast's encoder in bf16 autocast; clicks decode fp32, segment everything bf16"),
         BackendSpec("torch-compile", "torch", "fp32", "torch-fast's encoder compiled by TorchInductor, fp32",
                     quick_start=False),
         _graphs("onnx", "onnxruntime", "fp32", "onnxruntime over the exported fp32 graphs"),

@@ -153,6 +153,15 @@ class FastTorchDecoding(TorchBackend):
     # Its numerics are torch-fast's decoding; the graph backends that decode in torch use it as it is.
     name = "torch-fast"
 
+    def __init__(self, model: Sam, *, bf16_candidates: bool = False) -> None:
+        """`bf16_candidates`: an engine asked for in reduced precision (`half=True`, a bf16/int8 name) also
+        decodes segment-everything's batches in bf16, on a bf16 copy of the decoder, where the device
+        computes bf16 natively (AMX or AVX-512 BF16; CUDA 8.0+). Clicks stay fp32.
+        """
+        super().__init__(model)
+        device = next(model.parameters()).device
+        self._bf16_candidates = FastTorchDecoding(_Bf16Decoding(model)) if bf16_candidates and has_native_bf16(device) else None
+
     def decode(
         self,
         image_embeddings: torch.Tensor,
@@ -167,7 +176,12 @@ class FastTorchDecoding(TorchBackend):
 
     def decode_candidates(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, keep: CandidateFilter) -> Candidates:
         with fused_attention(), factored_attention():
-            return super().decode_candidates(image_embeddings, point_coords, keep)
+            if self._bf16_candidates is None:
+                return super().decode_candidates(image_embeddings, point_coords, keep)
+            decoded = self._bf16_candidates.decode_candidates(
+                image_embeddings.bfloat16(), point_coords, lambda iou_predictions: keep(iou_predictions.float())
+            )
+        return Candidates(decoded.iou_predictions.float(), decoded.kept, decoded.low_res_logits.float())
 
     def _masks_from_weights(self, mask_weights: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
         return upscaled_masks(self.model.mask_decoder, mask_weights, image_features)
@@ -181,11 +195,11 @@ class TorchFastBackend(FastTorchDecoding):
     """
 
     name = "torch-fast"
-    # The dtype the encoder computes in; the decoder is always fp32.
+    # The dtype the encoder computes in; clicks always decode in fp32.
     encoder_dtype = torch.float32
 
     def __init__(self, model: Sam) -> None:
-        super().__init__(model)
+        super().__init__(model, bf16_candidates=self.encoder_dtype != torch.float32)
         self.encoder = _fast_encoder(model)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -197,7 +211,7 @@ class TorchFastBackend(FastTorchDecoding):
 
 
 class TorchBf16Backend(TorchFastBackend):
-    """torch-fast's encoder copy under bfloat16 autocast; the decoder stays fp32.
+    """torch-fast's encoder copy under bfloat16 autocast; clicks decode in fp32, segment everything in bf16.
 
     Warns (RuntimeWarning) where the model's device has no native bf16.
     """
@@ -240,6 +254,41 @@ class TorchCompileBackend(FastTorchDecoding):
         with inductor_config.patch(freezing=True), torch.inference_mode():
             embedding = self.encoder(images.contiguous(memory_format=torch.channels_last))
         return embedding.contiguous().clone()
+
+
+class _Bf16Decoding(torch.nn.Module):
+    """A model's decoder copied in bf16, with its prompt encoder kept fp32 and its outputs cast to bf16.
+
+    The prompt encoder stays fp32: its Fourier features of point coordinates
+    need fp32's precision, and it is a small part of the work. The copy is
+    made once: weights loaded into the model later are not seen.
+    """
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.prompt_encoder = _Bf16Prompts(model.prompt_encoder)
+        self.mask_decoder = copy.deepcopy(model.mask_decoder).to(torch.bfloat16)
+
+
+class _Bf16Prompts(torch.nn.Module):
+    """A prompt encoder whose embeddings come out in bf16."""
+
+    def __init__(self, prompt_encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.fp32 = prompt_encoder
+        self.mask_input_size = prompt_encoder.mask_input_size
+
+    def forward(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        boxes: torch.Tensor | None,
+        masks: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse_embeddings, dense_embeddings = self.fp32(points=points, boxes=boxes, masks=masks)
+        return sparse_embeddings.bfloat16(), dense_embeddings.bfloat16()
+
+    def get_dense_pe(self) -> torch.Tensor:
+        return self.fp32.get_dense_pe().bfloat16()
 
 
 def _fast_encoder(model: Sam) -> torch.nn.Module:
