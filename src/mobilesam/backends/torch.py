@@ -89,7 +89,9 @@ class TorchBackend(Backend):
             if chunk_kept.all():
                 kept_features.append((chunk, chunk_features))
             elif chunk_kept.any():
-                kept_features.append((chunk, chunk_features[chunk_kept]))
+                # Selected in token-major order: they stay the transposed view of contiguous tokens the upscaling reads.
+                kept_tokens = chunk_features.flatten(2).transpose(1, 2)[chunk_kept]  # (K, HW, C)
+                kept_features.append((chunk, kept_tokens.transpose(1, 2).unflatten(2, chunk_features.shape[2:])))
             tokens.append(chunk_tokens)
             iou_predictions.append(chunk_iou)
         iou_predictions_t = torch.cat(iou_predictions)
