@@ -25,7 +25,7 @@ from mobilesam.backends.torch import FastTorchDecoding
 from mobilesam.bench import bench_encoder
 from mobilesam.fast_encoder import ChunkedMlp, StripedMBConv, fast_encoder_copy, fold_batch_norms
 from mobilesam.modeling.tiny_vit import ConvBN, MBConv
-from mobilesam.modeling.transformer import factored_attention
+from mobilesam.modeling.transformer import factored_attention, fused_attention
 from mobilesam.registry import TinyViTConfig, build_from_config, get_config
 from reference import randomize
 
@@ -70,6 +70,19 @@ def test_factored_attention_is_the_transformer_summed_otherwise(model, shared, t
             assert torch.equal(want, got)  # the factors do not pay: the same kernels
         else:
             assert float((want - got).abs().max()) <= 1e-5 * scale
+
+
+def test_fused_attention_over_shared_keys_is_each_prompts_attention(model):
+    """Keys and values shared by the batch (segment everything's first layer) take all prompts' queries at once."""
+    attention = model.mask_decoder.transformer.layers[0].cross_attn_token_to_image
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(5, 7, 128, generator=generator)
+    keys, values = torch.randn(2, 1, 300, 128, generator=generator)
+    with torch.inference_mode(), fused_attention():
+        shared = attention.attend(queries, keys, values)
+        per_prompt = attention.attend(queries, keys.expand(5, -1, -1).contiguous(), values.expand(5, -1, -1).contiguous())
+    assert shared.shape == per_prompt.shape == (5, 7, 256)
+    assert float((shared - per_prompt).abs().max()) <= 1e-6 * float(per_prompt.abs().max())
 
 
 def test_the_torch_backend_by_name_is_eager_torch(model):

@@ -287,6 +287,9 @@ class _Bf16Prompts(torch.nn.Module):
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         sparse_embeddings, dense_embeddings = self.fp32(points=points, boxes=boxes, masks=masks)
+        if masks is None:
+            # The no-mask embedding expanded over the batch: cast once, not once per prompt.
+            return sparse_embeddings.bfloat16(), dense_embeddings[:1].bfloat16().expand_as(dense_embeddings)
         return sparse_embeddings.bfloat16(), dense_embeddings.bfloat16()
 
     def get_dense_pe(self) -> torch.Tensor:

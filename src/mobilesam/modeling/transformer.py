@@ -46,7 +46,8 @@ def factored_attention() -> Iterator[None]:
     queries and output), (HW, C) x (C, D) products. Each projection meets a
     head's few prompt tokens right after, so it can be moved onto them:
 
-    - token->image scores: q_h . (W_k,h x + b_k,h) = (q_h W_k,h) . x + q_h . b_k,h
+    - token->image scores: q_h . (W_k,h x + b_k,h) = (q_h W_k,h) . x + q_h . b_k,h, the last term
+      the same for every image token, so the softmax over them drops it
     - token->image output: P_h (X W_v,h^T + b_v,h) = (P_h X) W_v,h^T + b_v,h (each row of P_h sums to 1)
     - image->token scores: (W_q,h x + b_q,h) . k_h = x . (W_q,h^T k_h) + b_q,h . k_h
     - image->token output: sum_h P_h v_h W_o,h^T + b_o, each head's values through its slice of W_o first
@@ -89,10 +90,13 @@ class Attention(nn.Module):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention over already projected (B, N, internal_dim) queries, keys and values."""
         if _FUSED.get():
+            b, n, _ = q.shape
+            if k.shape[0] == v.shape[0] == 1 < b:
+                # Keys and values shared by the batch: all B * Nq queries as one, so the kernel reads them in place.
+                q = q.reshape(1, b * n, -1)
             batch = max(q.shape[0], k.shape[0])  # image tokens shared by a batch of prompts: expanded views
             q, k, v = (self._split_heads(x).expand(batch, -1, -1, -1) for x in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, Nq, hd)
-            b, _, n, _ = out.shape
+            out = F.scaled_dot_product_attention(q, k, v)  # (B or 1, heads, B * Nq / that, hd)
             return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
         # Only for batches: with one prompt, the head-major views need no copy
         # and stay on the kernels the reference uses.
@@ -118,11 +122,13 @@ class Attention(nn.Module):
         queries = self.q_proj(q)
         b, t, _ = queries.shape
         c, n = image_tokens.shape[-1], image_tokens.shape[1]
-        per_head = queries.view(b, t, heads, head_dim).transpose(1, 2)  # (B, H, T, d)
+        # Scaled before the products, so the (B, H*T, HW) scores are never divided: the same bits
+        # where the head width is a power of 4 (MobileSAM's 16), else within rounding.
+        per_head = queries.view(b, t, heads, head_dim).transpose(1, 2) / math.sqrt(head_dim)  # (B, H, T, d)
         reach = (per_head @ self.k_proj.weight.view(heads, head_dim, c)).reshape(b, heads * t, c)
-        offset = (per_head @ self.k_proj.bias.view(heads, head_dim, 1)).reshape(b, heads * t, 1)
-        scores = (per_head @ pe_keys.view(heads, head_dim, n)).view(b, heads * t, n).add_(offset)
-        scores = _add_with_image(scores, reach, image_tokens.transpose(1, 2)).div_(math.sqrt(head_dim))  # (B, H*T, HW)
+        # k_proj's bias adds q_h . b_k,h to all of a row's scores: the softmax over the row cancels it.
+        scores = _per_head_product(per_head, pe_keys.view(heads, head_dim, n)).view(b, heads * t, n)
+        scores = _add_with_image(scores, reach, image_tokens.transpose(1, 2))  # (B, H*T, HW)
         mixed = _with_image(torch.softmax(scores, dim=-1), image_tokens).view(b, heads, t, c)  # (B, H, T, C)
         value_weight = self.v_proj.weight.view(heads, head_dim, c).transpose(1, 2)  # (H, C, d)
         out = torch.baddbmm(
@@ -154,7 +160,7 @@ class Attention(nn.Module):
         heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
         keys = self.k_proj(k)
         b, t, _ = keys.shape
-        per_head = keys.view(b, t, heads, head_dim).transpose(1, 2)  # (B, H, T, d)
+        per_head = keys.view(b, t, heads, head_dim).transpose(1, 2) / math.sqrt(head_dim)  # (B, H, T, d), as in attend_to_image
         n = image_queries.shape[1]
         # Scores lie (B, H, T, HW): the softmax over each head's T tokens then runs along whole rows of image tokens.
         if pe_queries is None:
@@ -165,18 +171,19 @@ class Attention(nn.Module):
         else:
             c = image_queries.shape[-1]
             reach = (per_head @ self.q_proj.weight.view(heads, head_dim, c)).reshape(b, heads * t, c)  # (B, H*T, C)
-            offset = (per_head @ self.q_proj.bias.view(heads, head_dim, 1)).reshape(b, heads * t, 1)
-            scores = (per_head @ pe_queries.view(heads, head_dim, n)).view(b, heads * t, n).add_(offset)
+            offset = per_head @ self.q_proj.bias.view(heads, head_dim, 1)  # (B, H, T, 1)
+            scores = _per_head_product(per_head, pe_queries.view(heads, head_dim, n), offset).view(b, heads * t, n)
             scores = _add_with_image(scores, reach, image_queries.transpose(1, 2)).view(b, heads, t, n)
-        probs = torch.softmax(scores.div_(math.sqrt(head_dim)), dim=2).view(b, heads * t, n)
+        probs = torch.softmax(scores, dim=2).view(b, heads * t, n)
         values = self.v_proj(v).view(b, t, heads, head_dim)
         out_weight = self.out_proj.weight.view(-1, heads, head_dim)  # (C, H, d)
         lifted = torch.einsum("bthd,chd->bhtc", values, out_weight).reshape(b, heads * t, -1)  # (B, H*T, C)
         # Each image token's probabilities sum to 1 per head, H over all rows: the bias rides in with the product.
         lifted = lifted + self.out_proj.bias / heads
         if residual.shape[0] != b:
-            # Image tokens shared by the batch: the product is made per prompt and the shared residual added into it.
-            return torch.bmm(probs.transpose(1, 2), lifted).add_(residual)
+            # Image tokens shared by the batch: the residual is copied out to every prompt and the product
+            # accumulated onto it, which costs less than adding it to the product (in bf16, several times less).
+            return residual.expand(b, -1, -1).clone().baddbmm_(probs.transpose(1, 2), lifted)
         if overwrite_residual:
             return residual.baddbmm_(probs.transpose(1, 2), lifted)
         return torch.baddbmm(residual, probs.transpose(1, 2), lifted)
@@ -203,6 +210,22 @@ class Attention(nn.Module):
                 attn = torch.bmm(q[..., heads], k[..., heads].transpose(1, 2)).div_(scale)  # (B, Nq, Nk)
                 outputs.append(torch.bmm(torch.softmax(attn, dim=-1), v[..., heads]))  # (B, Nq, head_dim)
         return torch.cat(outputs, dim=-1)
+
+
+def _per_head_product(per_head: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, T, N): each head's (T, d) rows of `per_head` times that head's (d, N) `weight`, plus `bias` (B, H, T, 1).
+
+    One prompt at a time, written in place: batched over B and H at once,
+    `weight` would first be copied out to every prompt.
+    """
+    b, heads, t, _ = per_head.shape
+    out = per_head.new_empty((b, heads, t, weight.shape[-1]))
+    for i in range(b):
+        if bias is None:
+            torch.bmm(per_head[i], weight, out=out[i])
+        else:
+            torch.baddbmm(bias[i], per_head[i], weight, out=out[i])
+    return out
 
 
 def _add_with_image(out: torch.Tensor, prompt_side: torch.Tensor, image_side: torch.Tensor) -> torch.Tensor:
