@@ -142,18 +142,17 @@ class _BandedMatrix:
         nonzero = matrix != 0
         spans = []
         for first_row in range(0, n_out, self._BLOCK):
-            read = nonzero[first_row : first_row + self._BLOCK].any(dim=0).nonzero()[:, 0]
-            spans.append((first_row, int(read.min()), int(read.max())))
+            rows = slice(first_row, min(first_row + self._BLOCK, n_out))
+            read = nonzero[rows].any(dim=0).nonzero()[:, 0]
+            spans.append((rows, int(read.min()), int(read.max())))
         self.width = max(last - first + 1 for _, first, last in spans)
         if 2 * self.width > n_in:
             # The bands cover most inputs: one product with the whole matrix.
-            self.width, spans = n_in, [(0, 0, n_in - 1)]
-        block = self._BLOCK if len(spans) > 1 else n_out
+            self.width, spans = n_in, [(slice(0, n_out), 0, n_in - 1)]
         self.n_out = n_out
         self.blocks = []
-        for first_row, first, _ in spans:
+        for rows, first, _ in spans:
             start = min(first, n_in - self.width)
-            rows = slice(first_row, min(first_row + block, n_out))
             self.blocks.append((rows, start, matrix[rows, start : start + self.width].contiguous()))
 
     def along_rows(self, x: torch.Tensor) -> torch.Tensor:
