@@ -18,7 +18,7 @@ logits agree with the model's to fp32 rounding (about 1e-5), not bit for bit:
 this is for the backends whose names say they are not the reference numerics.
 
 `postprocess_masks` does the same for `Sam.postprocess_masks`: its two
-bilinear resizes are one matrix product per axis.
+bilinear resizes are one banded matrix product per axis.
 """
 
 from __future__ import annotations
